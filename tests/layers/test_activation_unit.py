@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import reference as ref
+from tfrs_din.layers import LocalActivationUnit
+
+B, L, D = 3, 6, 4
+MASK = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]],
+                bool)
+
+
+def _inputs():
+  rng = np.random.default_rng(1)
+  return (rng.normal(size=(B, D)).astype(np.float32),
+          rng.normal(size=(B, L, D)).astype(np.float32))
+
+
+def _numpy_scores(layer, q, keys):
+  """a([q, k, q-k, q*k]) with the full (unsplit) first layer and sigmoid."""
+  qb = np.broadcast_to(q[:, None, :], keys.shape)
+  x = np.concatenate([qb, keys, qb - keys, qb * keys], axis=-1)
+  h = ref.sigmoid(x @ layer.first_kernel.numpy() + layer.first_bias.numpy())
+  rest = layer._rest
+  for dense in rest._dense:
+    kernel, bias = (w.numpy() for w in dense.weights)
+    h = ref.sigmoid(h @ kernel + bias)
+  kernel, bias = (w.numpy() for w in rest._output.weights)
+  return (h @ kernel + bias)[..., 0]
+
+
+@pytest.mark.parametrize("normalization", [None, "softmax"])
+def test_matches_numpy_and_masks_exactly(normalization):
+  q, keys = _inputs()
+  layer = LocalActivationUnit((5, 3), activation="sigmoid",
+                              normalization=normalization)
+  pooled, w = layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK),
+                    return_weights=True)
+  scores = _numpy_scores(layer, q, keys)
+  if normalization == "softmax":
+    e = np.where(MASK, np.exp(scores - scores.max(-1, keepdims=True)), 0.0)
+    expected_w = e / e.sum(-1, keepdims=True)
+  else:
+    expected_w = np.where(MASK, scores, 0.0)
+  np.testing.assert_allclose(w, expected_w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(w.numpy()[~MASK], 0.0)
+  np.testing.assert_allclose(pooled, np.einsum("bl,bld->bd", expected_w, keys),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["dice", "prelu"])
+@pytest.mark.parametrize("training", [True, False])
+def test_padded_positions_do_not_leak(activation, training):
+  q, keys = _inputs()
+  layer = LocalActivationUnit((5, 3), activation=activation)
+  out1 = layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK),
+               training=training)
+  garbage = np.where(MASK[..., None], keys, 50.0).astype(np.float32)
+  out2 = layer(tf.constant(q), tf.constant(garbage), mask=tf.constant(MASK),
+               training=training)
+  np.testing.assert_allclose(out1, out2, rtol=1e-5, atol=1e-5)
+
+
+def test_many_candidates_equal_one_at_a_time():
+  rng = np.random.default_rng(2)
+  queries = rng.normal(size=(B, 5, D)).astype(np.float32)
+  _, keys = _inputs()
+  layer = LocalActivationUnit((5, 3), activation="prelu")
+  pooled, w = layer(tf.constant(queries), tf.constant(keys),
+                    mask=tf.constant(MASK), return_weights=True)
+  assert pooled.shape == (B, 5, D) and w.shape == (B, 5, L)
+  for n in range(5):
+    p_n, w_n = layer(tf.constant(queries[:, n]), tf.constant(keys),
+                     mask=tf.constant(MASK), return_weights=True)
+    np.testing.assert_allclose(pooled[:, n], p_n, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(w[:, n], w_n, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_history_gives_zero_interest_and_config_round_trip():
+  q, keys = _inputs()
+  layer = LocalActivationUnit((4,), normalization="softmax")
+  out = layer(tf.constant(q), tf.constant(keys), mask=tf.zeros([B, L], tf.bool))
+  np.testing.assert_array_equal(out, 0.0)
+  clone = LocalActivationUnit.from_config(layer.get_config())
+  assert clone.hidden_units == (4,) and clone.normalization == "softmax"
+  with pytest.raises(ValueError, match="normalization"):
+    LocalActivationUnit(normalization="sparsemax")

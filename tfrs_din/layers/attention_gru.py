@@ -1,0 +1,182 @@
+"""GRU cells with attention (DIEN's AGRU/AUGRU) and the interest evolving layer."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import tensorflow as tf
+
+GATES = ("none", "AGRU", "AUGRU")
+GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
+
+
+class AttentionGRUCell(tf.keras.layers.Layer):
+  """A GRU cell whose update may be driven by an attention score a_t.
+
+      u_t  = sigmoid(W_u x_t + b_u + U_u h_{t-1} + c_u)
+      r_t  = sigmoid(W_r x_t + b_r + U_r h_{t-1} + c_r)
+      h~_t = tanh(W_h x_t + b_h + r_t * (U_h h_{t-1} + c_h))
+      gate "none":  h_t = (1 - u_t) * h_{t-1} + u_t * h~_t        (plain GRU)
+      gate "AGRU":  h_t = (1 - a_t) * h_{t-1} + a_t * h~_t
+      gate "AUGRU": u'_t = a_t * u_t;  h_t = (1 - u'_t) * h_{t-1} + u'_t * h~_t
+
+  As a Keras RNN cell its input is x_t, or [x_t ; a_t] (attention last) for the
+  attention gates. `project_inputs` and `step` split the work so that the input
+  projection of a whole sequence is one matrix product (see `masked_scan`).
+
+  Args:
+    units: size of the hidden state.
+    gate: "none", "AGRU" or "AUGRU".
+  """
+
+  def __init__(self, units: int, gate: str = "none", **kwargs):
+    super().__init__(**kwargs)
+    if gate not in GATES:
+      raise ValueError(f"gate must be one of {GATES}, got {gate!r}.")
+    self.units = int(units)
+    self.gate = gate
+    self.state_size = self.units
+    self.output_size = self.units
+
+  def build(self, input_shape):
+    dim = int(input_shape[-1]) - (0 if self.gate == "none" else 1)
+    self.kernel = self.add_weight(name="kernel", shape=(dim, 3 * self.units),
+                                  initializer="glorot_uniform")
+    self.recurrent_kernel = self.add_weight(
+        name="recurrent_kernel", shape=(self.units, 3 * self.units),
+        initializer="orthogonal")
+    self.bias = self.add_weight(name="bias", shape=(3 * self.units,),
+                                initializer="zeros")
+    self.recurrent_bias = self.add_weight(
+        name="recurrent_bias", shape=(3 * self.units,), initializer="zeros")
+    super().build(input_shape)
+
+  def project_inputs(self, x: tf.Tensor) -> tf.Tensor:
+    """W x + b for any leading shape: [..., D] -> [..., 3H]."""
+    return tf.tensordot(x, self.kernel, axes=1) + self.bias
+
+  def step(self, x_proj: tf.Tensor, attention: Optional[tf.Tensor],
+           h: tf.Tensor) -> tf.Tensor:
+    """One update from projected input [B, 3H], attention [B] and state [B, H]."""
+    x_u, x_r, x_h = tf.split(x_proj, 3, axis=-1)
+    h_u, h_r, h_h = tf.split(
+        tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias, 3, axis=-1)
+    u = tf.sigmoid(x_u + h_u)
+    r = tf.sigmoid(x_r + h_r)
+    candidate = tf.tanh(x_h + r * h_h)
+    if self.gate == "AGRU":
+      u = attention[:, tf.newaxis]
+    elif self.gate == "AUGRU":
+      u = attention[:, tf.newaxis] * u
+    return (1.0 - u) * h + u * candidate
+
+  def call(self, inputs: tf.Tensor, states) -> Tuple[tf.Tensor, list]:
+    h = states[0] if isinstance(states, (list, tuple)) else states
+    if self.gate == "none":
+      x, attention = inputs, None
+    else:
+      x, attention = inputs[:, :-1], inputs[:, -1]
+    h = self.step(self.project_inputs(x), attention, h)
+    return h, [h]
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config.update(units=self.units, gate=self.gate)
+    return config
+
+
+class AGRUCell(AttentionGRUCell):
+  """GRU with attention in place of the update gate (DIEN, eq. 6)."""
+
+  def __init__(self, units: int, **kwargs):
+    kwargs.pop("gate", None)
+    super().__init__(units, gate="AGRU", **kwargs)
+
+
+class AUGRUCell(AttentionGRUCell):
+  """GRU with an attentional update gate, u'_t = a_t * u_t (DIEN, eq. 7-8)."""
+
+  def __init__(self, units: int, **kwargs):
+    kwargs.pop("gate", None)
+    super().__init__(units, gate="AUGRU", **kwargs)
+
+
+def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
+                attention: Optional[tf.Tensor] = None,
+                initial_state: Optional[tf.Tensor] = None
+                ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Runs `cell` over [B, T, D] inputs; padded steps keep the previous state.
+
+  Args:
+    cell: a built or unbuilt `AttentionGRUCell`.
+    inputs: [B, T, D].
+    mask: [B, T] boolean, True at valid steps.
+    attention: [B, T] scores for the attention gates, else None.
+    initial_state: [B, H], zeros by default.
+
+  Returns:
+    (states [B, T, H], the state after every step; final state [B, H]).
+  """
+  if not cell.built:
+    extra = 0 if cell.gate == "none" else 1
+    cell.build(tf.TensorShape([None, inputs.shape[-1] + extra]))
+  batch = tf.shape(inputs)[0]
+  if initial_state is None:
+    initial_state = tf.zeros([batch, cell.units], dtype=inputs.dtype)
+  projected = tf.transpose(cell.project_inputs(inputs), [1, 0, 2])
+  mask_t = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
+  if attention is None:
+    attention_t = tf.zeros(tf.shape(mask_t), dtype=inputs.dtype)
+  else:
+    attention_t = tf.transpose(tf.cast(attention, inputs.dtype), [1, 0])
+
+  def update(h, elems):
+    x_t, a_t, m_t = elems
+    return tf.where(m_t[:, tf.newaxis], cell.step(x_t, a_t, h), h)
+
+  states = tf.scan(update, (projected, attention_t, mask_t),
+                   initializer=initial_state)
+  return tf.transpose(states, [1, 0, 2]), states[-1]
+
+
+class InterestEvolution(tf.keras.layers.Layer):
+  """DIEN's interest evolving layer: an attention GRU over interest states.
+
+      AIGRU: i'_t = a_t * h_t fed to a plain GRU
+      AGRU / AUGRU: a_t drives the cell's update (see `AttentionGRUCell`)
+
+  Returns the final evolved state h'_T (the state after the last valid step).
+
+  Args:
+    units: size of the evolved state.
+    gru_type: "AIGRU", "AGRU" or "AUGRU".
+
+  Call args:
+    states: [B, T, H] interest states from the extractor.
+    attention: [B, T] attention of each state to the target item.
+    mask: [B, T] boolean, True at valid steps.
+    return_sequences: also return every step's state, [B, T, units].
+  """
+
+  def __init__(self, units: int, gru_type: str = "AUGRU", **kwargs):
+    super().__init__(**kwargs)
+    if gru_type not in GRU_TYPES:
+      raise ValueError(f"gru_type must be one of {GRU_TYPES}, got {gru_type!r}.")
+    self.units = int(units)
+    self.gru_type = gru_type
+    self.cell = AttentionGRUCell(
+        units, gate="none" if gru_type == "AIGRU" else gru_type, name="cell")
+
+  def call(self, states: tf.Tensor, attention: tf.Tensor, mask: tf.Tensor,
+           return_sequences: bool = False):
+    if self.gru_type == "AIGRU":
+      sequence, final = masked_scan(
+          self.cell, states * attention[..., tf.newaxis], mask)
+    else:
+      sequence, final = masked_scan(self.cell, states, mask, attention)
+    return (final, sequence) if return_sequences else final
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config.update(units=self.units, gru_type=self.gru_type)
+    return config

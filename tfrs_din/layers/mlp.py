@@ -1,0 +1,114 @@
+"""Fully connected towers with the activations compared in the DIN paper."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+
+from tfrs_din.layers.dice import Dice
+
+ActivationSpec = Union[str, None]
+
+
+def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
+                    ) -> tf.keras.layers.Layer:
+  """Returns an activation layer: "dice", "prelu", or any Keras activation.
+
+  Args:
+    name: "dice", "prelu" (per-channel slope, initialised at 0.25 as in
+      `torch.nn.PReLU`), or a name understood by `tf.keras.activations.get`
+      ("relu", "sigmoid", ...). None means linear.
+    layer_name: optional name for the returned layer.
+  """
+  if name is None or name == "linear":
+    return tf.keras.layers.Activation("linear", name=layer_name)
+  lowered = name.lower()
+  if lowered == "dice":
+    return Dice(name=layer_name)
+  if lowered == "prelu":
+    return tf.keras.layers.PReLU(
+        alpha_initializer=tf.keras.initializers.Constant(0.25), name=layer_name)
+  return tf.keras.layers.Activation(name, name=layer_name)
+
+
+class MLP(tf.keras.layers.Layer):
+  """A tower of dense layers: x <- drop(act(bn(W x + b))) for each hidden size.
+
+  The activation is applied per layer and may be Dice or PReLU (DIN's
+  comparison) or any Keras activation. Masks are passed to Dice so that
+  padded positions do not enter its batch statistics.
+
+  Args:
+    hidden_units: sizes of the hidden layers, e.g. (200, 80).
+    activation: see `make_activation`.
+    batch_norm: batch-normalise each pre-activation.
+    dropout: dropout rate after each activation (0 disables).
+    output_units: if set, a final linear layer of this size.
+    kernel_regularizer: applied to every dense kernel.
+    seed: seed of the dropout layers.
+
+  Example:
+
+  >>> tower = MLP((8, 4), activation="prelu", output_units=1)
+  >>> tower(tf.ones([2, 5])).shape
+  TensorShape([2, 1])
+  """
+
+  def __init__(self, hidden_units: Sequence[int] = (200, 80),
+               activation: ActivationSpec = "dice", batch_norm: bool = False,
+               dropout: float = 0.0, output_units: Optional[int] = None,
+               kernel_regularizer=None, seed: Optional[int] = None, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_units = tuple(int(u) for u in hidden_units)
+    self.activation = activation
+    self.batch_norm = batch_norm
+    self.dropout = dropout
+    self.output_units = output_units
+    self.kernel_regularizer = tf.keras.regularizers.get(kernel_regularizer)
+    self.seed = seed
+    self.supports_masking = True
+    self._dense = [
+        tf.keras.layers.Dense(u, kernel_regularizer=self.kernel_regularizer,
+                              name=f"dense_{i}")
+        for i, u in enumerate(self.hidden_units)]
+    self._norms = [tf.keras.layers.BatchNormalization(name=f"bn_{i}")
+                   if batch_norm else None
+                   for i in range(len(self.hidden_units))]
+    self._activations = [make_activation(activation, f"act_{i}")
+                         for i in range(len(self.hidden_units))]
+    self._dropouts = [
+        tf.keras.layers.Dropout(dropout, seed=None if seed is None else seed + i)
+        if dropout > 0 else None for i in range(len(self.hidden_units))]
+    self._output = (tf.keras.layers.Dense(output_units, name="output",
+                                          kernel_regularizer=self.kernel_regularizer)
+                    if output_units else None)
+
+  def call(self, inputs: tf.Tensor, training: Optional[bool] = None,
+           mask: Optional[tf.Tensor] = None) -> tf.Tensor:
+    x = inputs
+    for dense, norm, act, drop in zip(self._dense, self._norms,
+                                      self._activations, self._dropouts):
+      x = dense(x)
+      if norm is not None:
+        x = norm(x, training=training)
+      x = act(x, training=training, mask=mask) if isinstance(act, Dice) else act(x)
+      if drop is not None:
+        x = drop(x, training=training)
+    if self._output is not None:
+      x = self._output(x)
+    return x
+
+  def compute_mask(self, inputs, mask=None):
+    return mask
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config.update(
+        hidden_units=self.hidden_units, activation=self.activation,
+        batch_norm=self.batch_norm, dropout=self.dropout,
+        output_units=self.output_units,
+        kernel_regularizer=tf.keras.regularizers.serialize(
+            self.kernel_regularizer) if self.kernel_regularizer else None,
+        seed=self.seed)
+    return config
