@@ -70,49 +70,72 @@ class GAUC(tf.keras.metrics.Metric):
   """Streaming GAUC over every batch seen since the last reset.
 
   A user's impressions may span batches, so the metric keeps (user, label,
-  score) triples (O(examples) memory, like any exact AUC over groups) and
-  computes `grouped_auc` on them. `update_state` takes the user ids in place of
-  the usual `sample_weight`-style extras.
+  score) triples (O(examples) memory, like any exact AUC over groups) in
+  buffers whose capacity doubles when full, so an update costs amortised
+  O(batch), and computes `grouped_auc` on them in `result`.
 
   Args:
     name: metric name.
-    from_logits: accepted for symmetry with `tf.keras.metrics.AUC`; GAUC is
-      invariant to the sigmoid so scores are used as given.
+
+  Example:
+
+  >>> metric = GAUC()
+  >>> metric.update_state([1, 1, 2], [1, 0, 1], [0.9, 0.1, 0.2])
+  >>> metric.update_state([2, 2], [0, 0], [0.3, 0.1])
+  >>> round(float(metric.result()), 4)
+  0.7
   """
 
-  def __init__(self, name: str = "gauc", from_logits: bool = True, **kwargs):
+  def __init__(self, name: str = "gauc", **kwargs):
+    kwargs.pop("dtype", None)
     super().__init__(name=name, dtype=tf.float64, **kwargs)
-    self.from_logits = from_logits
     spec = dict(shape=tf.TensorShape([None]), trainable=False,
                 validate_shape=False)
     with tf.init_scope():
+      self._count = tf.Variable(0, dtype=tf.int32, trainable=False,
+                                name="count")
       self._users = tf.Variable(tf.zeros([0], tf.int64), name="users", **spec)
       self._labels = tf.Variable(tf.zeros([0], tf.float32), name="labels",
                                  **spec)
       self._scores = tf.Variable(tf.zeros([0], tf.float32), name="scores",
                                  **spec)
 
+  def _buffers(self):
+    return (self._users, self._labels, self._scores)
+
   def update_state(self, user_ids: tf.Tensor, labels: tf.Tensor,
                    scores: tf.Tensor, sample_weight: Optional[tf.Tensor] = None):
-    del sample_weight  # Impressions weigh users; examples are not re-weighted.
-    self._users.assign(tf.concat(
-        [self._users, tf.cast(tf.reshape(user_ids, [-1]), tf.int64)], 0))
-    self._labels.assign(tf.concat(
-        [self._labels, tf.cast(tf.reshape(labels, [-1]), tf.float32)], 0))
-    self._scores.assign(tf.concat(
-        [self._scores, tf.cast(tf.reshape(scores, [-1]), tf.float32)], 0))
+    """Appends a batch; `sample_weight` is ignored (impressions weigh users)."""
+    del sample_weight
+    new = (tf.cast(tf.reshape(user_ids, [-1]), tf.int64),
+           tf.cast(tf.reshape(labels, [-1]), tf.float32),
+           tf.cast(tf.reshape(scores, [-1]), tf.float32))
+    count = self._count.read_value()
+    end = count + tf.shape(new[0])[0]
+    capacity = tf.shape(self._users)[0]
+
+    def grow():
+      size = tf.maximum(2 * capacity, end)
+      for buffer in self._buffers():
+        kept = buffer.value()[:count]
+        buffer.assign(tf.concat(
+            [kept, tf.zeros([size - count], buffer.dtype)], 0))
+      return tf.constant(True)
+
+    grown = tf.cond(end > capacity, grow, lambda: tf.constant(False))
+    with tf.control_dependencies([grown]):
+      indices = tf.range(count, end)[:, tf.newaxis]
+      updates = [buffer.scatter_nd_update(indices, values)
+                 for buffer, values in zip(self._buffers(), new)]
+    with tf.control_dependencies(updates):
+      return self._count.assign(end)
 
   def result(self) -> tf.Tensor:
-    return grouped_auc(self._users.value(), self._labels.value(),
-                       self._scores.value())
+    count = self._count.read_value()
+    users, labels, scores = (b.value()[:count] for b in self._buffers())
+    return grouped_auc(users, labels, scores)
 
   def reset_state(self):
-    self._users.assign(tf.zeros([0], tf.int64))
-    self._labels.assign(tf.zeros([0], tf.float32))
-    self._scores.assign(tf.zeros([0], tf.float32))
-
-  def get_config(self) -> dict:
-    config = super().get_config()
-    config.update(from_logits=self.from_logits)
-    config.pop("dtype", None)
-    return config
+    self._count.assign(0)
+    for buffer in self._buffers():
+      buffer.assign(tf.zeros([0], buffer.dtype))

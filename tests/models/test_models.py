@@ -1,0 +1,164 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_din.features import HISTORY_LENGTH
+from tfrs_din.models import MODELS, BaseModel, DIENModel, DINModel
+
+SMALL = dict(mlp_units=(8, 4), activation="dice")
+OPTIONS = {"base": {}, "din": dict(attention_units=(8, 4)),
+           "dien": dict(gru_units=6, aux_hidden_units=(8, 4))}
+
+
+def _model(name, spec, **kwargs):
+  return MODELS[name](spec, **SMALL, **OPTIONS[name], **kwargs)
+
+
+def _trained(name, data, steps=3, **kwargs):
+  model = _model(name, data.spec, **kwargs)
+  model.compile(tf.keras.optimizers.Adam(0.01))
+  model.fit(data.dataset("train", 64).take(steps), verbose=0)
+  return model
+
+
+@pytest.mark.parametrize("name", ["base", "din", "dien"])
+def test_fit_reports_loss_auc_gauc_and_predicts_probabilities(name, small_data):
+  model = _model(name, small_data.spec)
+  model.compile(tf.keras.optimizers.Adam(0.01))
+  history = model.fit(small_data.dataset("train", 64).take(4), verbose=0)
+  assert {"loss", "auc", "gauc", "logloss"} <= set(history.history)
+  result = model.evaluate(small_data.dataset("test", 64), return_dict=True,
+                          verbose=0)
+  assert 0.0 <= result["gauc"] <= 1.0 and 0.0 <= result["auc"] <= 1.0
+  p = model(small_data.features(slice(0, 16))).numpy()
+  assert p.shape == (16,) and np.all((p > 0) & (p < 1))
+
+
+@pytest.mark.parametrize("name", ["base", "din", "dien"])
+def test_padding_does_not_leak_and_inference_is_batch_independent(
+    name, small_data):
+  model = _trained(name, small_data)
+  features = small_data.features(slice(0, 32))
+  expected = model(features, training=False).numpy()
+  garbage = dict(features)
+  length = features[HISTORY_LENGTH].numpy()
+  for key in ("hist_item_id", "hist_category_id"):
+    ids = features[key].numpy().copy()
+    pad = np.arange(ids.shape[1])[None, :] >= length[:, None]
+    ids[pad] = 7
+    garbage[key] = tf.constant(ids)
+  np.testing.assert_allclose(model(garbage, training=False), expected,
+                             rtol=1e-5, atol=1e-6)
+  one_by_one = [float(model({k: v[i:i + 1] for k, v in features.items()},
+                            training=False)[0]) for i in range(0, 32, 7)]
+  np.testing.assert_allclose(one_by_one, expected[::7], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["base", "din", "dien"])
+def test_score_candidates_equals_tiled_rows(name, small_data):
+  model = _trained(name, small_data)
+  users = small_data.features(slice(0, 3))
+  rng = np.random.default_rng(0)
+  cand_items = rng.integers(2, small_data.spec.item_features[0].vocab_size,
+                            size=(3, 5))
+  cand_cats = rng.integers(2, small_data.spec.item_features[1].vocab_size,
+                           size=(3, 5))
+  scores = model.score_candidates(
+      users, {"item_id": tf.constant(cand_items),
+              "category_id": tf.constant(cand_cats)}).numpy()
+  tiled = {k: tf.repeat(v, 5, axis=0) for k, v in users.items()}
+  tiled["item_id"] = tf.constant(cand_items.reshape(-1))
+  tiled["category_id"] = tf.constant(cand_cats.reshape(-1))
+  np.testing.assert_allclose(scores.reshape(-1), model(tiled, training=False),
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["din", "dien"])
+def test_attention_weights_are_zero_at_padding(name, small_data):
+  model = _trained(name, small_data)
+  features = small_data.features(slice(0, 20))
+  weights = model.attention_weights(features).numpy()
+  assert weights.shape == (20, small_data.spec.max_history)
+  length = features[HISTORY_LENGTH].numpy()
+  pad = np.arange(weights.shape[1])[None, :] >= length[:, None]
+  np.testing.assert_array_equal(weights[pad], 0.0)
+  if name == "dien":  # masked softmax over the valid steps
+    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
+
+
+def test_dien_auxiliary_loss_enters_training_only(small_data):
+  model = _trained("dien", small_data)
+  features = small_data.features(slice(0, 32))
+  logits, inter = model.forward(features, training=False)
+  target = tf.keras.losses.BinaryCrossentropy(from_logits=True)(
+      features["label"], logits[:, 0])
+  expected_eval = float(target + model.embedder.penalty(features))
+  assert float(model.compute_loss(features, training=False)) == pytest.approx(
+      expected_eval, rel=1e-5)
+  aux = float(model.auxiliary_loss(features, inter, training=False))
+  assert aux > 0.1
+  without_negatives = {k: v for k, v in features.items()
+                       if not k.startswith("neg_")}
+  model(without_negatives)  # prediction needs no negatives
+  with pytest.raises(ValueError, match="neg_hist_item_id"):
+    model.compute_loss(without_negatives, training=True)
+  no_aux = _model("dien", small_data.spec, aux_loss_weight=0.0)
+  assert float(no_aux.auxiliary_loss(features, inter)) == 0.0
+
+
+def test_regularization_options_change_the_loss_as_documented(small_data):
+  features = small_data.features(slice(0, 32))
+  losses = {}
+  for reg in (None, "mba", "l2"):
+    tf.keras.utils.set_random_seed(5)
+    model = _model("din", small_data.spec, regularization=reg, l2=0.5)
+    losses[reg] = (float(model.compute_loss(features)),
+                   float(model.embedder.penalty(features)))
+  assert losses[None][1] == 0.0
+  assert 0 < losses["mba"][1] < losses["l2"][1]
+  for reg in ("mba", "l2"):
+    assert losses[reg][0] == pytest.approx(losses[None][0] + losses[reg][1],
+                                           rel=1e-5)
+  with pytest.raises(ValueError, match="regularization"):
+    _model("base", small_data.spec, regularization="l1")
+
+
+@pytest.mark.parametrize("name", ["base", "din", "dien"])
+def test_keras_format_round_trip_gives_identical_predictions(
+    name, small_data, tmp_path):
+  model = _trained(name, small_data)
+  features = small_data.features(slice(0, 16))
+  expected = model(features, training=False).numpy()
+  path = str(tmp_path / f"{name}.keras")
+  model.save(path)
+  loaded = tf.keras.models.load_model(path)
+  assert type(loaded) is type(model)
+  np.testing.assert_allclose(loaded(features, training=False), expected,
+                             rtol=1e-6, atol=1e-7)
+  assert loaded.get_config() == model.get_config()
+
+
+def test_weights_checkpoint_round_trip(small_data, tmp_path):
+  model = _trained("dien", small_data)
+  features = small_data.features(slice(0, 16))
+  path = str(tmp_path / "ckpt")
+  tf.train.Checkpoint(model=model).write(path)
+  clone = DIENModel.from_config(model.get_config())
+  clone.build_all()
+  tf.train.Checkpoint(model=clone).read(path).assert_existing_objects_matched()
+  np.testing.assert_allclose(clone(features), model(features), rtol=1e-6)
+
+
+def test_options_of_the_papers_are_accepted(small_data):
+  features = small_data.features(slice(0, 8))
+  for model in (
+      DINModel(small_data.spec, activation="prelu", attention_activation="prelu",
+               attention_normalization="softmax", dropout=0.5, regularization=None),
+      BaseModel(small_data.spec, pooling="mean", activation="prelu"),
+      DIENModel(small_data.spec, gru_type="AIGRU", gru_units=4),
+      DIENModel(small_data.spec, gru_type="AGRU", gru_units=4)):
+    assert model(features).shape == (8,)

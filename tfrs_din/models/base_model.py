@@ -1,0 +1,51 @@
+"""The Embedding & MLP base model (DIN paper, section 4.2)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from tfrs_din.models.ctr_model import CTRModel
+from tfrs_din.models.embedding import EmbeddedFeatures
+
+POOLINGS = ("sum", "mean")
+
+
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+class BaseModel(CTRModel):
+  """Embedding & MLP: behaviours are sum- or mean-pooled, ignoring the candidate.
+
+      interest = sum_j mask_j e_j          (or divided by sum_j mask_j)
+
+  Args:
+    pooling: "sum" or "mean".
+    **kwargs: see `CTRModel`.
+
+  Example:
+
+  >>> from tfrs_din.data.synthetic import SyntheticConfig, generate
+  >>> data = generate(SyntheticConfig(num_users=50))
+  >>> model = BaseModel(data.spec)
+  >>> model(data.features(slice(0, 4))).shape
+  TensorShape([4])
+  """
+
+  def __init__(self, spec, pooling: str = "sum", **kwargs):
+    super().__init__(spec, **kwargs)
+    if pooling not in POOLINGS:
+      raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+    self.pooling = pooling
+
+  def interest(self, embedded: EmbeddedFeatures,
+               training: Optional[bool] = None):
+    mask = tf.cast(embedded.mask, embedded.history.dtype)
+    pooled = tf.einsum("bl,bld->bd", mask, embedded.history)
+    if self.pooling == "mean":
+      pooled = tf.math.divide_no_nan(
+          pooled, tf.reduce_sum(mask, axis=1, keepdims=True))
+    num = tf.shape(embedded.candidate)[1]
+    return tf.repeat(pooled[:, tf.newaxis], num, axis=1), {}
+
+  def get_config(self) -> dict:
+    return dict(super().get_config(), pooling=self.pooling)

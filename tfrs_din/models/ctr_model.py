@@ -1,0 +1,148 @@
+"""The common skeleton of BaseModel, DIN and DIEN as a TFRS ranking model."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_din.features import FeatureSpec
+from tfrs_din.layers.mlp import MLP
+from tfrs_din.metrics.gauc import GAUC
+from tfrs_din.models.embedding import EmbeddedFeatures, FeatureEmbedder
+
+
+class CTRModel(tfrs.models.Model):
+  """Embedding -> user interest -> MLP -> logit, trained by `tfrs.tasks.Ranking`.
+
+      logit = MLP([user ; candidate ; interest(candidate, behaviours) ; numeric])
+      loss  = logloss(label, sigmoid(logit)) + regularisation (+ extra terms)
+
+  Subclasses define `interest`. Every candidate tensor has shape [B, N, .]:
+  N = 1 in training and plain prediction, N > 1 when one user's behaviours are
+  scored against many candidates (`score_candidates`), so the user-side work
+  is done once per user.
+
+  Args:
+    spec: the `FeatureSpec`.
+    mlp_units: hidden sizes of the final tower (200, 80 in the papers).
+    activation: activation of the tower, "dice" or "prelu" (or any Keras one).
+    dropout: dropout rate in the tower (the paper's alternative to MBA).
+    regularization: None, "mba" or "l2" on the embedding tables.
+    l2: lambda of the regularisation.
+    seed: seed of dropout.
+  """
+
+  def __init__(self, spec: FeatureSpec, mlp_units: Sequence[int] = (200, 80),
+               activation: str = "dice", dropout: float = 0.0,
+               regularization: Optional[str] = "mba", l2: float = 0.01,
+               seed: Optional[int] = None, **kwargs):
+    super().__init__(**kwargs)
+    self.spec = spec
+    self.mlp_units = tuple(mlp_units)
+    self.activation = activation
+    self.dropout = dropout
+    self.regularization = regularization
+    self.l2 = l2
+    self.seed = seed
+    self.embedder = FeatureEmbedder(spec, regularization, l2, name="embedder")
+    self.tower = MLP(self.mlp_units, activation=activation, dropout=dropout,
+                     output_units=1, seed=seed, name="tower")
+    self.task = tfrs.tasks.Ranking(
+        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc"),
+                 tf.keras.metrics.BinaryCrossentropy(from_logits=True,
+                                                     name="logloss")])
+    self.gauc = GAUC(name="gauc")
+
+  # To be defined by subclasses ----------------------------------------------
+  def interest(self, embedded: EmbeddedFeatures, training: Optional[bool] = None
+               ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Returns the user-interest vector [B, N, X] and named intermediates."""
+    raise NotImplementedError
+
+  def auxiliary_loss(self, features: Dict[str, tf.Tensor],
+                     intermediates: Dict[str, tf.Tensor],
+                     training: Optional[bool] = None) -> tf.Tensor:
+    """Extra training loss (DIEN's); 0 by default."""
+    del features, intermediates, training
+    return tf.constant(0.0)
+
+  # Forward passes -------------------------------------------------------------
+  def forward(self, features: Dict[str, tf.Tensor],
+              candidates: Optional[Dict[str, tf.Tensor]] = None,
+              training: Optional[bool] = None
+              ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Logits [B, N] and intermediates for [B, N] candidates (default N = 1)."""
+    embedded = self.embedder(features, candidates)
+    interest, intermediates = self.interest(embedded, training=training)
+    num = tf.shape(embedded.candidate)[1]
+
+    def per_candidate(t):  # [B, X] -> [B, N, X]
+      return tf.repeat(t[:, tf.newaxis, :], num, axis=1)
+
+    tower_input = tf.concat([per_candidate(embedded.user), embedded.candidate,
+                             interest, per_candidate(embedded.numeric)], -1)
+    logits = tf.squeeze(self.tower(tower_input, training=training), -1)
+    intermediates["embedded"] = embedded
+    return logits, intermediates
+
+  def call(self, features: Dict[str, tf.Tensor], training: Optional[bool] = None
+           ) -> tf.Tensor:
+    """Click probability of each example's candidate, [B]."""
+    logits, _ = self.forward(features, training=training)
+    return tf.sigmoid(logits[:, 0])
+
+  def score_candidates(self, features: Dict[str, tf.Tensor],
+                       candidates: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Click probabilities [B, N] of N candidates per user, user work done once.
+
+    Args:
+      features: user features and behaviours of B users (candidate features,
+        if present, are ignored).
+      candidates: each item feature's ids, [B, N].
+    """
+    logits, _ = self.forward(features, candidates, training=False)
+    return tf.sigmoid(logits)
+
+  def compute_loss(self, features: Dict[str, tf.Tensor],
+                   training: bool = False) -> tf.Tensor:
+    labels = tf.cast(features[self.spec.label], tf.float32)
+    logits, intermediates = self.forward(features, training=training)
+    logits = logits[:, 0]
+    loss = self.task(labels=labels, predictions=logits, training=training)
+    if self.spec.group_key is not None:
+      self.gauc.update_state(features[self.spec.group_key], labels, logits)
+    loss += self.embedder.penalty(features)
+    if training:
+      loss += self.auxiliary_loss(features, intermediates, training=training)
+    return loss
+
+  # Saving --------------------------------------------------------------------
+  def get_config(self) -> dict:
+    return dict(spec=self.spec.to_dict(), mlp_units=self.mlp_units,
+                activation=self.activation, dropout=self.dropout,
+                regularization=self.regularization, l2=self.l2, seed=self.seed,
+                name=self.name)
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["spec"] = FeatureSpec.from_dict(config["spec"])
+    return cls(**config)
+
+  def get_build_config(self) -> dict:
+    return {"built": True}
+
+  def build_from_config(self, config) -> None:
+    """Creates every variable by running the model once on a dummy batch."""
+    del config
+    self.build_all()
+
+  def build_all(self) -> None:
+    """Creates all variables, training-only ones included (for loading)."""
+    features = self.spec.dummy_features()
+    _, intermediates = self.forward(features, training=False)
+    self.auxiliary_loss(features, intermediates, training=False)
+    self.built = True

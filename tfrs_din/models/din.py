@@ -1,0 +1,61 @@
+"""Deep Interest Network (Zhou et al., KDD 2018)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import tensorflow as tf
+
+from tfrs_din.layers.activation_unit import LocalActivationUnit
+from tfrs_din.models.ctr_model import CTRModel
+from tfrs_din.models.embedding import EmbeddedFeatures
+
+
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+class DINModel(CTRModel):
+  """DIN: behaviours pooled by the local activation unit of each candidate.
+
+      interest(A) = sum_j a(e_j, v_A) e_j        (see `LocalActivationUnit`)
+
+  Args:
+    attention_units: hidden sizes of the activation unit (80, 40).
+    attention_activation: "dice", "prelu", "sigmoid", ...
+    attention_normalization: None (the paper) or "softmax".
+    **kwargs: see `CTRModel` (activation, dropout, regularization, ...).
+
+  Example:
+
+  >>> from tfrs_din.data.synthetic import SyntheticConfig, generate
+  >>> data = generate(SyntheticConfig(num_users=50))
+  >>> model = DINModel(data.spec)
+  >>> model.attention_weights(data.features(slice(0, 4))).shape
+  TensorShape([4, 30])
+  """
+
+  def __init__(self, spec, attention_units: Sequence[int] = (80, 40),
+               attention_activation: str = "dice",
+               attention_normalization: Optional[str] = None, **kwargs):
+    super().__init__(spec, **kwargs)
+    self.attention_units = tuple(attention_units)
+    self.attention_activation = attention_activation
+    self.attention_normalization = attention_normalization
+    self.attention = LocalActivationUnit(
+        self.attention_units, activation=attention_activation,
+        normalization=attention_normalization, name="local_activation_unit")
+
+  def interest(self, embedded: EmbeddedFeatures,
+               training: Optional[bool] = None):
+    pooled, weights = self.attention(embedded.candidate, embedded.history,
+                                     embedded.mask, return_weights=True,
+                                     training=training)
+    return pooled, {"attention": weights}
+
+  def attention_weights(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Weight of each behaviour for the example's candidate, [B, L]."""
+    _, intermediates = self.forward(features, training=False)
+    return intermediates["attention"][:, 0]
+
+  def get_config(self) -> dict:
+    return dict(super().get_config(), attention_units=self.attention_units,
+                attention_activation=self.attention_activation,
+                attention_normalization=self.attention_normalization)
