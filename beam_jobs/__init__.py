@@ -1,0 +1,1 @@
+"""Apache Beam jobs that turn interaction logs into DIN/DIEN training data."""

@@ -1,0 +1,232 @@
+"""Reading raw interaction rows and validating them into events.
+
+A bad row never stops the job: it becomes a dead letter `{"source", "reason",
+"row"}` and is counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import json
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+DEAD = "dead_letter"
+
+
+@dataclasses.dataclass
+class Columns:
+  """Column names of the input and how labels are derived.
+
+  Args:
+    user: user id column.
+    item: item id column.
+    timestamp: seconds since the epoch, or ISO-8601.
+    label: optional explicit 0/1 label column.
+    rating: optional rating column; rating >= rating_threshold is positive.
+    item_features: item side features (e.g. category_id), inline in the events
+      or in the item table.
+    user_features: extra user features (categorical), inline in the events.
+  """
+  user: str = "user_id"
+  item: str = "item_id"
+  timestamp: str = "timestamp"
+  label: Optional[str] = None
+  rating: Optional[str] = None
+  rating_threshold: float = 4.0
+  item_features: Sequence[str] = ("category_id",)
+  user_features: Sequence[str] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+  """A validated interaction; ids are the raw strings of the log."""
+  user: str
+  item: str
+  timestamp: float
+  label: int
+  item_features: Tuple[Tuple[str, str], ...]
+  user_features: Tuple[Tuple[str, str], ...]
+
+  def sort_key(self):
+    return (self.timestamp, self.item, self.label, self.item_features)
+
+
+def dead_letter(source: str, reason: str, row) -> Dict:
+  return {"source": source, "reason": reason, "row": row}
+
+
+def parse_timestamp(value) -> float:
+  """Seconds since the epoch from a number or an ISO-8601 string."""
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return float(value)
+  text = str(value).strip()
+  try:
+    return float(text)
+  except ValueError:
+    pass
+  parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+  if parsed.tzinfo is None:
+    parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+  return parsed.timestamp()
+
+
+def _text(row: Dict, name: str) -> str:
+  value = row.get(name)
+  if value is None or (isinstance(value, float) and value != value):
+    raise ValueError(f"missing field {name!r}")
+  text = str(value).strip()
+  if not text:
+    raise ValueError(f"missing field {name!r}")
+  if isinstance(value, float) and value.is_integer():
+    text = str(int(value))  # Parquet/JSON numbers: 12.0 -> "12"
+  return text
+
+
+def validate(row: Dict, columns: Columns, item_table: Optional[Dict] = None
+             ) -> Event:
+  """Turns a row into an `Event`; raises ValueError naming the field."""
+  user = _text(row, columns.user)
+  item = _text(row, columns.item)
+  raw_ts = row.get(columns.timestamp)
+  if raw_ts is None or str(raw_ts).strip() == "":
+    raise ValueError(f"missing field {columns.timestamp!r}")
+  try:
+    timestamp = parse_timestamp(raw_ts)
+  except ValueError:
+    raise ValueError(f"field {columns.timestamp!r}: cannot parse {raw_ts!r} as "
+                     "seconds or ISO-8601") from None
+  label = 1
+  if columns.label:
+    raw = _text(row, columns.label)
+    if raw not in ("0", "1", "0.0", "1.0", "true", "false", "True", "False"):
+      raise ValueError(f"field {columns.label!r}: {raw!r} is not a 0/1 label")
+    label = int(raw in ("1", "1.0", "true", "True"))
+  elif columns.rating:
+    raw = _text(row, columns.rating)
+    try:
+      label = int(float(raw) >= columns.rating_threshold)
+    except ValueError:
+      raise ValueError(f"field {columns.rating!r}: {raw!r} is not a number"
+                       ) from None
+  if item_table is not None:
+    if item not in item_table:
+      raise ValueError(f"field {columns.item!r}: unknown item {item!r} "
+                       "(not in the item table)")
+    item_feats = item_table[item]
+  else:
+    item_feats = tuple((name, _text(row, name))
+                       for name in columns.item_features)
+  user_feats = tuple((name, _text(row, name)) for name in columns.user_features)
+  return Event(user, item, timestamp, label, item_feats, user_feats)
+
+
+class ValidateEvents(beam.DoFn):
+  """Rows -> `Event`s (main output) and dead letters (tag `dead_letter`)."""
+
+  def __init__(self, columns: Columns):
+    self._columns = columns
+    self._read = beam.metrics.Metrics.counter("events", "read")
+    self._rejected = beam.metrics.Metrics.counter("events", "rejected")
+
+  def process(self, row, item_table=None):
+    self._read.inc()
+    if isinstance(row, dict) and "__parse_error__" in row:
+      self._rejected.inc()
+      yield beam.pvalue.TaggedOutput(
+          DEAD, dead_letter("events", row["__parse_error__"], row["__line__"]))
+      return
+    try:
+      yield validate(row, self._columns, item_table)
+    except ValueError as error:
+      self._rejected.inc()
+      yield beam.pvalue.TaggedOutput(DEAD, dead_letter("events", str(error),
+                                                       _jsonable(row)))
+
+
+def _jsonable(row):
+  return {str(k): (v if isinstance(v, (str, int, float, bool, type(None)))
+                   else str(v)) for k, v in row.items()}
+
+
+# Reading ---------------------------------------------------------------------
+def detect_format(pattern: str, declared: Optional[str] = None) -> str:
+  if declared:
+    return declared
+  lowered = pattern.lower().rstrip("*")
+  for suffix, fmt in ((".parquet", "parquet"), (".jsonl", "jsonl"),
+                      (".json", "jsonl"), (".tsv", "tsv"), (".inter", "tsv"),
+                      (".item", "tsv"), (".csv", "csv")):
+    if lowered.endswith(suffix) or (suffix + ".") in lowered:
+      return fmt
+  return "csv"
+
+
+def read_header(pattern: str, delimiter: str) -> List[str]:
+  """Column names from the first matching file; `name:type` becomes `name`."""
+  match = FileSystems.match([pattern])[0].metadata_list
+  if not match:
+    raise ValueError(f"no file matches {pattern!r}")
+  with FileSystems.open(sorted(m.path for m in match)[0]) as handle:
+    first = io.TextIOWrapper(handle, encoding="utf-8").readline()
+  return [name.strip().split(":")[0]
+          for name in next(csv.reader([first.rstrip("\r\n")],
+                                      delimiter=delimiter))]
+
+
+class _ParseDelimited(beam.DoFn):
+
+  def __init__(self, header: List[str], delimiter: str):
+    self._header = header
+    self._delimiter = delimiter
+
+  def process(self, line: str):
+    if not line.strip():
+      return
+    values = next(csv.reader([line], delimiter=self._delimiter))
+    if len(values) != len(self._header):
+      yield {"__parse_error__": f"expected {len(self._header)} columns, got "
+                                f"{len(values)}", "__line__": line}
+      return
+    yield dict(zip(self._header, values))
+
+
+def _parse_json(line: str):
+  if not line.strip():
+    return []
+  try:
+    value = json.loads(line)
+  except json.JSONDecodeError as error:
+    return [{"__parse_error__": f"invalid JSON: {error.msg}", "__line__": line}]
+  if not isinstance(value, dict):
+    return [{"__parse_error__": "a JSON line must be an object",
+             "__line__": line}]
+  return [value]
+
+
+def read_rows(pipeline, pattern: str, fmt: str, label: str):
+  """Reads rows as dicts; lines that cannot be split carry `__parse_error__`."""
+  if fmt == "parquet":
+    return pipeline | f"Read{label}" >> beam.io.ReadFromParquet(pattern)
+  if fmt == "jsonl":
+    return (pipeline | f"Read{label}" >> beam.io.ReadFromText(pattern)
+            | f"Json{label}" >> beam.FlatMap(_parse_json))
+  delimiter = "\t" if fmt == "tsv" else ","
+  header = read_header(pattern, delimiter)
+  return (pipeline
+          | f"Read{label}" >> beam.io.ReadFromText(pattern, skip_header_lines=1)
+          | f"Split{label}" >> beam.ParDo(_ParseDelimited(header, delimiter)))
+
+
+def item_table_entries(row: Dict, columns: Columns, features: Iterable[str]):
+  """Item-table row -> (item, features) or a dead letter."""
+  try:
+    item = _text(row, columns.item)
+    return item, tuple((name, _text(row, name)) for name in features)
+  except ValueError as error:
+    return None, dead_letter("items", str(error), _jsonable(row))
