@@ -54,6 +54,7 @@ class PrepareConfig:
   max_events_per_user: int = 10_000
   embedding_dim: int = 18
   num_shards: int = 0  # 0: let the runner decide
+  overwrite: bool = False
 
 
 def _write_file(path: str, text: str) -> None:
@@ -61,34 +62,32 @@ def _write_file(path: str, text: str) -> None:
     handle.write(text.encode("utf-8"))
 
 
-class BuildUserSamples(beam.DoFn):
-  """(user, events) -> ("train"|"test", Example); dead letters for events
-  beyond `max_events_per_user` (oldest dropped) and for duplicates.
+class CleanUserEvents(beam.DoFn):
+  """(user, events) -> (user, time-ordered events); dead letters for events
+  beyond `max_events_per_user` (the oldest are dropped) and for duplicates.
 
   The user's events are streamed through a bounded heap, so memory is
   O(max_events_per_user) however many events a user has.
   """
 
-  def __init__(self, config: PrepareConfig):
-    self._config = config
-    self._used = beam.metrics.Metrics.counter("events", "used")
+  def __init__(self, max_events_per_user: int):
+    self._cap = max_events_per_user
     self._rejected = beam.metrics.Metrics.counter("events", "rejected")
-    self._samples = beam.metrics.Metrics.counter("samples", "written")
 
-  def process(self, element, vocabs, catalogue):
+  def process(self, element):
     user, events = element
-    cap = self._config.max_events_per_user
     heap: List = []
     for event in events:
       entry = (event.sort_key(), event)
-      if len(heap) < cap:
+      if len(heap) < self._cap:
         heapq.heappush(heap, entry)
         continue
       dropped = heapq.heappushpop(heap, entry)[1]
       self._rejected.inc()
       yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
-          "events", f"user {user!r} has more than {cap} events; the oldest are "
-          "dropped (max_events_per_user)", dataclasses.asdict(dropped)))
+          "events", f"user {user!r} has more than {self._cap} events; the "
+          "oldest are dropped (max_events_per_user)",
+          dataclasses.asdict(dropped)))
     ordered: List[Event] = []
     for _, event in sorted(heap, key=lambda e: e[0]):
       if ordered and (event.timestamp, event.item) == (ordered[-1].timestamp,
@@ -99,13 +98,31 @@ class BuildUserSamples(beam.DoFn):
             dataclasses.asdict(event)))
         continue
       ordered.append(event)
+    yield user, ordered
+
+
+class BuildUserSamples(beam.DoFn):
+  """(user, ordered events) -> ("train"|"test", serialized Example).
+
+  If no sample can be made for a user (no item is left to sample as a
+  negative), the user's events are dead-lettered with the reason.
+  """
+
+  def __init__(self, config: PrepareConfig):
+    self._config = config
+    self._used = beam.metrics.Metrics.counter("events", "used")
+    self._rejected = beam.metrics.Metrics.counter("events", "rejected")
+    self._samples = beam.metrics.Metrics.counter("samples", "written")
+
+  def process(self, element, vocabs, catalogue):
+    user, ordered = element
     sampler, item_side = catalogue
     builder = UserSampleBuilder(
         self._config.samples, vocabs, self._config.columns.item_features,
         self._config.columns.user_features, sampler, item_side)
     try:
       samples = list(builder.build(user, ordered))
-    except ValueError as error:  # e.g. no item left to sample as a negative
+    except ValueError as error:
       self._rejected.inc(len(ordered))
       for event in ordered:
         yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
@@ -206,7 +223,15 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
   events = validated.events
   dead.append(validated[DEAD])
 
-  vocabs = (events
+  cleaned = (events
+             | "ByUser" >> beam.Map(lambda e: (e.user, e))
+             | "GroupUser" >> beam.GroupByKey()
+             | "CleanUser" >> beam.ParDo(CleanUserEvents(
+                 config.max_events_per_user)).with_outputs(DEAD, main="users"))
+  dead.append(cleaned[DEAD])
+  kept = cleaned.users | "KeptEvents" >> beam.FlatMap(lambda kv: kv[1])
+
+  vocabs = (kept
             | "FeatureValues" >> beam.FlatMap(lambda e: list(_feature_values(e, cols)))
             | "CountValues" >> beam.combiners.Count.PerElement()
             | "ByFeature" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
@@ -218,7 +243,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
       lambda name, v: _write_file(f"{out}/vocab/{name}.tsv", v.to_tsv()))
   vocab_side = beam.pvalue.AsDict(vocabs)
 
-  item_side = (events
+  item_side = (kept
                | "ItemSide" >> beam.Map(lambda e: (e.item, e.item_features))
                | "OneSidePerItem" >> beam.CombinePerKey(min)
                | "SideList" >> beam.combiners.ToList())
@@ -228,9 +253,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
                                               cols.item_features),
                    vocab_side, beam.pvalue.AsSingleton(item_side)))
 
-  built = (events
-           | "ByUser" >> beam.Map(lambda e: (e.user, e))
-           | "GroupUser" >> beam.GroupByKey()
+  built = (cleaned.users
            | "Samples" >> beam.ParDo(
                BuildUserSamples(config), vocab_side,
                beam.pvalue.AsSingleton(catalogue)
@@ -274,7 +297,11 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
 
 
 class _SplitDuplicateItems(beam.DoFn):
-  """Keeps the first (in a fixed order) row of each item id; dead-letters the rest."""
+  """Keeps the smallest row of each item id and dead-letters the others.
+
+  File order is not preserved by distributed runners, so "the first row in the
+  file" would not be deterministic; the smallest row is.
+  """
 
   def process(self, element):
     item, rows = element
@@ -326,6 +353,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   a("--embedding_dim", type=int, default=18)
   a("--num_shards", type=int, default=0)
   a("--seed", type=int, default=0)
+  a("--overwrite", action="store_true",
+    help="replace a prepared data set already in --output")
 
 
 def config_from_args(args) -> PrepareConfig:
@@ -354,7 +383,8 @@ def config_from_args(args) -> PrepareConfig:
                             test_fraction=args.test_fraction, seed=args.seed),
       min_count=args.min_count, negative_power=args.negative_power,
       max_events_per_user=args.max_events_per_user,
-      embedding_dim=args.embedding_dim, num_shards=args.num_shards)
+      embedding_dim=args.embedding_dim, num_shards=args.num_shards,
+      overwrite=args.overwrite)
 
 
 def run(config: PrepareConfig, beam_args: Sequence[str] = ()) -> dict:
@@ -363,6 +393,14 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = ()) -> dict:
     raise ValueError(f"--events: no file matches {config.events!r}")
   if config.items and not FileSystems.match([config.items])[0].metadata_list:
     raise ValueError(f"--items: no file matches {config.items!r}")
+  out = config.output.rstrip("/")
+  existing = [p for p in ("metadata.json", "train", "test", "vocab", "dead_letter")
+              if FileSystems.exists(f"{out}/{p}")]
+  if existing and not config.overwrite:
+    raise ValueError(f"--output: {config.output!r} already holds a prepared data "
+                     f"set ({', '.join(existing)}); pass --overwrite to replace it")
+  if existing:
+    FileSystems.delete([f"{out}/{p}" for p in existing])
   options = PipelineOptions(list(beam_args))
   with beam.Pipeline(options=options) as pipeline:
     build_pipeline(pipeline, config)

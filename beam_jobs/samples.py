@@ -83,7 +83,8 @@ class UserSampleBuilder:
     feats["label"] = tf.train.Feature(
         float_list=tf.train.FloatList(value=[float(label)]))
     return tf.train.Example(
-        features=tf.train.Features(feature=feats)).SerializeToString()
+        features=tf.train.Features(feature=feats)).SerializeToString(
+            deterministic=True)  # map order fixed: byte-identical on any worker
 
   def build(self, user: str, events: List[Event]) -> Iterator[Tuple[str, bytes]]:
     """Yields ("train" | "test", serialized Example) for a user's sorted events."""

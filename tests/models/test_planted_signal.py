@@ -1,0 +1,73 @@
+"""The models learn what the papers claim, on data with a planted signal.
+
+`tfrs_din.data.synthetic` plants users with several interests that drift;
+clicks depend on the *current* interest, revealed by the recent behaviours.
+Margins observed when these thresholds were set (GAUC, 2-core CPU, fixed
+seeds): Base 0.645, DIN 0.698 (+0.052), DIEN with AUGRU + aux loss (alpha = 1)
+0.720 (+0.022 over DIN). With every impression labelled the auxiliary loss
+gave no reliable gain in exploratory runs (+0.013 and -0.018 on two seeds at
+alpha = 0.2); with scarce labels (15% of targets kept), where it adds the
+per-step supervision the DIEN paper argues for, it gave 0.6045 -> 0.6299
+(+0.025) on a two-seed mean. Thresholds keep about a third of each margin as
+headroom against numerical drift across machines.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_din.data.synthetic import SyntheticConfig, generate
+from tfrs_din.models import BaseModel, DIENModel, DINModel
+
+CONFIG = SyntheticConfig(num_users=1000, min_steps=40, max_steps=80,
+                         click_current=0.8, click_other=0.1, click_random=0.02,
+                         switch_prob=0.1)
+COMMON = dict(mlp_units=(32, 16), activation="prelu", regularization=None)
+
+
+@pytest.fixture(scope="module")
+def data():
+  return generate(CONFIG)
+
+
+def _fit_gauc(model, train, test, epochs, seed=1, lr=0.005):
+  tf.keras.utils.set_random_seed(seed)
+  model.compile(tf.keras.optimizers.Adam(lr))
+  model.fit(train, epochs=epochs, verbose=0)
+  return model.evaluate(test, return_dict=True, verbose=0)["gauc"]
+
+
+def _model(cls, spec, seed=1, **kwargs):
+  tf.keras.utils.set_random_seed(seed)
+  return cls(spec, **COMMON, **kwargs)
+
+
+@pytest.mark.slow
+def test_din_beats_base_and_dien_beats_din(data):
+  train = data.dataset("train", 256, shuffle=True)
+  test = data.dataset("test", 1024)
+  base = _fit_gauc(_model(BaseModel, data.spec), train, test, 3)
+  din = _fit_gauc(_model(DINModel, data.spec, attention_units=(16, 8),
+                         attention_activation="prelu"), train, test, 3)
+  dien = _fit_gauc(_model(DIENModel, data.spec, gru_units=16), train, test, 3)
+  print(f"GAUC base={base:.4f} din={din:.4f} dien={dien:.4f}")
+  assert din > base + 0.015
+  assert dien > din + 0.007
+
+
+@pytest.mark.slow
+def test_auxiliary_loss_helps_dien_when_labels_are_scarce(data):
+  rng = np.random.default_rng(0)
+  keep = (~data.arrays["is_test"]) & (rng.uniform(size=len(data)) < 0.15)
+  arrays = {k: v[keep] for k, v in data.arrays.items() if k != "is_test"}
+  train = tf.data.Dataset.from_tensor_slices(arrays).shuffle(
+      100_000, seed=0).batch(128)
+  test = data.dataset("test", 1024)
+  scores = {}
+  for weight in (0.0, 1.0):
+    scores[weight] = np.mean([
+        _fit_gauc(_model(DIENModel, data.spec, seed=seed, gru_units=16,
+                         aux_loss_weight=weight), train, test, 6, seed=seed)
+        for seed in (2, 3)])
+  print(f"GAUC no-aux={scores[0.0]:.4f} aux={scores[1.0]:.4f}")
+  assert scores[1.0] > scores[0.0] + 0.008
