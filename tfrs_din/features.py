@@ -125,8 +125,12 @@ class FeatureSpec:
       sig[name] = tf.TensorSpec([None], tf.float32, name)
     return sig
 
-  def example_parsing_spec(self, with_negatives: bool = False) -> dict:
-    """`tf.io.parse_example` features of the TFRecords `beam_jobs` writes."""
+  def example_parsing_spec(self, with_negatives: bool = False,
+                           with_label: bool = True) -> dict:
+    """`tf.io.parse_example` features of the TFRecords `beam_jobs` writes.
+
+    Serving requests carry no label: use `with_label=False` for them.
+    """
     spec = {f.name: tf.io.FixedLenFeature([], tf.int64)
             for f in self.user_features + self.item_features}
     names = self.history_names() + (self.negative_names() if with_negatives
@@ -135,14 +139,15 @@ class FeatureSpec:
       spec[name] = tf.io.RaggedFeature(tf.int64)
     for name in self.numeric_features:
       spec[name] = tf.io.FixedLenFeature([], tf.float32, default_value=0.0)
-    spec[self.label] = tf.io.FixedLenFeature([], tf.float32)
+    if with_label:
+      spec[self.label] = tf.io.FixedLenFeature([], tf.float32)
     return spec
 
-  def parse_examples(self, serialized: tf.Tensor,
-                     with_negatives: bool = False) -> Dict[str, tf.Tensor]:
+  def parse_examples(self, serialized: tf.Tensor, with_negatives: bool = False,
+                     with_label: bool = True) -> Dict[str, tf.Tensor]:
     """Parses a batch of serialized `tf.train.Example` into model features."""
-    parsed = tf.io.parse_example(serialized,
-                                 self.example_parsing_spec(with_negatives))
+    parsed = tf.io.parse_example(
+        serialized, self.example_parsing_spec(with_negatives, with_label))
     features = {}
     for name, value in parsed.items():
       if isinstance(value, tf.RaggedTensor):
