@@ -56,7 +56,7 @@ class MiniBatchAwareL2(tf.keras.layers.Layer):
 
   def call(self, table: tf.Variable, ids: tf.Tensor) -> tf.Tensor:
     unique_ids, _ = tf.unique(tf.reshape(tf.cast(ids, tf.int64), [-1]))
-    rows = tf.gather(table, unique_ids)
+    rows = tf.nn.embedding_lookup(table, unique_ids)  # also sharded tables
     scale = tf.gather(self.inverse_frequency, unique_ids)
     return 0.5 * self.l2 * tf.reduce_sum(
         scale * tf.reduce_sum(tf.square(rows), axis=-1))

@@ -1,0 +1,110 @@
+"""The `tfrs-din` command line on a small log: run, train/evaluate/export,
+resume after interruption, and one-sentence errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_din import cli, training
+from tfrs_din.data.synthetic import SyntheticConfig
+from tfrs_din.demo import write_events
+
+SMALL = ["--epochs", "1", "--batch_size", "64", "--mlp_units", "8,4",
+         "--attention_units", "8,4", "--gru_units", "4", "--verbose", "0"]
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory):
+  path = tmp_path_factory.mktemp("log") / "events.csv"
+  write_events(str(path), SyntheticConfig(num_users=60, max_steps=30, seed=1))
+  return str(path)
+
+
+def test_run_writes_metrics_models_and_exports(events, tmp_path):
+  out = str(tmp_path / "run")
+  code = cli.main(["run", "--events", events, "--output", out,
+                   "--protocol", "labeled", "--label_column", "label",
+                   "--test_fraction", "0.3", "--max_history", "10",
+                   "--embedding_dim", "4", "--models", "base,din,dien"] + SMALL)
+  assert code == 0
+  metrics = json.load(open(os.path.join(out, "metrics.json")))
+  assert set(metrics) == {"base", "din", "dien"}
+  for name, m in metrics.items():
+    assert 0 <= m["auc"] <= 1 and 0 <= m["gauc"] <= 1 and m["logloss"] > 0
+    assert os.path.exists(os.path.join(m["export"], "saved_model.pb"))
+    assert ("rela_impr" in m) == (name != "base")
+  base, din = metrics["base"], metrics["din"]
+  assert din["rela_impr"] == pytest.approx(
+      ((din["gauc"] - 0.5) / (base["gauc"] - 0.5) - 1) * 100)
+  assert os.listdir(os.path.join(out, "models", "din", "logs"))  # TensorBoard
+
+
+def test_train_evaluate_export_commands(events, tmp_path, capsys):
+  data = str(tmp_path / "data")
+  assert cli.main(["prepare", "--events", events, "--output", data,
+                   "--max_history", "8", "--embedding_dim", "4"]) == 0
+  meta = json.load(open(os.path.join(data, "metadata.json")))
+  assert meta["counts"]["samples_train"] > 0
+  model_dir = str(tmp_path / "din")
+  assert cli.main(["train", "--data", data, "--model", "din", "--model_dir",
+                   model_dir, "--activation", "dice",
+                   "--attention_normalization", "softmax"] + SMALL) == 0
+  capsys.readouterr()
+  out_json = str(tmp_path / "metrics.json")
+  assert cli.main(["evaluate", "--data", data, "--model_dir", model_dir,
+                   "--output", out_json]) == 0
+  metrics = json.load(open(out_json))
+  model = training.load_model(model_dir)
+  expected = training.score(training.predict_split(model, data))
+  assert metrics["gauc"] == pytest.approx(expected["gauc"], abs=1e-9)
+  assert cli.main(["export", "--model_dir", model_dir, "--version", "3"]) == 0
+  assert capsys.readouterr().out.strip().endswith(os.path.join("export", "3"))
+
+
+def test_training_resumes_after_interruption(events, tmp_path):
+  data = str(tmp_path / "data")
+  cli.main(["prepare", "--events", events, "--output", data,
+            "--max_history", "8", "--embedding_dim", "4"])
+  config = training.TrainConfig(model="base", epochs=3, batch_size=64,
+                                mlp_units=(8,), verbose=0)
+
+  class Interrupt(tf.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      if epoch == 1:
+        raise KeyboardInterrupt
+
+  model_dir = str(tmp_path / "model")
+  with pytest.raises(KeyboardInterrupt):
+    training.train(data, model_dir, config, callbacks=[Interrupt()])
+  epochs_run = []
+
+  class Record(tf.keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+      epochs_run.append(epoch)
+
+  _, history = training.train(data, model_dir, config, callbacks=[Record()])
+  assert epochs_run == [2]  # epochs 0 and 1 were restored, not re-run
+  assert len(history["loss"]) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "/nonexistent", "--model_dir", "/tmp/x"],
+     "metadata.json does not exist"),
+    (["evaluate", "--data", "/nonexistent", "--model_dir", "/nonexistent"],
+     "train a model into"),
+    (["prepare", "--events", "/nonexistent.csv", "--output", "/tmp/x"],
+     "--events: no file matches"),
+])
+def test_errors_are_one_clear_sentence(argv, message, capsys):
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_bad_model_list_is_rejected(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["run", "--events", "x.csv", "--output", "o", "--models", "din,xgb"])
+  assert "subset of base,din,dien" in capsys.readouterr().err

@@ -1,0 +1,195 @@
+"""The `tfrs-din` command line: prepare, train, evaluate, export, run, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import List, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tfrs_din.distribute import STRATEGIES  # noqa: E402  (sets up Keras 2 first)
+from tfrs_din.training import TrainConfig  # noqa: E402
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def _units(text: str):
+  try:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected comma-separated integers such as 200,80, got {text!r}")
+
+
+def _add_training_options(parser: argparse.ArgumentParser,
+                          shared_with_prepare: bool = False) -> None:
+  """Training flags; with `shared_with_prepare`, the Beam job's --embedding_dim,
+  --max_history and --seed serve both steps."""
+  d = TrainConfig()
+  a = parser.add_argument
+  a("--epochs", type=int, default=d.epochs)
+  a("--batch_size", type=int, default=d.batch_size)
+  a("--learning_rate", type=float, default=d.learning_rate)
+  if not shared_with_prepare:
+    a("--embedding_dim", type=int, help="override the width set by prepare")
+    a("--max_history", type=int, help="keep fewer (most recent) behaviours")
+    a("--seed", type=int, default=d.seed)
+  a("--mlp_units", type=_units, default=d.mlp_units)
+  a("--activation", default=d.activation, help="dice, prelu, relu, ...")
+  a("--dropout", type=float, default=d.dropout)
+  a("--regularization", choices=["mba", "l2", "none"], default=d.regularization)
+  a("--l2", type=float, default=d.l2)
+  a("--pooling", choices=["sum", "mean"], default=d.pooling, help="base model")
+  a("--attention_units", type=_units, default=d.attention_units)
+  a("--attention_activation", default=d.attention_activation)
+  a("--attention_normalization", choices=["none", "softmax"], default="none")
+  a("--gru_units", type=int, default=d.gru_units)
+  a("--gru_type", choices=["AIGRU", "AGRU", "AUGRU"], default=d.gru_type)
+  a("--aux_loss_weight", type=float, default=d.aux_loss_weight)
+  a("--strategy", choices=STRATEGIES, default=d.strategy)
+  a("--steps_per_epoch", type=int)
+  a("--verbose", type=int, default=d.verbose, choices=[0, 1, 2])
+
+
+def _train_config(args, model: str) -> TrainConfig:
+  none = lambda v: None if v == "none" else v
+  return TrainConfig(
+      model=model, epochs=args.epochs, batch_size=args.batch_size,
+      learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
+      max_history=args.max_history, mlp_units=args.mlp_units,
+      activation=args.activation, dropout=args.dropout,
+      regularization=none(args.regularization), l2=args.l2,
+      pooling=args.pooling, attention_units=args.attention_units,
+      attention_activation=args.attention_activation,
+      attention_normalization=none(args.attention_normalization),
+      gru_units=args.gru_units, gru_type=args.gru_type,
+      aux_loss_weight=args.aux_loss_weight, strategy=args.strategy,
+      steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+      verbose=args.verbose)
+
+
+def _models(text: str) -> List[str]:
+  names = [m.strip() for m in text.split(",") if m.strip()]
+  unknown = [m for m in names if m not in ("base", "din", "dien")]
+  if unknown or not names:
+    raise argparse.ArgumentTypeError(
+        f"--models takes a comma-separated subset of base,din,dien, got {text!r}")
+  return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from beam_jobs.prepare import add_arguments  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      prog="tfrs-din", description="DIN and DIEN click-through-rate models for "
+      "TensorFlow Recommenders: prepare data with Apache Beam, train, evaluate "
+      "and export for TF Serving.")
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  p = sub.add_parser("prepare", help="run the Beam job on an interaction log")
+  add_arguments(p)
+
+  p = sub.add_parser("train", help="train base, din or dien on prepared data")
+  p.add_argument("--data", required=True, help="output directory of prepare")
+  p.add_argument("--model", choices=["base", "din", "dien"], default="din")
+  p.add_argument("--model_dir", required=True)
+  _add_training_options(p)
+
+  p = sub.add_parser("evaluate", help="AUC, GAUC, logloss, RelaImpr of a model")
+  p.add_argument("--data", required=True)
+  p.add_argument("--model_dir", required=True)
+  p.add_argument("--base_model_dir", help="base run for RelaImpr")
+  p.add_argument("--output", help="write the metrics here as JSON")
+
+  p = sub.add_parser("export", help="SavedModel for TF Serving")
+  p.add_argument("--model_dir", required=True)
+  p.add_argument("--export_dir", help="default: MODEL_DIR/export")
+  p.add_argument("--version", type=int, help="default: Unix time")
+
+  p = sub.add_parser("run", help="prepare, train, evaluate and export models "
+                     "on your own log; writes OUTPUT/metrics.json")
+  add_arguments(p)
+  p.add_argument("--models", type=_models, default=["base", "din", "dien"])
+  _add_training_options(p, shared_with_prepare=True)
+
+  p = sub.add_parser("demo", help="the whole job on a built-in synthetic log")
+  p.add_argument("--output", default="tfrs-din-demo")
+  p.add_argument("--epochs", type=int, help="override the demo's epochs")
+  return parser
+
+
+def _command(args, beam_argv: Sequence[str]) -> int:
+  from tfrs_din import training, workflow  # pylint: disable=g-import-not-at-top
+  if args.command == "prepare":
+    workflow.prepare(_prepare_argv(args) + list(beam_argv))
+  elif args.command == "train":
+    training.train(args.data, args.model_dir, _train_config(args, args.model))
+  elif args.command == "evaluate":
+    base = None
+    if args.base_model_dir:
+      base = training.evaluate(training.load_model(args.base_model_dir),
+                               args.data)
+    metrics = training.evaluate(training.load_model(args.model_dir), args.data,
+                                base)
+    print(json.dumps(metrics, indent=2))
+    if args.output:
+      with open(args.output, "w") as f:
+        json.dump(metrics, f, indent=2)
+  elif args.command == "export":
+    from tfrs_din.serving.export import export_saved_model  # pylint: disable=g-import-not-at-top
+    path = export_saved_model(training.load_model(args.model_dir),
+                              args.export_dir or
+                              os.path.join(args.model_dir, "export"),
+                              args.version)
+    print(path)
+  elif args.command == "run":
+    workflow.prepare(_prepare_argv(args) + list(beam_argv))
+    results = workflow.train_evaluate_export(
+        args.output, args.output, args.models, _train_config(args, "din"))
+    print("\n" + workflow.format_table(results))
+    print(f"\nmetrics: {os.path.join(args.output, 'metrics.json')}")
+  elif args.command == "demo":
+    from tfrs_din.demo import run_demo  # pylint: disable=g-import-not-at-top
+    run_demo(args.output, args.epochs)
+  return 0
+
+
+def _prepare_argv(args) -> List[str]:
+  """Re-serialises the parsed Beam-job options for `beam_jobs.prepare`."""
+  from beam_jobs.prepare import add_arguments  # pylint: disable=g-import-not-at-top
+  probe = argparse.ArgumentParser()
+  add_arguments(probe)
+  argv = []
+  for action in probe._actions:  # pylint: disable=protected-access
+    if not action.option_strings or action.dest == "help":
+      continue
+    value = getattr(args, action.dest, None)
+    flag = action.option_strings[0]
+    if isinstance(action, argparse._StoreTrueAction):  # pylint: disable=protected-access
+      argv += [flag] if value else []
+    elif value is not None:
+      argv += [flag, str(value)]
+  return argv
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = build_parser()
+  args, beam_argv = parser.parse_known_args(argv)
+  if beam_argv and args.command not in ("prepare", "run"):
+    parser.error(f"unrecognized arguments: {' '.join(beam_argv)}")
+  try:
+    return _command(args, beam_argv)
+  except USER_ERRORS as error:
+    print(f"tfrs-din {args.command}: error: {error}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"tfrs-din {args.command}: interrupted; `train` resumes from its last "
+          "checkpoint when run again", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,62 @@
+"""prepare -> train -> evaluate -> export for several models (`tfrs-din run`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+from tfrs_din.serving.export import export_saved_model
+from tfrs_din.training import TrainConfig, evaluate, train
+
+
+def prepare(beam_argv: Sequence[str]) -> dict:
+  """Runs the Beam job with `beam_jobs.prepare` command-line arguments."""
+  from beam_jobs import prepare as job  # pylint: disable=g-import-not-at-top
+  args, beam_args = job.parse_args(list(beam_argv))
+  print(f"[prepare] {args.events} -> {args.output} (Apache Beam)", flush=True)
+  metadata = job.run(job.config_from_args(args), beam_args)
+  c = metadata["counts"]
+  print(f"[prepare] events read {c['events_read']}, used {c['events_used']}, "
+        f"rejected {c['events_rejected']} (see dead_letter/); samples train "
+        f"{c['samples_train']}, test {c['samples_test']}", flush=True)
+  return metadata
+
+
+def train_evaluate_export(data_dir: str, output: str, models: Sequence[str],
+                          base_config: TrainConfig,
+                          per_model: Optional[Dict[str, dict]] = None,
+                          export: bool = True) -> Dict[str, Dict[str, float]]:
+  """Trains each model, scores it (RelaImpr against "base" when trained) and
+  exports it; writes and returns `output/metrics.json`."""
+  per_model = per_model or {}
+  ordered = sorted(models, key=lambda m: m != "base")  # base first
+  results: Dict[str, Dict[str, float]] = {}
+  for name in ordered:
+    config = dataclasses.replace(base_config, model=name,
+                                 **per_model.get(name, {}))
+    model_dir = os.path.join(output, "models", name)
+    print(f"[train] {name} -> {model_dir}", flush=True)
+    model, _ = train(data_dir, model_dir, config)
+    results[name] = evaluate(model, data_dir, results.get("base"))
+    print(f"[evaluate] {name}: " + ", ".join(
+        f"{k}={v:.4f}" for k, v in results[name].items()
+        if isinstance(v, float)), flush=True)
+    if export:
+      path = export_saved_model(model, os.path.join(output, "export", name))
+      results[name]["export"] = path
+      print(f"[export] {name} -> {path}", flush=True)
+  with open(os.path.join(output, "metrics.json"), "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  return results
+
+
+def format_table(results: Dict[str, Dict[str, float]]) -> str:
+  lines = [f"{'model':<8} {'AUC':>8} {'GAUC':>8} {'logloss':>8} {'RelaImpr':>9}"]
+  for name, m in results.items():
+    rel = m.get("rela_impr")
+    lines.append(f"{name:<8} {m['auc']:>8.4f} {m['gauc']:>8.4f} "
+                 f"{m['logloss']:>8.4f} "
+                 f"{'' if rel is None else f'{rel:+8.2f}%':>9}")
+  return "\n".join(lines)
