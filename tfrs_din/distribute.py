@@ -11,7 +11,8 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker",
 
 
 def make_strategy(name: str = "auto", num_ps_shards: Optional[int] = None,
-                  cluster_resolver=None) -> tf.distribute.Strategy:
+                  cluster_resolver=None, min_shard_bytes: int = 256 << 10
+                  ) -> tf.distribute.Strategy:
   """Returns the strategy called `name`.
 
   Args:
@@ -25,6 +26,8 @@ def make_strategy(name: str = "auto", num_ps_shards: Optional[int] = None,
       the number of parameter servers).
     cluster_resolver: optional resolver for "parameter_server" (in-process
       clusters in tests).
+    min_shard_bytes: "parameter_server" splits a variable into shards of at
+      least this size (so small variables stay whole).
   """
   if name not in STRATEGIES:
     raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}")
@@ -41,6 +44,6 @@ def make_strategy(name: str = "auto", num_ps_shards: Optional[int] = None,
               tf.distribute.cluster_resolver.TFConfigClusterResolver())
   shards = num_ps_shards or len(resolver.cluster_spec().as_dict().get("ps", [1]))
   partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
-      min_shard_bytes=256 << 10, max_shards=shards)
+      min_shard_bytes=min_shard_bytes, max_shards=shards)
   return tf.distribute.experimental.ParameterServerStrategy(
       resolver, variable_partitioner=partitioner)

@@ -96,6 +96,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   strategy = make_strategy(config.strategy)
   with strategy.scope():
     model = build_model(spec, config)
+    model.build_all()  # every variable created (and placed/sharded) in scope
     model.compile(tf.keras.optimizers.Adam(config.learning_rate))
   train_ds = make_dataset(data_dir, "train", spec, config.batch_size,
                           shuffle=True, with_negatives=with_negatives,

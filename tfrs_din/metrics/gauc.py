@@ -66,6 +66,11 @@ def gauc(user_ids, labels, scores) -> float:
                            tf.constant(np.asarray(scores))))
 
 
+def _replicated() -> bool:
+  return (tf.distribute.has_strategy() and
+          tf.distribute.get_strategy().num_replicas_in_sync > 1)
+
+
 class GAUC(tf.keras.metrics.Metric):
   """Streaming GAUC over every batch seen since the last reset.
 
@@ -73,6 +78,10 @@ class GAUC(tf.keras.metrics.Metric):
   score) triples (O(examples) memory, like any exact AUC over groups) in
   buffers whose capacity doubles when full, so an update costs amortised
   O(batch), and computes `grouped_auc` on them in `result`.
+
+  Under a multi-replica strategy the buffers are replica-local (like every
+  Keras metric variable) and `fit`'s logs show the first replica's share of
+  the data; `tfrs_din.training.evaluate` computes the exact GAUC on the host.
 
   Args:
     name: metric name.
@@ -89,11 +98,14 @@ class GAUC(tf.keras.metrics.Metric):
   def __init__(self, name: str = "gauc", **kwargs):
     kwargs.pop("dtype", None)
     super().__init__(name=name, dtype=tf.float64, **kwargs)
-    spec = dict(shape=tf.TensorShape([None]), trainable=False,
-                validate_shape=False)
+    # Replica-local (ON_READ) like Keras' own metric variables: under a
+    # multi-replica strategy each replica buffers its share of the batches.
+    local = dict(trainable=False,
+                 synchronization=tf.VariableSynchronization.ON_READ,
+                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    spec = dict(shape=tf.TensorShape([None]), validate_shape=False, **local)
     with tf.init_scope():
-      self._count = tf.Variable(0, dtype=tf.int32, trainable=False,
-                                name="count")
+      self._count = tf.Variable(0, dtype=tf.int32, name="count", **local)
       self._users = tf.Variable(tf.zeros([0], tf.int64), name="users", **spec)
       self._labels = tf.Variable(tf.zeros([0], tf.float32), name="labels",
                                  **spec)
@@ -110,7 +122,7 @@ class GAUC(tf.keras.metrics.Metric):
     new = (tf.cast(tf.reshape(user_ids, [-1]), tf.int64),
            tf.cast(tf.reshape(labels, [-1]), tf.float32),
            tf.cast(tf.reshape(scores, [-1]), tf.float32))
-    count = self._count.read_value()
+    count = self._count.value()
     end = count + tf.shape(new[0])[0]
     capacity = tf.shape(self._users)[0]
 
@@ -125,14 +137,21 @@ class GAUC(tf.keras.metrics.Metric):
     grown = tf.cond(end > capacity, grow, lambda: tf.constant(False))
     with tf.control_dependencies([grown]):
       indices = tf.range(count, end)[:, tf.newaxis]
-      updates = [buffer.scatter_nd_update(indices, values)
-                 for buffer, values in zip(self._buffers(), new)]
+      if _replicated():
+        # Replica-local variables support assign but not scatter: O(buffer).
+        updates = [buffer.assign(tf.tensor_scatter_nd_update(
+            buffer.value(), indices, values))
+                   for buffer, values in zip(self._buffers(), new)]
+      else:
+        updates = [buffer.scatter_nd_update(indices, values)
+                   for buffer, values in zip(self._buffers(), new)]
     with tf.control_dependencies(updates):
       return self._count.assign(end)
 
   def result(self) -> tf.Tensor:
-    count = self._count.read_value()
-    users, labels, scores = (b.value()[:count] for b in self._buffers())
+    count = tf.convert_to_tensor(self._count)
+    users, labels, scores = (tf.convert_to_tensor(b)[:count]
+                             for b in self._buffers())
     return grouped_auc(users, labels, scores)
 
   def reset_state(self):

@@ -13,11 +13,20 @@ from tfrs_din.metrics.gauc import GAUC
 from tfrs_din.models.embedding import EmbeddedFeatures, FeatureEmbedder
 
 
+def _under_parameter_servers() -> bool:
+  return isinstance(tf.distribute.get_strategy(),
+                    tf.distribute.experimental.ParameterServerStrategy)
+
+
 class CTRModel(tfrs.models.Model):
   """Embedding -> user interest -> MLP -> logit, trained by `tfrs.tasks.Ranking`.
 
       logit = MLP([user ; candidate ; interest(candidate, behaviours) ; numeric])
       loss  = logloss(label, sigmoid(logit)) + regularisation (+ extra terms)
+
+  Under a `tf.distribute` strategy the log loss is averaged over the global
+  batch and the batch-level terms are divided by the number of replicas, so
+  the summed replica gradients equal those of one device on the same batch.
 
   Subclasses define `interest`. Every candidate tensor has shape [B, N, .]:
   N = 1 in training and plain prediction, N > 1 when one user's behaviours are
@@ -49,12 +58,17 @@ class CTRModel(tfrs.models.Model):
     self.embedder = FeatureEmbedder(spec, regularization, l2, name="embedder")
     self.tower = MLP(self.mlp_units, activation=activation, dropout=dropout,
                      output_units=1, seed=seed, name="tower")
+    # Per-example loss, averaged over the *global* batch in `compute_loss`, so
+    # that gradients summed over replicas equal single-device gradients.
     self.task = tfrs.tasks.Ranking(
-        loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+        loss=tf.keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
         metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc"),
                  tf.keras.metrics.BinaryCrossentropy(from_logits=True,
                                                      name="logloss")])
-    self.gauc = GAUC(name="gauc")
+    # Variable-length buffers cannot live on parameter servers; there GAUC is
+    # computed by `tfrs_din.training.evaluate` on the host instead.
+    self.gauc = None if _under_parameter_servers() else GAUC(name="gauc")
 
   # To be defined by subclasses ----------------------------------------------
   def interest(self, embedded: EmbeddedFeatures, training: Optional[bool] = None
@@ -111,13 +125,18 @@ class CTRModel(tfrs.models.Model):
     labels = tf.cast(features[self.spec.label], tf.float32)
     logits, intermediates = self.forward(features, training=training)
     logits = logits[:, 0]
-    loss = self.task(labels=labels, predictions=logits, training=training)
-    if self.spec.group_key is not None:
+    # [B, 1]: Keras' cross-entropy averages over the last axis.
+    per_example = self.task(labels=labels[:, tf.newaxis],
+                            predictions=logits[:, tf.newaxis],
+                            training=training)
+    if self.gauc is not None and self.spec.group_key is not None:
       self.gauc.update_state(features[self.spec.group_key], labels, logits)
-    loss += self.embedder.penalty(features)
+    loss = tf.nn.compute_average_loss(per_example)
+    extra = self.embedder.penalty(features)
     if training:
-      loss += self.auxiliary_loss(features, intermediates, training=training)
-    return loss
+      extra += self.auxiliary_loss(features, intermediates, training=training)
+    # Batch-level terms: each replica contributes 1/replicas of them.
+    return loss + tf.nn.scale_regularization_loss(extra)
 
   # Saving --------------------------------------------------------------------
   def get_config(self) -> dict:
