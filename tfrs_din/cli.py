@@ -50,6 +50,8 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--gru_units", type=int, default=d.gru_units)
   a("--gru_type", choices=["AIGRU", "AGRU", "AUGRU"], default=d.gru_type)
   a("--aux_loss_weight", type=float, default=d.aux_loss_weight)
+  a("--optimizer", choices=["lazy_adam", "adam", "sgd"], default=d.optimizer,
+    help="lazy_adam updates only the embedding rows in the batch")
   a("--strategy", choices=STRATEGIES, default=d.strategy)
   a("--steps_per_epoch", type=int)
   a("--verbose", type=int, default=d.verbose, choices=[0, 1, 2])
@@ -67,7 +69,8 @@ def _train_config(args, model: str) -> TrainConfig:
       attention_activation=args.attention_activation,
       attention_normalization=none(args.attention_normalization),
       gru_units=args.gru_units, gru_type=args.gru_type,
-      aux_loss_weight=args.aux_loss_weight, strategy=args.strategy,
+      aux_loss_weight=args.aux_loss_weight, optimizer=args.optimizer,
+      strategy=args.strategy,
       steps_per_epoch=args.steps_per_epoch, seed=args.seed,
       verbose=args.verbose)
 

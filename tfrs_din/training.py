@@ -46,6 +46,7 @@ class TrainConfig:
   gru_units: int = 36
   gru_type: str = "AUGRU"
   aux_loss_weight: float = 1.0
+  optimizer: str = "lazy_adam"
   strategy: str = "auto"
   steps_per_epoch: Optional[int] = None
   seed: int = 0
@@ -69,6 +70,17 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                    aux_loss_weight=config.aux_loss_weight),
   }[config.model]
   return MODELS[config.model](spec, **common, **extra)
+
+
+def make_optimizer(name: str, learning_rate: float):
+  """"lazy_adam" (rows of embedding tables updated only when in the batch:
+  step cost independent of the vocabulary), "adam" or "sgd"."""
+  from tfrs_din.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
+  makers = {"lazy_adam": LazyAdam, "adam": tf.keras.optimizers.Adam,
+            "sgd": tf.keras.optimizers.SGD}
+  if name not in makers:
+    raise ValueError(f"--optimizer must be one of {sorted(makers)}, got {name!r}")
+  return makers[name](learning_rate)
 
 
 def _uses_negatives(config: TrainConfig, metadata: dict) -> bool:
@@ -97,7 +109,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   with strategy.scope():
     model = build_model(spec, config)
     model.build_all()  # every variable created (and placed/sharded) in scope
-    model.compile(tf.keras.optimizers.Adam(config.learning_rate))
+    model.compile(make_optimizer(config.optimizer, config.learning_rate))
   train_ds = make_dataset(data_dir, "train", spec, config.batch_size,
                           shuffle=True, with_negatives=with_negatives,
                           seed=config.seed)

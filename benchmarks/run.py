@@ -1,0 +1,335 @@
+"""Speed and memory benchmarks, as ratios against a baseline in the same run.
+
+  python benchmarks/run.py --quick     # reduced sizes, a few minutes
+  python benchmarks/run.py             # full set; rewrites docs/benchmarks.md
+
+Each section runs in its own subprocess, so the peak resident memory (RSS)
+reported beside it belongs to that section alone. The last line printed is
+one JSON object of the headline ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTIONS = ("din_vs_deepctr", "dien_vs_din", "serving", "vocabulary", "beam")
+
+
+# --------------------------------------------------------------------------- #
+# Shared helpers (run inside the section subprocess).
+# --------------------------------------------------------------------------- #
+def _tf():
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import tfrs_din  # noqa: F401  (Keras 2 before TensorFlow)
+  import tensorflow as tf
+  return tf
+
+
+def _synthetic(quick: bool, max_history: int = 50):
+  from tfrs_din.data.synthetic import SyntheticConfig, generate
+  return generate(SyntheticConfig(
+      num_users=600 if quick else 2000, min_steps=60, max_steps=120,
+      max_history=max_history, embedding_dim=18, seed=0))
+
+
+class _StepTimer:
+  """Keras callback: wall time of batches after `skip` warm-up batches."""
+
+  def __init__(self, tf, skip: int = 10):
+    outer = self
+
+    class Callback(tf.keras.callbacks.Callback):
+      def on_train_batch_begin(self, batch, logs=None):
+        outer.start = time.perf_counter()
+
+      def on_train_batch_end(self, batch, logs=None):
+        outer.times.append(time.perf_counter() - outer.start)
+
+    self.times, self.skip, self.callback = [], skip, Callback()
+
+  def examples_per_second(self, batch_size: int) -> float:
+    times = self.times[self.skip:]
+    return batch_size * len(times) / sum(times)
+
+
+def _train_ours(tf, data, model_cls, epochs=1, batch=256, **kwargs):
+  tf.keras.utils.set_random_seed(0)
+  model = model_cls(data.spec, **kwargs)
+  from tfrs_din.optimizers import LazyAdam
+  model.compile(LazyAdam(1e-3))
+  timer = _StepTimer(tf)
+  model.fit(data.dataset("train", batch, shuffle=True), epochs=epochs,
+            verbose=0, callbacks=[timer.callback])
+  result = model.evaluate(data.dataset("test", 2048), return_dict=True,
+                          verbose=0)
+  return model, timer.examples_per_second(batch), result
+
+
+# --------------------------------------------------------------------------- #
+# Sections.
+# --------------------------------------------------------------------------- #
+def din_vs_deepctr(quick: bool) -> dict:
+  """Our DINModel vs DeepCTR's DIN: same data, dimensions and batch."""
+  tf = _tf()
+  import numpy as np
+  from tfrs_din.models import DINModel
+  data = _synthetic(quick)
+  dims = dict(mlp_units=(200, 80), activation="dice", attention_units=(80, 40),
+              attention_activation="dice", regularization=None)
+  _, ours_eps, ours = _train_ours(tf, data, DINModel, **dims)
+
+  from deepctr.feature_column import SparseFeat, VarLenSparseFeat
+  from deepctr.models import DIN
+  spec, L = data.spec, data.spec.max_history
+  sizes = {f.name: f.vocab_size for f in spec.user_features + spec.item_features}
+  columns = [SparseFeat("user_id", sizes["user_id"], embedding_dim=18),
+             SparseFeat("item_id", sizes["item_id"], embedding_dim=18),
+             SparseFeat("category_id", sizes["category_id"], embedding_dim=18),
+             VarLenSparseFeat(SparseFeat("hist_item_id", sizes["item_id"],
+                                         embedding_dim=18,
+                                         embedding_name="item_id"),
+                              maxlen=L, length_name="hist_length"),
+             VarLenSparseFeat(SparseFeat("hist_category_id",
+                                         sizes["category_id"], embedding_dim=18,
+                                         embedding_name="category_id"),
+                              maxlen=L, length_name="hist_length")]
+  tf.keras.utils.set_random_seed(0)
+  peer = DIN(columns, ["item_id", "category_id"], dnn_hidden_units=(200, 80),
+             dnn_activation="dice", att_hidden_size=(80, 40),
+             att_activation="dice", seed=0)
+  peer.compile(tf.keras.optimizers.Adam(1e-3), "binary_crossentropy",
+               metrics=[tf.keras.metrics.AUC(name="auc")])
+  names = ["user_id", "item_id", "category_id", "hist_item_id",
+           "hist_category_id", "hist_length"]
+  train = ~data.arrays["is_test"]
+  x = {n: data.arrays[n][train] for n in names}
+  timer = _StepTimer(tf)
+  peer.fit(x, data.arrays["label"][train], batch_size=256, epochs=1,
+           verbose=0, shuffle=True, callbacks=[timer.callback])
+  peer_eps = timer.examples_per_second(256)
+  test = data.arrays["is_test"]
+  peer_auc = peer.evaluate({n: data.arrays[n][test] for n in names},
+                           data.arrays["label"][test], batch_size=2048,
+                           verbose=0, return_dict=True)["auc"]
+  return {"ours_examples_per_s": ours_eps, "deepctr_examples_per_s": peer_eps,
+          "din_train_vs_deepctr": ours_eps / peer_eps,
+          "ours_auc": ours["auc"], "deepctr_auc": peer_auc,
+          "train_examples": int(train.sum())}
+
+
+def dien_vs_din(quick: bool) -> dict:
+  """DIEN (AUGRU + auxiliary loss, official sizes) vs our DIN, same data."""
+  tf = _tf()
+  from tfrs_din.models import DIENModel, DINModel
+  data = _synthetic(quick)
+  common = dict(mlp_units=(200, 80), activation="dice", regularization=None)
+  _, din_eps, din = _train_ours(tf, data, DINModel, attention_units=(80, 40),
+                                **common)
+  _, dien_eps, dien = _train_ours(tf, data, DIENModel, gru_units=36, **common)
+  return {"din_examples_per_s": din_eps, "dien_examples_per_s": dien_eps,
+          "dien_vs_din_train": dien_eps / din_eps,
+          "din_auc": din["auc"], "dien_auc": dien["auc"]}
+
+
+def serving(quick: bool) -> dict:
+  """One user, 500 candidates, history 100: score_candidates vs tiled rows."""
+  tf = _tf()
+  import numpy as np
+  from tfrs_din.data.synthetic import SyntheticConfig, generate
+  from tfrs_din.models import DIENModel, DINModel
+  data = generate(SyntheticConfig(num_users=50, min_steps=150, max_steps=200,
+                                  max_history=100, embedding_dim=18))
+  user = data.features(slice(int(np.argmax(data.arrays["hist_length"])), None))
+  user = {k: v[:1] for k, v in user.items() if not k.startswith("neg_")}
+  n = 500
+  rng = np.random.default_rng(0)
+  items = rng.integers(2, data.spec.item_features[0].vocab_size, (1, n))
+  cats = rng.integers(2, data.spec.item_features[1].vocab_size, (1, n))
+  candidates = {"item_id": tf.constant(items), "category_id": tf.constant(cats)}
+  tiled = {k: tf.repeat(v, n, axis=0) for k, v in user.items()}
+  tiled.update(item_id=tf.constant(items[0]), category_id=tf.constant(cats[0]))
+  out = {}
+  for name, cls, kw in (("din", DINModel, dict(attention_units=(80, 40))),
+                        ("dien", DIENModel, dict(gru_units=36))):
+    model = cls(data.spec, mlp_units=(200, 80), **kw)
+    fast = tf.function(lambda u, c: model.score_candidates(u, c))
+    slow = tf.function(lambda f: model(f, training=False))
+    np.testing.assert_allclose(fast(user, candidates).numpy()[0],
+                               slow(tiled).numpy(), rtol=1e-4, atol=1e-5)
+    def clock(fn, *args, reps=10 if quick else 30):
+      fn(*args)
+      start = time.perf_counter()
+      for _ in range(reps):
+        fn(*args)
+      return (time.perf_counter() - start) / reps
+    t_fast, t_slow = clock(fast, user, candidates), clock(slow, tiled)
+    out[f"{name}_score_candidates_ms"] = 1000 * t_fast
+    out[f"{name}_tiled_rows_ms"] = 1000 * t_slow
+    out[f"{name}_serve_speedup"] = t_slow / t_fast
+  out["serve_speedup"] = out["din_serve_speedup"]
+  return out
+
+
+def vocabulary(quick: bool) -> dict:
+  """Step time with a 10M-row item table vs 10k rows (MBA on)."""
+  tf = _tf()
+  import numpy as np
+  from tfrs_din.features import CategoricalFeature, FeatureSpec
+  from tfrs_din.models import DINModel
+  from tfrs_din.optimizers import LazyAdam
+  big = 2_000_000 if quick else 10_000_000
+  B, L, steps = 256, 50, (15 if quick else 30)
+  rng = np.random.default_rng(0)
+
+  def step_time(vocab, optimizer, regularization):
+    spec = FeatureSpec(
+        user_features=[CategoricalFeature("user_id", 10_000, 18)],
+        item_features=[CategoricalFeature("item_id", vocab, 18,
+                                          frequencies=rng.integers(1, 100, vocab)),
+                       CategoricalFeature("category_id", 1000, 18)],
+        max_history=L)
+    tf.keras.utils.set_random_seed(0)
+    model = DINModel(spec, mlp_units=(200, 80), attention_units=(80, 40),
+                     activation="prelu", attention_activation="prelu",
+                     regularization=regularization)
+    model.compile(optimizer)
+    batch = {"user_id": rng.integers(2, 10_000, B),
+             "item_id": rng.integers(2, vocab, B),
+             "category_id": rng.integers(2, 1000, B),
+             "hist_item_id": rng.integers(2, vocab, (B, L)),
+             "hist_category_id": rng.integers(2, 1000, (B, L)),
+             "hist_length": rng.integers(1, L + 1, B),
+             "label": rng.integers(0, 2, B).astype(np.float32)}
+    ds = tf.data.Dataset.from_tensors(batch).repeat(steps + 5)
+    timer = _StepTimer(tf, skip=5)
+    model.fit(ds, epochs=1, verbose=0, callbacks=[timer.callback])
+    return float(np.median(timer.times[5:]))
+
+  small = 10_000
+  lazy_small = step_time(small, LazyAdam(1e-3), "mba")
+  lazy_big = step_time(big, LazyAdam(1e-3), "mba")
+  dense_small = step_time(small, tf.keras.optimizers.Adam(1e-3), "l2")
+  dense_big = step_time(big, tf.keras.optimizers.Adam(1e-3), "l2")
+  return {"big_vocab": big, "mba_lazy_adam_10k_ms": 1000 * lazy_small,
+          "mba_lazy_adam_big_ms": 1000 * lazy_big,
+          "l2_adam_10k_ms": 1000 * dense_small, "l2_adam_big_ms": 1000 * dense_big,
+          "vocab_big_vs_10k_step": lazy_big / lazy_small,
+          "l2_adam_big_vs_10k_step": dense_big / dense_small}
+
+
+def beam(quick: bool) -> dict:
+  """Events per second of the Beam job, in-memory vs multi-processing."""
+  import shutil
+  import tempfile
+  import numpy as np
+  sys.path.insert(0, ROOT)
+  from beam_jobs import prepare
+  from beam_jobs.samples import SampleOptions
+  n = 200_000 if quick else 1_000_000
+  rng = np.random.default_rng(0)
+  tmp = tempfile.mkdtemp()
+  path = os.path.join(tmp, "events.csv")
+  users = rng.integers(0, n // 50, n)
+  items = rng.zipf(1.3, n) % 50_000
+  ts = rng.integers(0, 10**8, n)
+  with open(path, "w") as f:
+    f.write("user_id,item_id,category_id,timestamp\n")
+    f.writelines(f"u{u},i{i},c{i % 500},{t}\n" for u, i, t in zip(users, items, ts))
+  out = {"events": n}
+  for mode, args in (("in_memory", []),
+                     ("multi_processing", ["--direct_running_mode=multi_processing",
+                                           "--direct_num_workers=2"])):
+    config = prepare.PrepareConfig(events=path, output=os.path.join(tmp, mode),
+                                   samples=SampleOptions(max_history=50))
+    start = time.perf_counter()
+    meta = prepare.run(config, args)
+    seconds = time.perf_counter() - start
+    assert meta["counts"]["events_read"] == n
+    out[f"{mode}_events_per_s"] = n / seconds
+    out[f"{mode}_seconds"] = seconds
+  out["beam_events_per_s"] = max(out["in_memory_events_per_s"],
+                                 out["multi_processing_events_per_s"])
+  out["multi_vs_in_memory"] = (out["multi_processing_events_per_s"] /
+                               out["in_memory_events_per_s"])
+  shutil.rmtree(tmp)
+  return out
+
+
+# --------------------------------------------------------------------------- #
+# Driver.
+# --------------------------------------------------------------------------- #
+def _run_section(name: str, quick: bool) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), "--section", name]
+  cmd += ["--quick"] if quick else []
+  start = time.perf_counter()
+  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+  if proc.returncode != 0:
+    return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else
+            f"exit {proc.returncode}"}
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result["wall_s"] = time.perf_counter() - start
+  return result
+
+
+def _markdown(results: dict, quick: bool) -> str:
+  lines = ["# Benchmarks", "",
+           f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+           f"Python {platform.python_version()}; "
+           f"{'reduced (--quick)' if quick else 'full'} sizes. Ratios compare "
+           "runs made in the same script run; absolute times are context only. "
+           "Peak RSS is the section subprocess's maximum resident memory.", ""]
+  for name, values in results.items():
+    lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
+    for key, value in values.items():
+      shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+      lines.append(f"| {key} | {shown} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--section", choices=SECTIONS)
+  parser.add_argument("--only", help="comma-separated sections to run")
+  parser.add_argument("--output", default=os.path.join(ROOT, "docs",
+                                                        "benchmarks.md"))
+  args = parser.parse_args()
+  if args.section:
+    result = globals()[args.section](args.quick)
+    result["peak_rss_mb"] = resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+    return 0
+  sections = args.only.split(",") if args.only else SECTIONS
+  results = {}
+  for name in sections:
+    print(f"[bench] {name} ...", flush=True)
+    results[name] = _run_section(name, args.quick)
+    print(f"[bench] {name}: {json.dumps(results[name])}", flush=True)
+  if not args.quick:
+    with open(args.output, "w") as f:
+      f.write(_markdown(results, args.quick))
+  headline = {}
+  for key in ("din_train_vs_deepctr", "dien_vs_din_train", "serve_speedup",
+              "vocab_big_vs_10k_step", "beam_events_per_s"):
+    for values in results.values():
+      if key in values:
+        headline[key if key != "vocab_big_vs_10k_step" else
+                 ("vocab_10m_vs_10k_step" if not args.quick
+                  else "vocab_2m_vs_10k_step")] = round(values[key], 3)
+  print(json.dumps(headline))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
