@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 import reference as ref
-from tfrs_din.layers import MLP, make_activation, Dice
+from tfrs_din.layers import MLP, PReLU, make_activation, Dice
 
 
 def test_prelu_tower_matches_numpy():
@@ -19,7 +19,7 @@ def test_prelu_tower_matches_numpy():
 
 def test_activation_factory():
   assert isinstance(make_activation("dice"), Dice)
-  assert isinstance(make_activation("PReLU"), tf.keras.layers.PReLU)
+  assert isinstance(make_activation("PReLU"), PReLU)
   np.testing.assert_allclose(make_activation("relu")(tf.constant([-1.0, 2.0])),
                              [0.0, 2.0])
 
@@ -31,3 +31,13 @@ def test_dropout_only_in_training_and_config_round_trip():
   assert (tower(x, training=True).numpy() == 0).mean() > 0.3
   clone = MLP.from_config(tower.get_config())
   assert clone.hidden_units == (8,) and clone.dropout == 0.5 and clone.batch_norm
+
+
+def test_prelu_slope_is_per_channel_for_any_rank():
+  layer = PReLU()
+  x = np.random.randn(2, 5, 7, 3).astype(np.float32)
+  y = layer(tf.constant(x)).numpy()
+  assert layer.alpha.shape == (3,)
+  np.testing.assert_allclose(y, ref.prelu(x, 0.25), rtol=1e-6)
+  np.testing.assert_allclose(layer(tf.constant(x[:, :2, :1])),
+                             ref.prelu(x[:, :2, :1], 0.25), rtol=1e-6)

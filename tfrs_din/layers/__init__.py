@@ -6,10 +6,10 @@ from tfrs_din.layers.attention_gru import (AGRUCell, AttentionGRUCell,
                                            masked_scan)
 from tfrs_din.layers.dice import Dice
 from tfrs_din.layers.interest_extractor import InterestExtractor
-from tfrs_din.layers.mlp import MLP, make_activation
+from tfrs_din.layers.mlp import MLP, PReLU, make_activation
 
 __all__ = [
     "AGRUCell", "AUGRUCell", "AttentionGRUCell", "Dice", "InterestEvolution",
-    "InterestExtractor", "LocalActivationUnit", "MLP", "make_activation",
+    "InterestExtractor", "LocalActivationUnit", "MLP", "PReLU", "make_activation",
     "masked_scan",
 ]

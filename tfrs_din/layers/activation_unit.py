@@ -22,7 +22,9 @@ class LocalActivationUnit(tf.keras.layers.Layer):
   `normalization="softmax"` sets padded scores to -inf before a softmax over
   the valid positions. Padded positions always get exactly zero weight.
 
-  The first dense layer is evaluated in its split form
+  Only the valid (row, behaviour) pairs are scored, so the cost follows the
+  real history lengths, not the padded length. The first dense layer is
+  evaluated in its split form
   W [q, k, q-k, q*k] = (W1 + W3) q + (W2 - W3) k + W4 (q * k): the query
   and key parts are computed once each, not once per (query, key) pair. The
   query may be [B, D] (one candidate per row) or [B, N, D] (N candidates
@@ -90,18 +92,30 @@ class LocalActivationUnit(tf.keras.layers.Layer):
 
   def scores(self, q: tf.Tensor, keys: tf.Tensor, mask: tf.Tensor,
              training: Optional[bool] = None) -> tf.Tensor:
-    """Raw scores a(q, k_j) for q [B, N, D], keys [B, L, D] -> [B, N, L]."""
+    """Raw scores a(q, k_j) for q [B, N, D], keys [B, L, D] -> [B, N, L].
+
+    Only valid (b, j) positions are scored: they are gathered, scored and
+    scattered back, so the work follows the real history lengths rather than
+    the padded length, and padded positions score exactly 0.
+    """
     w_q, w_k, w_diff, w_prod = tf.split(self.first_kernel, 4, axis=0)
+    positions = tf.where(mask)                                  # [P, 2]: (b, j)
+    rows = positions[:, 0]
+    valid_keys = tf.gather_nd(keys, positions)                  # [P, D]
     query_part = tf.matmul(q, w_q + w_diff) + self.first_bias   # [B, N, H]
-    key_part = tf.matmul(keys, w_k - w_diff)                    # [B, L, H]
-    prod_part = tf.einsum("bnd,bld,dh->bnlh", q, keys, w_prod)  # [B, N, L, H]
-    hidden = prod_part + query_part[:, :, tf.newaxis] + key_part[:, tf.newaxis]
-    pair_mask = tf.broadcast_to(mask[:, tf.newaxis, :], tf.shape(hidden)[:3])
+    key_part = tf.matmul(valid_keys, w_k - w_diff)              # [P, H]
+    pair_q = tf.gather(q, rows)                                 # [P, N, D]
+    prod_part = tf.matmul(pair_q * valid_keys[:, tf.newaxis], w_prod)
+    hidden = (prod_part + tf.gather(query_part, rows)
+              + key_part[:, tf.newaxis])                        # [P, N, H]
     if isinstance(self._first_activation, Dice):
-      hidden = self._first_activation(hidden, training=training, mask=pair_mask)
+      hidden = self._first_activation(hidden, training=training)
     else:
       hidden = self._first_activation(hidden)
-    return tf.squeeze(self._rest(hidden, training=training, mask=pair_mask), -1)
+    scores = tf.squeeze(self._rest(hidden, training=training), -1)  # [P, N]
+    shape = tf.stack([tf.shape(keys)[0], tf.shape(keys)[1], tf.shape(q)[1]])
+    dense = tf.scatter_nd(positions, scores, tf.cast(shape, tf.int64))
+    return tf.transpose(dense, [0, 2, 1])                       # [B, N, L]
 
   def _normalize(self, scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     mask = tf.broadcast_to(mask[:, tf.newaxis, :], tf.shape(scores))

@@ -75,13 +75,13 @@ class Dice(tf.keras.layers.Layer):
   def _batch_statistics(self, inputs, mask):
     """Mean/variance over all axes but the last; updates the moving averages."""
     x = tf.reshape(tf.cast(inputs, tf.float32), [-1, tf.shape(inputs)[-1]])
-    if mask is not None:
-      w = tf.reshape(tf.cast(mask, tf.float32), [-1, 1])
+    if mask is None:
+      mean, variance = tf.nn.moments(x, axes=[0])
     else:
-      w = tf.ones_like(x[:, :1])
-    count = tf.maximum(tf.reduce_sum(w), 1.0)
-    mean = tf.reduce_sum(x * w, axis=0) / count
-    variance = tf.reduce_sum(tf.square(x - mean) * w, axis=0) / count
+      w = tf.reshape(tf.cast(mask, tf.float32), [-1, 1])
+      count = tf.maximum(tf.reduce_sum(w), 1.0)
+      mean = tf.reduce_sum(x * w, axis=0) / count
+      variance = tf.reduce_sum(tf.square(x - mean) * w, axis=0) / count
     decay = 1.0 - self.momentum
     self.moving_mean.assign_sub((self.moving_mean - mean) * decay)
     self.moving_variance.assign_sub((self.moving_variance - variance) * decay)

@@ -11,6 +11,34 @@ from tfrs_din.layers.dice import Dice
 ActivationSpec = Union[str, None]
 
 
+class PReLU(tf.keras.layers.Layer):
+  """Per-channel PReLU: f(x) = max(0, x) + alpha * min(0, x), alpha of shape [C].
+
+  Keras' own PReLU learns one alpha per non-batch position by default, which
+  ties the weights to the sequence length and number of candidates; here the
+  slope is shared over every axis but the last, for inputs of any rank.
+
+  Args:
+    alpha_initializer: initial slope (0.25, as in He et al. 2015).
+  """
+
+  def __init__(self, alpha_initializer=0.25, **kwargs):
+    super().__init__(**kwargs)
+    self.alpha_initializer = alpha_initializer
+
+  def build(self, input_shape):
+    self.alpha = self.add_weight(
+        name="alpha", shape=(int(input_shape[-1]),),
+        initializer=tf.keras.initializers.Constant(self.alpha_initializer))
+    super().build(input_shape)
+
+  def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    return tf.nn.relu(inputs) - self.alpha * tf.nn.relu(-inputs)
+
+  def get_config(self) -> dict:
+    return dict(super().get_config(), alpha_initializer=self.alpha_initializer)
+
+
 def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
                     ) -> tf.keras.layers.Layer:
   """Returns an activation layer: "dice", "prelu", or any Keras activation.
@@ -27,8 +55,7 @@ def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
   if lowered == "dice":
     return Dice(name=layer_name)
   if lowered == "prelu":
-    return tf.keras.layers.PReLU(
-        alpha_initializer=tf.keras.initializers.Constant(0.25), name=layer_name)
+    return PReLU(name=layer_name)
   return tf.keras.layers.Activation(name, name=layer_name)
 
 
