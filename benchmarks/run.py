@@ -279,8 +279,25 @@ def _run_section(name: str, quick: bool) -> dict:
   return result
 
 
+TARGETS = (  # (section, figure, target, higher is better)
+    ("din_vs_deepctr", "din_train_vs_deepctr", 2.0, True),
+    ("dien_vs_din", "dien_vs_din_train", 0.4, True),
+    ("serving", "din_serve_speedup", 3.0, True),
+    ("serving", "dien_serve_speedup", 3.0, True),
+    ("vocabulary", "vocab_big_vs_10k_step", 1.3, False),
+)
+
+
 def _markdown(results: dict, quick: bool) -> str:
-  lines = ["# Benchmarks", "",
+  lines = ["# Benchmarks", "", "| target | measured | met |", "|---|---|---|"]
+  for section, key, target, higher in TARGETS:
+    value = results.get(section, {}).get(key)
+    if value is None:
+      continue
+    met = value >= target if higher else value <= target
+    lines.append(f"| {key} {'>=' if higher else '<='} {target} | {value:.3g} | "
+                 f"{'yes' if met else 'no'} |")
+  lines += ["",
            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
            f"Python {platform.python_version()}; "
            f"{'reduced (--quick)' if quick else 'full'} sizes. Ratios compare "
@@ -316,19 +333,27 @@ def main() -> int:
     print(f"[bench] {name} ...", flush=True)
     results[name] = _run_section(name, args.quick)
     print(f"[bench] {name}: {json.dumps(results[name])}", flush=True)
-  if not args.quick:
-    with open(args.output, "w") as f:
-      f.write(_markdown(results, args.quick))
+  write_report(results, args.quick, None if args.quick else args.output)
+  _print_headline(results, args.quick)
+  return 0
+
+
+def write_report(results: dict, quick: bool, path) -> None:
+  if path:
+    with open(path, "w") as f:
+      f.write(_markdown(results, quick))
+
+
+def _print_headline(results: dict, quick: bool) -> None:
   headline = {}
   for key in ("din_train_vs_deepctr", "dien_vs_din_train", "serve_speedup",
               "vocab_big_vs_10k_step", "beam_events_per_s"):
     for values in results.values():
       if key in values:
         headline[key if key != "vocab_big_vs_10k_step" else
-                 ("vocab_10m_vs_10k_step" if not args.quick
+                 ("vocab_10m_vs_10k_step" if not quick
                   else "vocab_2m_vs_10k_step")] = round(values[key], 3)
   print(json.dumps(headline))
-  return 0
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 
 `tfrs_din.data.synthetic` plants users with several interests that drift;
 clicks depend on the *current* interest, revealed by the recent behaviours.
-Margins observed when these thresholds were set (GAUC, 2-core CPU, fixed
-seeds): Base 0.645, DIN 0.698 (+0.052), DIEN with AUGRU + aux loss (alpha = 1)
-0.720 (+0.022 over DIN). With every impression labelled the auxiliary loss
-gave no reliable gain in exploratory runs (+0.013 and -0.018 on two seeds at
-alpha = 0.2); with scarce labels (15% of targets kept), where it adds the
-per-step supervision the DIEN paper argues for, it gave 0.6045 -> 0.6299
-(+0.025) on a two-seed mean. Thresholds keep about a third of each margin as
-headroom against numerical drift across machines.
+Margins observed when these thresholds were last set (GAUC, 2-core CPU,
+fixed seeds): Base 0.645, DIN 0.710 (+0.064), DIEN with AUGRU + aux loss
+(alpha = 1) 0.7195 (+0.010 over DIN). With every impression labelled the
+auxiliary loss gave no reliable gain in exploratory runs (+0.013 and -0.018 on
+two seeds at alpha = 0.2); with scarce labels (15% of targets kept), where it
+adds the per-step supervision the DIEN paper argues for, it gave
+0.6045 -> 0.6299 (+0.025) on a two-seed mean. Thresholds keep about a third
+of each margin, as headroom against numerical drift across machines.
 """
 
 import numpy as np
@@ -51,8 +51,8 @@ def test_din_beats_base_and_dien_beats_din(data):
                          attention_activation="prelu"), train, test, 3)
   dien = _fit_gauc(_model(DIENModel, data.spec, gru_units=16), train, test, 3)
   print(f"GAUC base={base:.4f} din={din:.4f} dien={dien:.4f}")
-  assert din > base + 0.015
-  assert dien > din + 0.007
+  assert din > base + 0.02
+  assert dien > din + 0.003
 
 
 @pytest.mark.slow
