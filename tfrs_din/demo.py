@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from beam_jobs.vocabulary import Vocabulary
 from tfrs_din.data.pipeline import make_dataset
 from tfrs_din.data.synthetic import SyntheticConfig, generate
 from tfrs_din.plots import plot_attention
@@ -38,8 +39,10 @@ def write_events(path: str, config: SyntheticConfig) -> int:
 
 
 def _vocab_ids(data_dir: str, name: str):
-  with open(os.path.join(data_dir, "vocab", f"{name}.tsv")) as f:
-    return [line.split("\t")[1] for line in f.read().splitlines()[1:]]
+  """Raw ids by vocabulary index (padding and OOV included)."""
+  vocab = Vocabulary.from_tsv(name, open(
+      os.path.join(data_dir, "vocab", f"{name}.tsv")).read())
+  return ["<pad>", "<oov>"] + vocab.ids
 
 
 def attention_figure(model_dir: str, data_dir: str, path: str) -> Optional[str]:

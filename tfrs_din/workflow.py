@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 from tfrs_din.serving.export import export_saved_model
 from tfrs_din.training import TrainConfig, evaluate, train
@@ -25,17 +25,13 @@ def prepare(beam_argv: Sequence[str]) -> dict:
 
 
 def train_evaluate_export(data_dir: str, output: str, models: Sequence[str],
-                          base_config: TrainConfig,
-                          per_model: Optional[Dict[str, dict]] = None,
-                          export: bool = True) -> Dict[str, Dict[str, float]]:
+                          base_config: TrainConfig, export: bool = True) -> Dict[str, Dict[str, float]]:
   """Trains each model, scores it (RelaImpr against "base" when trained) and
   exports it; writes and returns `output/metrics.json`."""
-  per_model = per_model or {}
   ordered = sorted(models, key=lambda m: m != "base")  # base first
   results: Dict[str, Dict[str, float]] = {}
   for name in ordered:
-    config = dataclasses.replace(base_config, model=name,
-                                 **per_model.get(name, {}))
+    config = dataclasses.replace(base_config, model=name)
     model_dir = os.path.join(output, "models", name)
     print(f"[train] {name} -> {model_dir}", flush=True)
     model, _ = train(data_dir, model_dir, config)

@@ -23,9 +23,9 @@ def load_metadata(directory: str) -> dict:
 
 
 def _frequencies(directory: str, name: str) -> np.ndarray:
+  from beam_jobs.vocabulary import Vocabulary  # pylint: disable=g-import-not-at-top
   with tf.io.gfile.GFile(os.path.join(directory, "vocab", f"{name}.tsv")) as f:
-    lines = f.read().splitlines()[1:]
-  return np.asarray([float(line.split("\t")[2]) for line in lines], np.float32)
+    return Vocabulary.from_tsv(name, f.read()).frequencies()
 
 
 def load_feature_spec(directory: str, max_history: Optional[int] = None,
