@@ -134,7 +134,7 @@ class BuildUserSamples(beam.DoFn):
     yield from samples
 
 
-def _feature_values(event: Event, columns: Columns):
+def _feature_values(event: Event):
   yield "user_id", event.user
   yield "item_id", event.item
   for name, value in event.item_features + event.user_features:
@@ -232,7 +232,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
   kept = cleaned.users | "KeptEvents" >> beam.FlatMap(lambda kv: kv[1])
 
   vocabs = (kept
-            | "FeatureValues" >> beam.FlatMap(lambda e: list(_feature_values(e, cols)))
+            | "FeatureValues" >> beam.FlatMap(lambda e: list(_feature_values(e)))
             | "CountValues" >> beam.combiners.Count.PerElement()
             | "ByFeature" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
             | "GroupFeature" >> beam.GroupByKey()

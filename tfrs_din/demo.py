@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from beam_jobs.vocabulary import Vocabulary
+from beam_jobs.vocabulary import load_vocabularies
 from tfrs_din.data.pipeline import make_dataset
 from tfrs_din.data.synthetic import SyntheticConfig, generate
 from tfrs_din.plots import plot_attention
@@ -38,19 +38,13 @@ def write_events(path: str, config: SyntheticConfig) -> int:
   return len(events)
 
 
-def _vocab_ids(data_dir: str, name: str):
-  """Raw ids by vocabulary index (padding and OOV included)."""
-  vocab = Vocabulary.from_tsv(name, open(
-      os.path.join(data_dir, "vocab", f"{name}.tsv")).read())
-  return ["<pad>", "<oov>"] + vocab.ids
-
-
 def attention_figure(model_dir: str, data_dir: str, path: str) -> Optional[str]:
   """DIN attention of one test user's behaviours to candidates of a recent
   interest, an old interest and an unrelated category."""
   model = load_model(model_dir)
   spec = model.spec
-  categories = _vocab_ids(data_dir, "category_id")
+  vocab = load_vocabularies(data_dir, ["category_id"])["category_id"]
+  categories = ["<pad>", "<oov>"] + vocab.ids  # raw id by vocabulary index
   batch = next(iter(make_dataset(data_dir, "test", spec, 2048,
                                  with_negatives=False)))
   lengths = batch["hist_length"].numpy()

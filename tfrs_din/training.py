@@ -124,7 +124,6 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
               os.path.join(model_dir, "checkpoints")),
           tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
           *callbacks])
-  model.build_all()  # marks the subclassed model built before saving
   model.save(os.path.join(model_dir, MODEL_FILE))
   with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), "w") as f:
     json.dump({"data_dir": data_dir, "config": dataclasses.asdict(config)}, f,

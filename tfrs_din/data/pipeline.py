@@ -22,12 +22,6 @@ def load_metadata(directory: str) -> dict:
     return json.load(handle)
 
 
-def _frequencies(directory: str, name: str) -> np.ndarray:
-  from beam_jobs.vocabulary import Vocabulary  # pylint: disable=g-import-not-at-top
-  with tf.io.gfile.GFile(os.path.join(directory, "vocab", f"{name}.tsv")) as f:
-    return Vocabulary.from_tsv(name, f.read()).frequencies()
-
-
 def load_feature_spec(directory: str, max_history: Optional[int] = None,
                       embedding_dim: Optional[int] = None
                       ) -> Tuple[FeatureSpec, dict]:
@@ -47,8 +41,10 @@ def load_feature_spec(directory: str, max_history: Optional[int] = None,
     for group in ("user_features", "item_features"):
       config[group] = [dict(f, embedding_dim=embedding_dim)
                        for f in config[group]]
+  from beam_jobs.vocabulary import load_vocabularies  # pylint: disable=g-import-not-at-top
   names = [f["name"] for f in config["user_features"] + config["item_features"]]
-  frequencies = {n: _frequencies(directory, n) for n in names}
+  frequencies = {n: v.frequencies()
+                 for n, v in load_vocabularies(directory, names).items()}
   return FeatureSpec.from_dict(config, frequencies), metadata
 
 
