@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfrs_din.features import HISTORY_LENGTH
 from tfrs_din.models import MODELS, BaseModel, DIENModel, DINModel
+import reference as ref
 
 SMALL = dict(mlp_units=(8, 4), activation="dice")
 OPTIONS = {"base": {}, "din": dict(attention_units=(8, 4)),
@@ -26,16 +27,42 @@ def _trained(name, data, steps=3, **kwargs):
 
 
 @pytest.mark.parametrize("name", ["base", "din", "dien"])
-def test_fit_reports_loss_auc_gauc_and_predicts_probabilities(name, small_data):
+def test_fit_reports_metrics_and_evaluate_reports_exact_gauc(name, small_data):
   model = _model(name, small_data.spec)
   model.compile(tf.keras.optimizers.Adam(0.01))
   history = model.fit(small_data.dataset("train", 64).take(4), verbose=0)
-  assert {"loss", "auc", "gauc", "logloss"} <= set(history.history)
+  # GAUC is not reported per training step unless asked for (it is O(epoch)).
+  assert {"loss", "auc", "logloss"} <= set(history.history)
+  assert "gauc" not in history.history
   result = model.evaluate(small_data.dataset("test", 64), return_dict=True,
                           verbose=0)
-  assert 0.0 <= result["gauc"] <= 1.0 and 0.0 <= result["auc"] <= 1.0
-  p = model(small_data.features(slice(0, 16))).numpy()
-  assert p.shape == (16,) and np.all((p > 0) & (p < 1))
+  test = small_data.arrays["is_test"]
+  # Logits, not float32 probabilities, which tie where logits do not.
+  logits = model.forward(small_data.features(test), training=False)[0][:, 0]
+  expected = ref.gauc(small_data.arrays["user_id"][test],
+                      small_data.arrays["label"][test], logits.numpy())
+  assert result["gauc"] == pytest.approx(expected, abs=1e-6)
+  as_list = model.evaluate(small_data.dataset("test", 64), verbose=0)
+  assert as_list[model.metrics_names.index("gauc")] == pytest.approx(expected)
+  probabilities = model(small_data.features(slice(0, 16))).numpy()
+  assert probabilities.shape == (16,)
+  assert np.all((probabilities > 0) & (probabilities < 1))
+
+
+def test_gauc_in_training_reports_the_epoch_gauc(small_data):
+  # PReLU and a zero learning rate: training-mode scores equal predictions.
+  model = DINModel(small_data.spec, mlp_units=(8, 4), activation="prelu",
+                   attention_units=(8, 4), attention_activation="prelu",
+                   gauc_in_training=True)
+  model.compile(tf.keras.optimizers.Adam(0.0))
+  train = small_data.dataset("train", 64)
+  history = model.fit(train, epochs=2, verbose=0)
+  selected = ~small_data.arrays["is_test"]
+  p = model.predict(train, verbose=0)
+  expected = ref.gauc(small_data.arrays["user_id"][selected],
+                            small_data.arrays["label"][selected], p)
+  assert len(history.history["gauc"]) == 2
+  assert history.history["gauc"][-1] == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", ["base", "din", "dien"])

@@ -12,6 +12,17 @@ from tfrs_din.layers.mlp import MLP, make_activation
 _NEG_INF = -1e9
 
 
+def _project(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+  """x [..., D] @ kernel [D, H] as one 2-D matmul.
+
+  A rank-3 `tf.matmul` against a rank-2 kernel is a broadcasting batch matmul
+  whose kernel gradient materialises one [D, H] matrix per batch row before
+  summing them; flattening the leading axes avoids that.
+  """
+  flat = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), kernel)
+  return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [kernel.shape[-1]]], 0))
+
+
 class LocalActivationUnit(tf.keras.layers.Layer):
   """Pools behaviour embeddings with weights that depend on the candidate.
 
@@ -85,7 +96,7 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     mask = tf.cast(mask, tf.bool)
     weights = self.scores(q, keys, mask, training=training)   # [B, N, L]
     weights = self._normalize(weights, mask)
-    pooled = tf.einsum("bnl,bld->bnd", weights, keys)
+    pooled = tf.matmul(weights, keys)                          # [B, N, D]
     if single:
       pooled, weights = pooled[:, 0], weights[:, 0]
     return (pooled, weights) if return_weights else pooled
@@ -102,10 +113,10 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     positions = tf.where(mask)                                  # [P, 2]: (b, j)
     rows = positions[:, 0]
     valid_keys = tf.gather_nd(keys, positions)                  # [P, D]
-    query_part = tf.matmul(q, w_q + w_diff) + self.first_bias   # [B, N, H]
+    query_part = _project(q, w_q + w_diff) + self.first_bias    # [B, N, H]
     key_part = tf.matmul(valid_keys, w_k - w_diff)              # [P, H]
     pair_q = tf.gather(q, rows)                                 # [P, N, D]
-    prod_part = tf.matmul(pair_q * valid_keys[:, tf.newaxis], w_prod)
+    prod_part = _project(pair_q * valid_keys[:, tf.newaxis], w_prod)
     hidden = (prod_part + tf.gather(query_part, rows)
               + key_part[:, tf.newaxis])                        # [P, N, H]
     if isinstance(self._first_activation, Dice):

@@ -41,12 +41,18 @@ class CTRModel(tfrs.models.Model):
     regularization: None, "mba" or "l2" on the embedding tables.
     l2: lambda of the regularisation.
     seed: seed of dropout.
+    gauc_in_training: also update and report GAUC at every training step.
+      Off by default: GAUC is exact only over whole users, so its value is
+      computed from every buffered impression, which makes each step's report
+      cost O(examples seen so far). `evaluate` (and so fit's `val_gauc`)
+      always reports it, computed once at the end.
   """
 
   def __init__(self, spec: FeatureSpec, mlp_units: Sequence[int] = (200, 80),
                activation: str = "dice", dropout: float = 0.0,
                regularization: Optional[str] = "mba", l2: float = 0.01,
-               seed: Optional[int] = None, **kwargs):
+               seed: Optional[int] = None, gauc_in_training: bool = False,
+               **kwargs):
     super().__init__(**kwargs)
     self.spec = spec
     self.mlp_units = tuple(mlp_units)
@@ -55,6 +61,7 @@ class CTRModel(tfrs.models.Model):
     self.regularization = regularization
     self.l2 = l2
     self.seed = seed
+    self.gauc_in_training = gauc_in_training
     self.embedder = FeatureEmbedder(spec, regularization, l2, name="embedder")
     self.tower = MLP(self.mlp_units, activation=activation, dropout=dropout,
                      output_units=1, seed=seed, name="tower")
@@ -129,7 +136,7 @@ class CTRModel(tfrs.models.Model):
     per_example = self.task(labels=labels[:, tf.newaxis],
                             predictions=logits[:, tf.newaxis],
                             training=training)
-    if self.gauc is not None and self.spec.group_key is not None:
+    if self._tracks_gauc(training):
       self.gauc.update_state(features[self.spec.group_key], labels, logits)
     loss = tf.nn.compute_average_loss(per_example)
     extra = self.embedder.penalty(features)
@@ -138,12 +145,55 @@ class CTRModel(tfrs.models.Model):
     # Batch-level terms: each replica contributes 1/replicas of them.
     return loss + tf.nn.scale_regularization_loss(extra)
 
+  # Training and evaluation steps ---------------------------------------------
+  def _tracks_gauc(self, training: bool) -> bool:
+    return (self.gauc is not None and self.spec.group_key is not None
+            and (not training or self.gauc_in_training))
+
+  def _regularization_loss(self) -> tf.Tensor:
+    return tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
+
+  def _step_logs(self, loss: tf.Tensor, regularization_loss: tf.Tensor,
+                 training: bool) -> Dict[str, tf.Tensor]:
+    """TFRS's step logs, leaving out GAUC unless it is reported every step."""
+    logs = {m.name: m.result() for m in self.metrics
+            if m is not self.gauc or (training and self._tracks_gauc(True))}
+    logs.update(loss=loss, regularization_loss=regularization_loss,
+                total_loss=loss + regularization_loss)
+    return logs
+
+  def train_step(self, inputs):
+    """`tfrs.models.Model.train_step`, with GAUC left out of per-step logs."""
+    with tf.GradientTape() as tape:
+      loss = self.compute_loss(inputs, training=True)
+      regularization_loss = self._regularization_loss()
+      total_loss = loss + regularization_loss
+    gradients = tape.gradient(total_loss, self.trainable_variables)
+    self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+    return self._step_logs(loss, regularization_loss, training=True)
+
+  def test_step(self, inputs):
+    loss = self.compute_loss(inputs, training=False)
+    return self._step_logs(loss, self._regularization_loss(), training=False)
+
+  def evaluate(self, *args, return_dict: bool = False, **kwargs):
+    """Keras' `evaluate`, with GAUC computed once over all batches at the end."""
+    logs = super().evaluate(*args, return_dict=True, **kwargs)
+    if self._tracks_gauc(False):
+      logs["gauc"] = float(self.gauc.result())
+    if return_dict:
+      return logs
+    # Keras' order: metrics_names first, then the other keys sorted.
+    names = [n for n in self.metrics_names if n in logs]
+    results = [logs[n] for n in names + sorted(set(logs) - set(names))]
+    return results[0] if len(results) == 1 else results
+
   # Saving --------------------------------------------------------------------
   def get_config(self) -> dict:
     return dict(spec=self.spec.to_dict(), mlp_units=self.mlp_units,
                 activation=self.activation, dropout=self.dropout,
                 regularization=self.regularization, l2=self.l2, seed=self.seed,
-                name=self.name)
+                gauc_in_training=self.gauc_in_training, name=self.name)
 
   @classmethod
   def from_config(cls, config):
