@@ -85,3 +85,19 @@ def test_empty_history_gives_zero_interest_and_config_round_trip():
   assert clone.hidden_units == (4,) and clone.normalization == "softmax"
   with pytest.raises(ValueError, match="normalization"):
     LocalActivationUnit(normalization="sparsemax")
+
+
+@pytest.mark.parametrize("normalization", [None, "softmax"])
+def test_ragged_keys_give_the_same_result_as_padded_keys_and_mask(
+    normalization):
+  q, keys = _inputs()
+  layer = LocalActivationUnit((5, 3), activation="prelu",
+                              normalization=normalization)
+  pooled, w = layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK),
+                    return_weights=True)
+  ragged = tf.ragged.boolean_mask(tf.constant(keys), tf.constant(MASK))
+  r_pooled, r_w = layer(tf.constant(q), ragged, return_weights=True)
+  np.testing.assert_allclose(r_pooled, pooled, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(r_w, w, rtol=1e-5, atol=1e-6)  # longest row: L
+  with pytest.raises(ValueError, match="mask must be None"):
+    layer(tf.constant(q), ragged, mask=tf.constant(MASK))

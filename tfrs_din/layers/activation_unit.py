@@ -9,9 +9,6 @@ import tensorflow as tf
 from tfrs_din.layers.dice import Dice
 from tfrs_din.layers.mlp import MLP, make_activation
 
-_NEG_INF = -1e9
-
-
 def _project(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   """x [..., D] @ kernel [D, H] as one 2-D matmul.
 
@@ -23,6 +20,14 @@ def _project(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [kernel.shape[-1]]], 0))
 
 
+def _segment_softmax(scores: tf.Tensor, rows: tf.Tensor,
+                     batch: tf.Tensor) -> tf.Tensor:
+  """Softmax of [P, N] scores over the pairs of each row (P indexed by rows)."""
+  peak = tf.math.unsorted_segment_max(scores, rows, batch)
+  exp = tf.exp(scores - tf.stop_gradient(tf.gather(peak, rows)))
+  return exp / tf.gather(tf.math.unsorted_segment_sum(exp, rows, batch), rows)
+
+
 class LocalActivationUnit(tf.keras.layers.Layer):
   """Pools behaviour embeddings with weights that depend on the candidate.
 
@@ -30,8 +35,8 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       v_U  = sum_j mask_j * w_j * k_j
 
   No softmax by default, so sum_j w_j keeps the intensity of the interest;
-  `normalization="softmax"` sets padded scores to -inf before a softmax over
-  the valid positions. Padded positions always get exactly zero weight.
+  `normalization="softmax"` normalises over the valid positions only.
+  Padded positions always get exactly zero weight.
 
   Only the valid (row, behaviour) pairs are scored, so the cost follows the
   real history lengths, not the padded length. The first dense layer is
@@ -48,9 +53,12 @@ class LocalActivationUnit(tf.keras.layers.Layer):
 
   Call args:
     query: [B, D] or [B, N, D] candidate embeddings.
-    keys: [B, L, D] behaviour embeddings.
+    keys: [B, L, D] behaviour embeddings, or a `tf.RaggedTensor`
+      [B, (L), D] holding only the valid behaviours (then no mask; this
+      skips gathering them out of a padded tensor).
     mask: [B, L] boolean, True at valid (not padded) positions.
-    return_weights: also return the weights, [B, L] or [B, N, L].
+    return_weights: also return the weights, [B, L] or [B, N, L] (L: the
+      longest row for ragged keys).
 
   Example:
 
@@ -86,54 +94,60 @@ class LocalActivationUnit(tf.keras.layers.Layer):
         name="first_bias", shape=(self.hidden_units[0],), initializer="zeros")
     super().build(input_shape)
 
-  def call(self, query: tf.Tensor, keys: tf.Tensor,
-           mask: Optional[tf.Tensor] = None, return_weights: bool = False,
-           training: Optional[bool] = None):
+  def call(self, query: tf.Tensor, keys, mask: Optional[tf.Tensor] = None,
+           return_weights: bool = False, training: Optional[bool] = None):
     single = query.shape.rank == 2
-    q = query[:, tf.newaxis, :] if single else query          # [B, N, D]
-    if mask is None:
-      mask = tf.ones(tf.shape(keys)[:2], dtype=tf.bool)
-    mask = tf.cast(mask, tf.bool)
-    weights = self.scores(q, keys, mask, training=training)   # [B, N, L]
-    weights = self._normalize(weights, mask)
-    pooled = tf.matmul(weights, keys)                          # [B, N, D]
+    q = tf.expand_dims(query, 1) if single else query           # [B, N, D]
+    if isinstance(keys, tf.RaggedTensor):
+      if mask is not None:
+        raise ValueError("mask must be None when keys is a RaggedTensor: its "
+                         "rows already hold only the valid behaviours.")
+      valid_keys, rows = keys.values, keys.value_rowids()
+      columns = (tf.range(tf.shape(rows, out_type=tf.int64)[0])
+                 - tf.gather(keys.row_starts(), rows))
+      positions = tf.stack([rows, columns], axis=1)
+      batch, width = keys.nrows(), keys.bounding_shape(axis=1)
+    else:
+      if mask is None:
+        mask = tf.ones(tf.shape(keys)[:2], dtype=tf.bool)
+      positions = tf.where(tf.cast(mask, tf.bool))             # [P, 2]: (b, j)
+      rows = positions[:, 0]
+      valid_keys = tf.gather_nd(keys, positions)               # [P, D]
+      batch = tf.shape(keys, out_type=tf.int64)[0]
+      width = tf.shape(keys, out_type=tf.int64)[1]
+    scores = self.pair_scores(q, valid_keys, rows, training=training)  # [P, N]
+    if self.normalization == "softmax":
+      scores = _segment_softmax(scores, rows, batch)
+    pooled = tf.math.unsorted_segment_sum(                     # [B, N, D]
+        tf.expand_dims(scores, 2) * tf.expand_dims(valid_keys, 1), rows,
+        batch)
+    if not return_weights:
+      return tf.squeeze(pooled, 1) if single else pooled
+    shape = tf.stack([batch, width, tf.shape(q, out_type=tf.int64)[1]])
+    weights = tf.transpose(tf.scatter_nd(positions, scores, shape), [0, 2, 1])
     if single:
-      pooled, weights = pooled[:, 0], weights[:, 0]
-    return (pooled, weights) if return_weights else pooled
+      pooled, weights = tf.squeeze(pooled, 1), tf.squeeze(weights, 1)
+    return pooled, weights
 
-  def scores(self, q: tf.Tensor, keys: tf.Tensor, mask: tf.Tensor,
-             training: Optional[bool] = None) -> tf.Tensor:
-    """Raw scores a(q, k_j) for q [B, N, D], keys [B, L, D] -> [B, N, L].
+  def pair_scores(self, q: tf.Tensor, valid_keys: tf.Tensor, rows: tf.Tensor,
+                  training: Optional[bool] = None) -> tf.Tensor:
+    """Raw scores a(q_b, k_p) [P, N] of q [B, N, D] and keys [P, D] of rows b.
 
-    Only valid (b, j) positions are scored: they are gathered, scored and
-    scattered back, so the work follows the real history lengths rather than
-    the padded length, and padded positions score exactly 0.
+    Only valid behaviours are scored, so the work follows the real history
+    lengths, not the padded length.
     """
     w_q, w_k, w_diff, w_prod = tf.split(self.first_kernel, 4, axis=0)
-    positions = tf.where(mask)                                  # [P, 2]: (b, j)
-    rows = positions[:, 0]
-    valid_keys = tf.gather_nd(keys, positions)                  # [P, D]
     query_part = _project(q, w_q + w_diff) + self.first_bias    # [B, N, H]
     key_part = tf.matmul(valid_keys, w_k - w_diff)              # [P, H]
     pair_q = tf.gather(q, rows)                                 # [P, N, D]
-    prod_part = _project(pair_q * valid_keys[:, tf.newaxis], w_prod)
+    prod_part = _project(pair_q * tf.expand_dims(valid_keys, 1), w_prod)
     hidden = (prod_part + tf.gather(query_part, rows)
-              + key_part[:, tf.newaxis])                        # [P, N, H]
+              + tf.expand_dims(key_part, 1))                    # [P, N, H]
     if isinstance(self._first_activation, Dice):
       hidden = self._first_activation(hidden, training=training)
     else:
       hidden = self._first_activation(hidden)
-    scores = tf.squeeze(self._rest(hidden, training=training), -1)  # [P, N]
-    shape = tf.stack([tf.shape(keys)[0], tf.shape(keys)[1], tf.shape(q)[1]])
-    dense = tf.scatter_nd(positions, scores, tf.cast(shape, tf.int64))
-    return tf.transpose(dense, [0, 2, 1])                       # [B, N, L]
-
-  def _normalize(self, scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    mask = tf.broadcast_to(mask[:, tf.newaxis, :], tf.shape(scores))
-    maskf = tf.cast(mask, scores.dtype)
-    if self.normalization == "softmax":
-      scores = tf.nn.softmax(tf.where(mask, scores, _NEG_INF), axis=-1)
-    return scores * maskf  # exact zeros at padding, also for empty rows
+    return tf.squeeze(self._rest(hidden, training=training), -1)
 
   def get_config(self) -> dict:
     config = super().get_config()

@@ -65,9 +65,9 @@ class AttentionGRUCell(tf.keras.layers.Layer):
     r = tf.sigmoid(x_r + h_r)
     candidate = tf.tanh(x_h + r * h_h)
     if self.gate == "AGRU":
-      u = attention[:, tf.newaxis]
+      u = tf.expand_dims(attention, -1)
     elif self.gate == "AUGRU":
-      u = attention[:, tf.newaxis] * u
+      u = tf.expand_dims(attention, -1) * u
     return (1.0 - u) * h + u * candidate
 
   def call(self, inputs: tf.Tensor, states) -> Tuple[tf.Tensor, list]:
@@ -171,7 +171,7 @@ class InterestEvolution(tf.keras.layers.Layer):
            return_sequences: bool = False):
     if self.gru_type == "AIGRU":
       sequence, final = masked_scan(
-          self.cell, states * attention[..., tf.newaxis], mask)
+          self.cell, states * tf.expand_dims(attention, -1), mask)
     else:
       sequence, final = masked_scan(self.cell, states, mask, attention)
     return (final, sequence) if return_sequences else final

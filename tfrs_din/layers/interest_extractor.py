@@ -51,7 +51,7 @@ class InterestExtractor(tf.keras.layers.Layer):
            training: Optional[bool] = None) -> tf.Tensor:
     """Returns the states [B, T, H]; states at padded steps are zero."""
     states, _ = masked_scan(self.cell, behaviours, mask)
-    return states * tf.cast(mask, states.dtype)[..., tf.newaxis]
+    return states * tf.expand_dims(tf.cast(mask, states.dtype), -1)
 
   def auxiliary_loss(self, states: tf.Tensor, behaviours: tf.Tensor,
                      negatives: tf.Tensor, mask: tf.Tensor,

@@ -39,13 +39,13 @@ class BaseModel(CTRModel):
 
   def interest(self, embedded: EmbeddedFeatures,
                training: Optional[bool] = None):
-    mask = tf.cast(embedded.mask, embedded.history.dtype)
-    pooled = tf.einsum("bl,bld->bd", mask, embedded.history)
+    # Over the valid behaviours only; an empty history pools to zeros.
+    pooled = tf.reduce_sum(embedded.behaviours, axis=1)
     if self.pooling == "mean":
-      pooled = tf.math.divide_no_nan(
-          pooled, tf.reduce_sum(mask, axis=1, keepdims=True))
+      lengths = tf.cast(embedded.behaviours.row_lengths(), pooled.dtype)
+      pooled = tf.math.divide_no_nan(pooled, lengths[:, tf.newaxis])
     num = tf.shape(embedded.candidate)[1]
-    return tf.repeat(pooled[:, tf.newaxis], num, axis=1), {}
+    return tf.repeat(tf.expand_dims(pooled, 1), num, axis=1), {}
 
   def get_config(self) -> dict:
     return dict(super().get_config(), pooling=self.pooling)

@@ -101,7 +101,7 @@ class CTRModel(tfrs.models.Model):
     num = tf.shape(embedded.candidate)[1]
 
     def per_candidate(t):  # [B, X] -> [B, N, X]
-      return tf.repeat(t[:, tf.newaxis, :], num, axis=1)
+      return tf.repeat(tf.expand_dims(t, 1), num, axis=1)
 
     tower_input = tf.concat([per_candidate(embedded.user), embedded.candidate,
                              interest, per_candidate(embedded.numeric)], -1)
@@ -131,10 +131,10 @@ class CTRModel(tfrs.models.Model):
                    training: bool = False) -> tf.Tensor:
     labels = tf.cast(features[self.spec.label], tf.float32)
     logits, intermediates = self.forward(features, training=training)
-    logits = logits[:, 0]
+    logits = tf.squeeze(logits, 1)
     # [B, 1]: Keras' cross-entropy averages over the last axis.
-    per_example = self.task(labels=labels[:, tf.newaxis],
-                            predictions=logits[:, tf.newaxis],
+    per_example = self.task(labels=tf.expand_dims(labels, 1),
+                            predictions=tf.expand_dims(logits, 1),
                             training=training)
     if self._tracks_gauc(training):
       self.gauc.update_state(features[self.spec.group_key], labels, logits)

@@ -79,7 +79,7 @@ class DIENModel(CTRModel):
     # The evolution depends on the candidate: run it for every (user, candidate)
     # pair; the extractor above ran once per user.
     tiled_states = tf.reshape(
-        tf.repeat(states[:, tf.newaxis], num, axis=1), [-1, steps, units])
+        tf.repeat(tf.expand_dims(states, 1), num, axis=1), [-1, steps, units])
     tiled_mask = tf.reshape(
         tf.repeat(embedded.mask[:, tf.newaxis], num, axis=1), [-1, steps])
     final = self.evolution(tiled_states, tf.reshape(attention, [-1, steps]),
@@ -99,7 +99,8 @@ class DIENModel(CTRModel):
           f"{missing}; prepare data with auxiliary negatives or set "
           f"aux_loss_weight=0.")
     embedded = intermediates["embedded"]
-    negatives = self.embedder.embed_items(features, NEGATIVE_PREFIX)
+    negatives, _ = self.embedder.embed_sequence(features, embedded.mask,
+                                                NEGATIVE_PREFIX)
     loss = self.extractor.auxiliary_loss(
         intermediates["states"], embedded.history, negatives, embedded.mask,
         training=training)

@@ -45,9 +45,11 @@ class DINModel(CTRModel):
 
   def interest(self, embedded: EmbeddedFeatures,
                training: Optional[bool] = None):
-    pooled, weights = self.attention(embedded.candidate, embedded.history,
-                                     embedded.mask, return_weights=True,
-                                     training=training)
+    pooled, weights = self.attention(embedded.candidate, embedded.behaviours,
+                                     return_weights=True, training=training)
+    # Ragged keys give weights as wide as the longest history in the batch.
+    missing = tf.shape(embedded.mask)[1] - tf.shape(weights)[-1]
+    weights = tf.pad(weights, [[0, 0], [0, 0], [0, missing]])
     return pooled, {"attention": weights}
 
   def attention_weights(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -21,8 +21,10 @@ class EmbeddedFeatures:
   Attributes:
     user: [B, Du] concatenated user-feature embeddings (Du may be 0).
     candidate: [B, N, Di] concatenated item-feature embeddings of N candidates.
-    history: [B, L, Di] behaviour embeddings.
-    mask: [B, L] boolean, True at valid behaviours.
+    history: [B, L, Di] behaviour embeddings, zeros at padding.
+    mask: [B, L] boolean, True at valid behaviours (a prefix of each row).
+    behaviours: the valid behaviours only, a `tf.RaggedTensor` [B, (L), Di]
+      (the same values as `history`, without the padding).
     numeric: [B, n] numeric features (n may be 0).
   """
   user: tf.Tensor
@@ -30,6 +32,7 @@ class EmbeddedFeatures:
   history: tf.Tensor
   mask: tf.Tensor
   numeric: tf.Tensor
+  behaviours: tf.RaggedTensor
 
 
 class FeatureEmbedder(tf.keras.layers.Layer):
@@ -72,6 +75,27 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     return tf.concat([self.tables[f.name](features[prefix + f.name])
                       for f in self.spec.item_features], axis=-1)
 
+  def embed_sequence(self, features: Dict[str, tf.Tensor], mask: tf.Tensor,
+                     prefix: str = HISTORY_PREFIX
+                     ) -> Tuple[tf.Tensor, tf.RaggedTensor]:
+    """Embeddings of a behaviour sequence: [B, L, Di] and its valid part.
+
+    Only the valid positions are looked up, so padded ids never reach a table
+    and the tables' sparse gradients hold only real behaviours: with short
+    histories most of a padded batch is padding, and the optimiser's cost
+    follows the rows in the gradient. Returns the padded tensor (exact zeros
+    at padding) and the ragged [B, (L), Di] tensor of the valid positions.
+    """
+    positions = tf.where(mask)                                      # [P, 2]
+    valid = tf.concat([self.tables[f.name](
+        tf.gather_nd(features[prefix + f.name], positions))
+                       for f in self.spec.item_features], axis=-1)  # [P, Di]
+    shape = tf.concat([tf.shape(mask, out_type=tf.int64),
+                       tf.shape(valid, out_type=tf.int64)[1:]], 0)
+    ragged = tf.RaggedTensor.from_value_rowids(
+        valid, positions[:, 0], nrows=shape[0], validate=False)
+    return tf.scatter_nd(positions, valid, shape), ragged
+
   def embed_user(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     parts = [self.tables[f.name](features[f.name])
              for f in self.spec.user_features]
@@ -98,11 +122,14 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     numeric = [tf.cast(features[n], tf.float32)[:, tf.newaxis]
                for n in self.spec.numeric_features]
     user = self.embed_user(features)
+    mask = self.history_mask(features)
+    history, behaviours = self.embed_sequence(features, mask)
     return EmbeddedFeatures(
         user=user,
         candidate=self.embed_items(candidates),
-        history=self.embed_items(features, HISTORY_PREFIX),
-        mask=self.history_mask(features),
+        history=history,
+        mask=mask,
+        behaviours=behaviours,
         numeric=(tf.concat(numeric, -1) if numeric
                  else tf.zeros([tf.shape(user)[0], 0])))
 
@@ -111,14 +138,17 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     if self.regularization is None:
       return tf.constant(0.0)
     terms = []
+    mask = self.history_mask(features)
     for feature in self.spec.user_features + self.spec.item_features:
       table = self.tables[feature.name].embeddings
       if self.regularization == "l2":
         terms.append(0.5 * self.l2 * tf.reduce_sum(tf.square(table)))
         continue
-      ids = [tf.reshape(features[name], [-1])
-             for name in (feature.name, HISTORY_PREFIX + feature.name,
-                          NEGATIVE_PREFIX + feature.name) if name in features]
+      # Ids at padded positions of sequences are not in the batch.
+      ids = [tf.reshape(features[feature.name], [-1])]
+      ids += [tf.boolean_mask(features[prefix + feature.name], mask)
+              for prefix in (HISTORY_PREFIX, NEGATIVE_PREFIX)
+              if prefix + feature.name in features]
       terms.append(self.regularizers[feature.name](table, tf.concat(ids, 0)))
     return tf.add_n(terms)
 
