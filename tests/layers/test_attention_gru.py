@@ -83,3 +83,20 @@ def test_interest_evolution_matches_numpy_and_ignores_padding(gru_type):
 def test_invalid_gru_type_names_the_choices():
   with pytest.raises(ValueError, match="AUGRU"):
     InterestEvolution(4, gru_type="LSTM")
+
+
+@pytest.mark.parametrize("gru_type", ["AIGRU", "AGRU", "AUGRU"])
+def test_interest_evolution_with_n_candidates_matches_one_at_a_time(gru_type):
+  x, a = _data()
+  rng = np.random.default_rng(5)
+  per_candidate = rng.uniform(size=(a.shape[0], 3, a.shape[1])).astype(
+      np.float32)  # [B, N, T]
+  layer = InterestEvolution(H, gru_type=gru_type)
+  final, sequence = layer(tf.constant(x), tf.constant(per_candidate),
+                          tf.constant(MASK), return_sequences=True)
+  assert final.shape == (a.shape[0], 3, H)
+  assert sequence.shape == (a.shape[0], 3, a.shape[1], H)
+  for n in range(3):
+    one = layer(tf.constant(x), tf.constant(per_candidate[:, n]),
+                tf.constant(MASK)).numpy()
+    np.testing.assert_allclose(final[:, n], one, rtol=1e-5, atol=1e-6)

@@ -103,7 +103,8 @@ class AUGRUCell(AttentionGRUCell):
 
 def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
                 attention: Optional[tf.Tensor] = None,
-                initial_state: Optional[tf.Tensor] = None
+                initial_state: Optional[tf.Tensor] = None,
+                inputs_projected: bool = False
                 ) -> Tuple[tf.Tensor, tf.Tensor]:
   """Runs `cell` over [B, T, D] inputs; padded steps keep the previous state.
 
@@ -113,17 +114,23 @@ def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
     mask: [B, T] boolean, True at valid steps.
     attention: [B, T] scores for the attention gates, else None.
     initial_state: [B, H], zeros by default.
+    inputs_projected: `inputs` are already `cell.project_inputs(x)`, [B, T, 3H]
+      (lets callers share the projection between sequences).
 
   Returns:
     (states [B, T, H], the state after every step; final state [B, H]).
   """
   if not cell.built:
+    if inputs_projected:
+      raise ValueError("inputs_projected needs a built cell.")
     extra = 0 if cell.gate == "none" else 1
     cell.build(tf.TensorShape([None, inputs.shape[-1] + extra]))
   batch = tf.shape(inputs)[0]
   if initial_state is None:
     initial_state = tf.zeros([batch, cell.units], dtype=inputs.dtype)
-  projected = tf.transpose(cell.project_inputs(inputs), [1, 0, 2])
+  if not inputs_projected:
+    inputs = cell.project_inputs(inputs)
+  projected = tf.transpose(inputs, [1, 0, 2])
   mask_t = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
   if attention is None:
     attention_t = tf.zeros(tf.shape(mask_t), dtype=inputs.dtype)
@@ -153,9 +160,11 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   Call args:
     states: [B, T, H] interest states from the extractor.
-    attention: [B, T] attention of each state to the target item.
+    attention: [B, T] attention of each state to the target item, or
+      [B, N, T] for N candidates per user (the result is then [B, N, units]).
     mask: [B, T] boolean, True at valid steps.
-    return_sequences: also return every step's state, [B, T, units].
+    return_sequences: also return every step's state, [B, T, units]
+      ([B, N, T, units] for N candidates).
   """
 
   def __init__(self, units: int, gru_type: str = "AUGRU", **kwargs):
@@ -169,12 +178,45 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   def call(self, states: tf.Tensor, attention: tf.Tensor, mask: tf.Tensor,
            return_sequences: bool = False):
+    if attention.shape.rank == 3:
+      return self._evolve_per_candidate(states, attention, mask,
+                                        return_sequences)
     if self.gru_type == "AIGRU":
       sequence, final = masked_scan(
           self.cell, states * tf.expand_dims(attention, -1), mask)
     else:
       sequence, final = masked_scan(self.cell, states, mask, attention)
     return (final, sequence) if return_sequences else final
+
+  def _evolve_per_candidate(self, states, attention, mask, return_sequences):
+    """N candidates per user: attention [B, N, T] -> [B, N, units].
+
+    AGRU/AUGRU feed the candidate-independent states to the cell, so their
+    input projection W h_t is computed once per user and shared by the N
+    candidates; only the recurrence runs per (user, candidate).
+    """
+    batch, num = tf.shape(attention)[0], tf.shape(attention)[1]
+    steps = tf.shape(attention)[2]
+
+    def per_candidate(t):  # [B, T, ...] -> [B * N, T, ...]
+      tiled = tf.repeat(tf.expand_dims(t, 1), num, axis=1)
+      return tf.reshape(tiled, tf.concat([[-1, steps], tf.shape(t)[2:]], 0))
+
+    flat_attention = tf.reshape(attention, [-1, steps])
+    if self.gru_type == "AIGRU":
+      sequence, final = masked_scan(
+          self.cell, per_candidate(states) * tf.expand_dims(flat_attention, -1),
+          per_candidate(mask))
+    else:
+      if not self.cell.built:
+        self.cell.build(tf.TensorShape([None, states.shape[-1] + 1]))
+      sequence, final = masked_scan(
+          self.cell, per_candidate(self.cell.project_inputs(states)),
+          per_candidate(mask), flat_attention, inputs_projected=True)
+    final = tf.reshape(final, [batch, num, self.units])
+    if not return_sequences:
+      return final
+    return final, tf.reshape(sequence, [batch, num, steps, self.units])
 
   def get_config(self) -> dict:
     config = super().get_config()

@@ -74,17 +74,9 @@ class DIENModel(CTRModel):
     states = self.extractor(embedded.history, embedded.mask, training=training)
     attention = self.attention_scores(states, embedded.candidate,
                                       embedded.mask)             # [B, N, T]
-    batch, num = tf.shape(attention)[0], tf.shape(attention)[1]
-    steps, units = tf.shape(states)[1], tf.shape(states)[2]
-    # The evolution depends on the candidate: run it for every (user, candidate)
-    # pair; the extractor above ran once per user.
-    tiled_states = tf.reshape(
-        tf.repeat(tf.expand_dims(states, 1), num, axis=1), [-1, steps, units])
-    tiled_mask = tf.reshape(
-        tf.repeat(embedded.mask[:, tf.newaxis], num, axis=1), [-1, steps])
-    final = self.evolution(tiled_states, tf.reshape(attention, [-1, steps]),
-                           tiled_mask)
-    final = tf.reshape(final, [batch, num, self.gru_units])
+    # The evolution depends on the candidate: it runs for every (user,
+    # candidate) pair; the extractor above ran once per user.
+    final = self.evolution(states, attention, embedded.mask)    # [B, N, H']
     return final, {"attention": attention, "states": states}
 
   def auxiliary_loss(self, features: Dict[str, tf.Tensor],
