@@ -6,6 +6,8 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from tfrs_din.layers.recurrence import Packing, packed_gru_recurrence
+
 GATES = ("none", "AGRU", "AUGRU")
 GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
 
@@ -21,8 +23,10 @@ class AttentionGRUCell(tf.keras.layers.Layer):
       gate "AUGRU": u'_t = a_t * u_t;  h_t = (1 - u'_t) * h_{t-1} + u'_t * h~_t
 
   As a Keras RNN cell its input is x_t, or [x_t ; a_t] (attention last) for the
-  attention gates. `project_inputs` and `step` split the work so that the input
-  projection of a whole sequence is one matrix product (see `masked_scan`).
+  attention gates. `masked_scan` runs the same equations over a whole sequence:
+  one matrix product for the input projection (`project_inputs`), then
+  `packed_gru_recurrence`, whose hand-written gradient is much cheaper than
+  differentiating a loop of `step` calls.
 
   Args:
     units: size of the hidden state.
@@ -125,25 +129,23 @@ def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
       raise ValueError("inputs_projected needs a built cell.")
     extra = 0 if cell.gate == "none" else 1
     cell.build(tf.TensorShape([None, inputs.shape[-1] + extra]))
-  batch = tf.shape(inputs)[0]
   if initial_state is None:
-    initial_state = tf.zeros([batch, cell.units], dtype=inputs.dtype)
+    initial_state = tf.zeros([tf.shape(inputs)[0], cell.units],
+                             dtype=inputs.dtype)
+  # Only valid steps are computed: a padded step would leave the state as is.
+  packing = Packing(mask)
+  inputs = packing.pack(inputs)
   if not inputs_projected:
     inputs = cell.project_inputs(inputs)
-  projected = tf.transpose(inputs, [1, 0, 2])
-  mask_t = tf.transpose(tf.cast(mask, tf.bool), [1, 0])
-  if attention is None:
-    attention_t = tf.zeros(tf.shape(mask_t), dtype=inputs.dtype)
-  else:
-    attention_t = tf.transpose(tf.cast(attention, inputs.dtype), [1, 0])
-
-  def update(h, elems):
-    x_t, a_t, m_t = elems
-    return tf.where(m_t[:, tf.newaxis], cell.step(x_t, a_t, h), h)
-
-  states = tf.scan(update, (projected, attention_t, mask_t),
-                   initializer=initial_state)
-  return tf.transpose(states, [1, 0, 2]), states[-1]
+  scale = None
+  if cell.gate != "none":
+    scale = tf.expand_dims(packing.pack(tf.cast(attention, inputs.dtype)), -1)
+  states = packed_gru_recurrence(
+      inputs, scale, packing.step_sizes, packing.initial_rows(initial_state),
+      cell.recurrent_kernel, cell.recurrent_bias,
+      scale_is_update=cell.gate == "AGRU")
+  return (packing.unpack_states(states, initial_state),
+          packing.final_states(states, initial_state))
 
 
 class InterestEvolution(tf.keras.layers.Layer):
