@@ -135,10 +135,9 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
       raise ValueError("scale_is_update needs a gate_scale.")
     gate_scale = tf.zeros([0, 1], inputs.dtype)   # a placeholder input
 
-  def gates(x_t, h, kernel, bias):
+  def gates(x_ur, x_h, h, kernel, bias):
     p_ur, p_h = tf.split(tf.nn.bias_add(tf.matmul(h, kernel), bias),
                          [2 * units, units], axis=1)
-    x_ur, x_h = tf.split(x_t, [2 * units, units], axis=1)
     ur = tf.sigmoid(x_ur + p_ur)
     u, r = tf.split(ur, 2, axis=1)
     return ur, u, r, p_h, tf.tanh(x_h + r * p_h)
@@ -148,37 +147,39 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
       return u
     return s if scale_is_update else s * u
 
-  def split(values, sizes, width):
-    # Read again by the backward loop (eager TensorArrays clear on read).
-    array = tf.TensorArray(values.dtype, tf.size(sizes), infer_shape=False,
-                           element_shape=tf.TensorShape([None, width]),
-                           clear_after_read=False)
-    return array.split(values, sizes)
+  # Each loop reads one array and writes one: every loop variable costs
+  # control-flow ops at every step, so per-step tensors travel side by side.
+  s_width = 1 if scaled else 0
+
+  def steps_of(values):
+    array = tf.TensorArray(values.dtype, tf.size(step_sizes),
+                           infer_shape=False, element_shape=tf.TensorShape(
+                               [None, values.shape[1]]))
+    return array.split(values, step_sizes)
 
   def new_array(width):
     return tf.TensorArray(inputs.dtype, tf.size(step_sizes), infer_shape=False,
                           element_shape=tf.TensorShape([None, width]))
 
-  any_shape = tf.TensorShape(None)
   row_shape = tf.TensorShape([None, units])
+  loop_shapes = (tf.TensorShape([]), row_shape, tf.TensorShape(None))
 
   @tf.custom_gradient
   def recurrence(x, scale, h0, kernel, bias):
     num_steps = tf.size(step_sizes)
-    x_steps = split(x, step_sizes, 3 * units)
-    s_steps = split(scale, step_sizes, 1) if scaled else None
+    x_and_s = tf.concat([x, scale], 1) if scaled else x
+    in_steps = steps_of(x_and_s)
 
     def forward(k, h, out):
-      x_k = x_steps.read(k)
-      h = h[:tf.shape(x_k)[0]]            # rows that are still running
-      _, u, _, _, candidate = gates(x_k, h, kernel, bias)
-      g = gate(u, s_steps.read(k) if scaled else None)
-      h = h + g * (candidate - h)
+      x_ur, x_h, s = tf.split(in_steps.read(k), [2 * units, units, s_width], 1)
+      h = h[:tf.shape(x_h)[0]]            # rows that are still running
+      _, u, _, _, candidate = gates(x_ur, x_h, h, kernel, bias)
+      h = h + gate(u, s) * (candidate - h)
       return k + 1, h, out.write(k, h)
 
-    _, _, out = tf.while_loop(
-        lambda k, *_: k < num_steps, forward, (0, h0, new_array(units)),
-        shape_invariants=(tf.TensorShape([]), row_shape, any_shape))
+    _, _, out = tf.while_loop(lambda k, *_: k < num_steps, forward,
+                              (0, h0, new_array(units)),
+                              shape_invariants=loop_shapes)
     states = out.concat()
 
     def backward(d_states):
@@ -191,50 +192,48 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
       previous_start = tf.gather(offsets, tf.maximum(step_of - 1, 0))
       previous_index = tf.where(step_of > 0, previous_start + row, size + row)
       previous = tf.gather(tf.concat([states, h0], 0), previous_index)
-      h_steps = split(previous, step_sizes, units)
-      d_steps = split(d_states, step_sizes, units)
+      in_steps = steps_of(tf.concat([previous, d_states, x_and_s], 1))
       kernel_t = tf.transpose(kernel)
+      # Rows that ended at step k - 1 join dh with no gradient from later.
+      growth = tf.concat([[0], step_sizes[:-1] - step_sizes[1:]], 0)
+      paddings = tf.pad(growth[:, tf.newaxis, tf.newaxis], [[0, 0], [0, 1],
+                                                            [1, 0]])
 
-      def step(k, dh, d_ur_out, d_xh_out, d_ph_out, d_s_out):
-        h = h_steps.read(k)
-        dh = dh + d_steps.read(k)
-        s = s_steps.read(k) if scaled else None
-        ur, u, r, p_h, candidate = gates(x_steps.read(k), h, kernel, bias)
+      def step(k, dh, out):
+        h, d_state, x_ur, x_h, s = tf.split(
+            in_steps.read(k), [units, units, 2 * units, units, s_width], 1)
+        dh = dh + d_state
+        ur, u, r, p_h, candidate = gates(x_ur, x_h, h, kernel, bias)
         g = gate(u, s)
         d_gated = dh * g                                 # dL/dh~ * g
         d_candidate = d_gated * (1.0 - candidate * candidate)
         d_g = dh * (candidate - h)                       # dL/dg
         if not scaled:
-          d_u = d_g
+          d_u, d_s = d_g, []
         elif scale_is_update:
-          d_u = tf.zeros_like(u)
-          d_s_out = d_s_out.write(k, tf.reduce_sum(d_g, 1, keepdims=True))
+          d_u, d_s = tf.zeros_like(u), [tf.reduce_sum(d_g, 1, keepdims=True)]
         else:
-          d_u = d_g * s
-          d_s_out = d_s_out.write(k, tf.reduce_sum(d_g * u, 1, keepdims=True))
+          d_u, d_s = d_g * s, [tf.reduce_sum(d_g * u, 1, keepdims=True)]
         d_ur = tf.concat([d_u, d_candidate * p_h], 1) * (ur * (1.0 - ur))
-        d_ph = d_candidate * r
-        dh = dh - d_gated + tf.matmul(tf.concat([d_ur, d_ph], 1), kernel_t)
-        # Rows that ended at step k - 1 join with no gradient from later steps.
-        grow = tf.gather(step_sizes, tf.maximum(k - 1, 0)) - tf.shape(dh)[0]
-        dh = tf.pad(dh, [[0, grow], [0, 0]])
-        return (k - 1, dh, d_ur_out.write(k, d_ur),
-                d_xh_out.write(k, d_candidate), d_ph_out.write(k, d_ph),
-                d_s_out)
+        d_projected = tf.concat([d_ur, d_candidate * r], 1)   # d(hU + c)
+        dh = dh - d_gated + tf.matmul(d_projected, kernel_t)
+        out = out.write(k, tf.concat([d_projected, d_candidate] + d_s, 1))
+        dh = tf.pad(dh, paddings[k])
+        dh.set_shape(row_shape)
+        return k - 1, dh, out
 
       last = tf.concat([step_sizes, [0]], 0)[tf.maximum(num_steps - 1, 0)]
       dh_last = tf.zeros(tf.stack([last, units]), h0.dtype)
-      arrays = [new_array(w) for w in (2 * units, units, units, 1)]
-      _, d_h0, d_ur, d_xh, d_ph, d_s = tf.while_loop(
-          lambda k, *_: k >= 0, step, (num_steps - 1, dh_last, *arrays),
-          shape_invariants=(tf.TensorShape([]), row_shape) + (any_shape,) * 4)
-      d_ur, d_ph = d_ur.concat(), d_ph.concat()
-      d_x = tf.concat([d_ur, d_xh.concat()], axis=1)
-      d_projected = tf.concat([d_ur, d_ph], axis=1)        # dL/d(hU + c)
+      _, d_h0, out = tf.while_loop(
+          lambda k, *_: k >= 0, step,
+          (num_steps - 1, dh_last, new_array(4 * units + s_width)),
+          shape_invariants=loop_shapes)
+      d_projected, d_xh, d_scale = tf.split(out.concat(),
+                                            [3 * units, units, s_width], 1)
+      d_x = tf.concat([d_projected[:, :2 * units], d_xh], axis=1)
       d_kernel = tf.matmul(previous, d_projected, transpose_a=True)
       d_bias = tf.reduce_sum(d_projected, axis=0)
-      d_scale = d_s.concat() if scaled else None
-      return d_x, d_scale, d_h0, d_kernel, d_bias
+      return d_x, d_scale if scaled else None, d_h0, d_kernel, d_bias
 
     return states, backward
 

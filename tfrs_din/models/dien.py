@@ -63,8 +63,12 @@ class DIENModel(CTRModel):
   def attention_scores(self, states: tf.Tensor, candidate: tf.Tensor,
                        mask: tf.Tensor) -> tf.Tensor:
     """a [B, N, T] = masked softmax_t(h_t W e_A) for candidates [B, N, Di]."""
-    logits = tf.einsum("bth,hd,bnd->bnt", states, self.attention_kernel,
-                       candidate)
+    # (e_A W^T) first, as one 2-D matmul, then one batched product with h.
+    query = tf.reshape(
+        tf.matmul(tf.reshape(candidate, [-1, tf.shape(candidate)[-1]]),
+                  self.attention_kernel, transpose_b=True),
+        [tf.shape(candidate)[0], -1, self.gru_units])           # [B, N, H]
+    logits = tf.matmul(query, states, transpose_b=True)         # [B, N, T]
     mask = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(logits))
     weights = tf.nn.softmax(tf.where(mask, logits, _NEG_INF), axis=-1)
     return weights * tf.cast(mask, weights.dtype)
