@@ -55,22 +55,70 @@ class _StepTimer:
 
     self.times, self.skip, self.callback = [], skip, Callback()
 
-  def examples_per_second(self, batch_size: int) -> float:
-    times = self.times[self.skip:]
-    return batch_size * len(times) / sum(times)
+
+def _interleaved_epoch(runs: dict, chunk: int = 10, skip: int = 2) -> dict:
+  """Trains compiled Keras models for one epoch each, taking turns.
+
+  Models alternate every `chunk` steps, so that a slow spell of a noisy
+  machine falls on all of them alike. Returns each model's step times (the
+  first `skip` chunks, tracing and warm-up, left out).
+
+  Args:
+    runs: name -> (compiled model, finite dataset of batches).
+  """
+  state = {}
+  for name, (model, dataset) in runs.items():
+    steps = sum(1 for _ in dataset) if dataset.cardinality() < 0 else int(
+        dataset.cardinality())
+    state[name] = dict(fn=model.make_train_function(), it=iter(dataset),
+                       left=steps, times=[], chunks=0)
+  while any(s["left"] > 0 for s in state.values()):
+    for s in state.values():
+      for _ in range(min(chunk, s["left"])):
+        start = time.perf_counter()
+        s["fn"](s["it"])
+        if s["chunks"] >= skip:
+          s["times"].append(time.perf_counter() - start)
+        s["left"] -= 1
+      s["chunks"] += 1
+  return {name: s["times"] for name, s in state.items()}
 
 
-def _train_ours(tf, data, model_cls, epochs=1, batch=256, **kwargs):
+def _throughput(times: list, batch: int) -> float:
+  """Examples per second from the median step time (robust to hiccups)."""
+  import numpy as np
+  return batch / float(np.median(times))
+
+
+def _training_batches(tf, data, batch: int = 256, peer_features=None):
+  """One epoch of training batches in one fixed shuffled order.
+
+  Models compared in a section see the same batches in the same order, so
+  that their AUC after one epoch differs by the model, not by the order.
+  Returns our dict batches and, with `peer_features`, (x, y) batches for a
+  plain Keras model.
+  """
+  import numpy as np
+  train = ~data.arrays["is_test"]
+  order = np.random.default_rng(0).permutation(int(train.sum()))
+  arrays = {k: tf.constant(v[train][order]) for k, v in data.arrays.items()
+            if k != "is_test"}
+  index = tf.data.Dataset.range(len(order)).batch(batch)
+  ours = index.map(lambda i: {k: tf.gather(v, i) for k, v in arrays.items()})
+  if peer_features is None:
+    return ours.prefetch(2)
+  peer = index.map(lambda i: ({n: tf.gather(arrays[n], i)
+                               for n in peer_features},
+                              tf.gather(arrays["label"], i)))
+  return ours.prefetch(2), peer.prefetch(2)
+
+
+def _compiled(tf, data, model_cls, **kwargs):
+  from tfrs_din.optimizers import LazyAdam
   tf.keras.utils.set_random_seed(0)
   model = model_cls(data.spec, **kwargs)
-  from tfrs_din.optimizers import LazyAdam
   model.compile(LazyAdam(1e-3))
-  timer = _StepTimer(tf)
-  model.fit(data.dataset("train", batch, shuffle=True), epochs=epochs,
-            verbose=0, callbacks=[timer.callback])
-  result = model.evaluate(data.dataset("test", 2048), return_dict=True,
-                          verbose=0)
-  return model, timer.examples_per_second(batch), result
+  return model
 
 
 # --------------------------------------------------------------------------- #
@@ -84,7 +132,7 @@ def din_vs_deepctr(quick: bool) -> dict:
   data = _synthetic(quick)
   dims = dict(mlp_units=(200, 80), activation="dice", attention_units=(80, 40),
               attention_activation="dice", regularization=None)
-  _, ours_eps, ours = _train_ours(tf, data, DINModel, **dims)
+  ours = _compiled(tf, data, DINModel, **dims)
 
   from deepctr.feature_column import SparseFeat, VarLenSparseFeat
   from deepctr.models import DIN
@@ -109,19 +157,20 @@ def din_vs_deepctr(quick: bool) -> dict:
                metrics=[tf.keras.metrics.AUC(name="auc")])
   names = ["user_id", "item_id", "category_id", "hist_item_id",
            "hist_category_id", "hist_length"]
-  train = ~data.arrays["is_test"]
-  x = {n: data.arrays[n][train] for n in names}
-  timer = _StepTimer(tf)
-  peer.fit(x, data.arrays["label"][train], batch_size=256, epochs=1,
-           verbose=0, shuffle=True, callbacks=[timer.callback])
-  peer_eps = timer.examples_per_second(256)
-  test = data.arrays["is_test"]
+  train, test = ~data.arrays["is_test"], data.arrays["is_test"]
+  ours_data, peer_data = _training_batches(tf, data, 256, names)
+  times = _interleaved_epoch({"ours": (ours, ours_data),
+                              "deepctr": (peer, peer_data)})
+  ours_eps = _throughput(times["ours"], 256)
+  peer_eps = _throughput(times["deepctr"], 256)
+  ours_auc = ours.evaluate(data.dataset("test", 2048), return_dict=True,
+                           verbose=0)["auc"]
   peer_auc = peer.evaluate({n: data.arrays[n][test] for n in names},
                            data.arrays["label"][test], batch_size=2048,
                            verbose=0, return_dict=True)["auc"]
   return {"ours_examples_per_s": ours_eps, "deepctr_examples_per_s": peer_eps,
           "din_train_vs_deepctr": ours_eps / peer_eps,
-          "ours_auc": ours["auc"], "deepctr_auc": peer_auc,
+          "ours_auc": ours_auc, "deepctr_auc": peer_auc,
           "train_examples": int(train.sum())}
 
 
@@ -131,12 +180,17 @@ def dien_vs_din(quick: bool) -> dict:
   from tfrs_din.models import DIENModel, DINModel
   data = _synthetic(quick)
   common = dict(mlp_units=(200, 80), activation="dice", regularization=None)
-  _, din_eps, din = _train_ours(tf, data, DINModel, attention_units=(80, 40),
-                                **common)
-  _, dien_eps, dien = _train_ours(tf, data, DIENModel, gru_units=36, **common)
+  din = _compiled(tf, data, DINModel, attention_units=(80, 40), **common)
+  dien = _compiled(tf, data, DIENModel, gru_units=36, **common)
+  times = _interleaved_epoch({"din": (din, _training_batches(tf, data)),
+                              "dien": (dien, _training_batches(tf, data))})
+  din_eps, dien_eps = (_throughput(times[k], 256) for k in ("din", "dien"))
+  auc = {k: m.evaluate(data.dataset("test", 2048), return_dict=True,
+                       verbose=0)["auc"] for k, m in (("din", din),
+                                                      ("dien", dien))}
   return {"din_examples_per_s": din_eps, "dien_examples_per_s": dien_eps,
           "dien_vs_din_train": dien_eps / din_eps,
-          "din_auc": din["auc"], "dien_auc": dien["auc"]}
+          "din_auc": auc["din"], "dien_auc": auc["dien"]}
 
 
 def serving(quick: bool) -> dict:

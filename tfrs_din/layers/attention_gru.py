@@ -183,12 +183,15 @@ class InterestEvolution(tf.keras.layers.Layer):
     if attention.shape.rank == 3:
       return self._evolve_per_candidate(states, attention, mask,
                                         return_sequences)
-    if self.gru_type == "AIGRU":
-      sequence, final = masked_scan(
-          self.cell, states * tf.expand_dims(attention, -1), mask)
-    else:
-      sequence, final = masked_scan(self.cell, states, mask, attention)
+    sequence, final = self._evolve(states, attention, mask)
     return (final, sequence) if return_sequences else final
+
+  def _evolve(self, states, attention, mask):
+    """One candidate per row: attention [B, T] -> (sequence, final)."""
+    if self.gru_type == "AIGRU":
+      return masked_scan(self.cell, states * tf.expand_dims(attention, -1),
+                         mask)
+    return masked_scan(self.cell, states, mask, attention)
 
   def _evolve_per_candidate(self, states, attention, mask, return_sequences):
     """N candidates per user: attention [B, N, T] -> [B, N, units].
@@ -197,6 +200,11 @@ class InterestEvolution(tf.keras.layers.Layer):
     input projection W h_t is computed once per user and shared by the N
     candidates; only the recurrence runs per (user, candidate).
     """
+    if attention.shape[1] == 1:    # training: one candidate per example
+      sequence, final = self._evolve(states, tf.squeeze(attention, 1), mask)
+      if not return_sequences:
+        return tf.expand_dims(final, 1)
+      return tf.expand_dims(final, 1), tf.expand_dims(sequence, 1)
     batch, num = tf.shape(attention)[0], tf.shape(attention)[1]
     steps = tf.shape(attention)[2]
 

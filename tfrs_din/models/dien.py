@@ -68,6 +68,7 @@ class DIENModel(CTRModel):
         tf.matmul(tf.reshape(candidate, [-1, tf.shape(candidate)[-1]]),
                   self.attention_kernel, transpose_b=True),
         [tf.shape(candidate)[0], -1, self.gru_units])           # [B, N, H]
+    query.set_shape(candidate.shape[:-1].concatenate([self.gru_units]))
     logits = tf.matmul(query, states, transpose_b=True)         # [B, N, T]
     mask = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(logits))
     weights = tf.nn.softmax(tf.where(mask, logits, _NEG_INF), axis=-1)
