@@ -3,8 +3,8 @@
 Two costs dominate a GRU over padded behaviour sequences on a CPU, and this
 module removes both:
 
-* Padding. Histories are mostly shorter than the padded length (in the DIEN
-  papers' data, and in ours, a third of the positions are real). `Packing`
+* Padding. Histories are mostly shorter than the padded length (in our
+  benchmark data a third of the positions are real). `Packing`
   orders the rows by length so that the rows still running at step k are a
   prefix; step k then works on those rows only, and the work is proportional
   to the number of real positions, not to batch x max length.
