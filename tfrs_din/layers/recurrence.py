@@ -183,14 +183,16 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
     states = out.concat()
 
     def backward(d_states):
-      # The state each packed step started from: h0 for step 0, else the
-      # same row of the previous step.
+      # The state each packed step started from: row r of step k > 0 starts
+      # from row r of step k - 1, n_{k-1} positions earlier; row r of step 0
+      # (position r) from h0[r], stored after the P states.
       size = tf.shape(x)[0]
+      position = tf.range(size)
       step_of = tf.repeat(tf.range(num_steps), step_sizes)
-      offsets = tf.cumsum(step_sizes, exclusive=True)
-      row = tf.range(size) - tf.gather(offsets, step_of)
-      previous_start = tf.gather(offsets, tf.maximum(step_of - 1, 0))
-      previous_index = tf.where(step_of > 0, previous_start + row, size + row)
+      previous_index = tf.where(
+          step_of > 0,
+          position - tf.gather(step_sizes, tf.maximum(step_of - 1, 0)),
+          size + position)
       previous = tf.gather(tf.concat([states, h0], 0), previous_index)
       in_steps = steps_of(tf.concat([previous, d_states, x_and_s], 1))
       kernel_t = tf.transpose(kernel)
