@@ -40,22 +40,6 @@ def _synthetic(quick: bool, max_history: int = 50):
       max_history=max_history, embedding_dim=18, seed=0))
 
 
-class _StepTimer:
-  """Keras callback: wall time of batches after `skip` warm-up batches."""
-
-  def __init__(self, tf, skip: int = 10):
-    outer = self
-
-    class Callback(tf.keras.callbacks.Callback):
-      def on_train_batch_begin(self, batch, logs=None):
-        outer.start = time.perf_counter()
-
-      def on_train_batch_end(self, batch, logs=None):
-        outer.times.append(time.perf_counter() - outer.start)
-
-    self.times, self.skip, self.callback = [], skip, Callback()
-
-
 def _interleaved_epoch(runs: dict, chunk: int = 10, skip: int = 2) -> dict:
   """Trains compiled Keras models for one epoch each, taking turns.
 
@@ -284,9 +268,8 @@ def vocabulary(quick: bool) -> dict:
              "hist_length": rng.integers(1, L + 1, B),
              "label": rng.integers(0, 2, B).astype(np.float32)}
     ds = tf.data.Dataset.from_tensors(batch).repeat(steps + 5)
-    timer = _StepTimer(tf, skip=5)
-    model.fit(ds, epochs=1, verbose=0, callbacks=[timer.callback])
-    return float(np.median(timer.times[5:]))
+    times = _interleaved_epoch({"model": (model, ds)}, chunk=5, skip=1)
+    return float(np.median(times["model"]))
 
   small = 10_000
   lazy_small = step_time(small, LazyAdam(1e-3), "mba")
