@@ -3,12 +3,33 @@ import pytest
 import tensorflow as tf
 
 from tfrs_din.layers.recurrence import Packing, packed_gru_recurrence
+from tfrs_din.ops import build, fused_kernels, packed_gru
 
 B, T, H = 4, 6, 5
 # Gaps inside rows and an empty row: a masked step is skipped wherever it is.
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 0, 0],
                  [0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], bool)
 GATES = {"gru": (False, False), "augru": (True, False), "agru": (True, True)}
+
+
+@pytest.fixture(params=["tensorflow_loop", "fused_kernel"])
+def implementation(request):
+  """Runs a test with the TensorFlow loops, then with the fused C++ kernels."""
+  fused = request.param == "fused_kernel"
+  if fused and build.compiler() is None:
+    pytest.skip("no C++ compiler: the fused kernels cannot be built here")
+  with fused_kernels(fused):
+    # Where a compiler exists the library must build and be used.
+    assert packed_gru.is_usable(tf.float32) == fused
+    yield request.param
+
+
+def graph_op_types(concrete_function) -> set:
+  """Op types in a traced function, nested functions included."""
+  graph = concrete_function.graph.as_graph_def()
+  nodes = list(graph.node) + [n for f in graph.library.function
+                              for n in f.node_def]
+  return {n.op for n in nodes}
 
 
 def _inputs(seed=0):
@@ -66,7 +87,8 @@ def test_packing_orders_rows_by_length_and_steps_by_time():
 
 
 @pytest.mark.parametrize("gate", sorted(GATES))
-def test_states_and_gradients_match_autodiff_of_the_padded_equations(gate):
+def test_states_and_gradients_match_autodiff_of_the_padded_equations(
+    gate, implementation):
   scaled, scale_is_update = GATES[gate]
   inputs = _inputs()
   with tf.GradientTape(persistent=True) as tape:
@@ -92,7 +114,8 @@ def test_states_and_gradients_match_autodiff_of_the_padded_equations(gate):
   np.testing.assert_array_equal(ours_grads[0].numpy()[~MASK], 0.0)
 
 
-def test_all_rows_empty_returns_initial_states_and_their_gradient():
+def test_all_rows_empty_returns_initial_states_and_their_gradient(
+    implementation):
   x, attention, h0, kernel, bias = _inputs(1)
   empty = np.zeros((B, T), bool)
   with tf.GradientTape() as tape:
@@ -106,7 +129,7 @@ def test_all_rows_empty_returns_initial_states_and_their_gradient():
                              np.full((B, H), 3.0))
 
 
-def test_runs_in_a_graph_with_unknown_batch_and_length():
+def test_runs_in_a_graph_with_unknown_batch_and_length(implementation):
   spec = [tf.TensorSpec([None, None, 3 * H]), tf.TensorSpec([None, None]),
           tf.TensorSpec([None, H]), tf.TensorSpec([H, 3 * H]),
           tf.TensorSpec([3 * H]), tf.TensorSpec([None, None], tf.bool)]
@@ -125,6 +148,12 @@ def test_runs_in_a_graph_with_unknown_batch_and_length():
     expected = tape.gradient(_loss(expected, expected[:, -1]), inputs[3])
   np.testing.assert_allclose(kernel_gradient(*inputs, tf.constant(MASK)),
                              expected, rtol=1e-4, atol=1e-5)
+  ops = graph_op_types(kernel_gradient.get_concrete_function())
+  fused = {"TfrsDinPackedGruForward", "TfrsDinPackedGruBackward"}
+  if implementation == "fused_kernel":
+    assert fused <= ops and "While" not in ops and "StatelessWhile" not in ops
+  else:
+    assert not fused & ops
 
 
 def test_agru_needs_a_scale():
