@@ -84,6 +84,9 @@ def test_export_serves_every_signature_like_the_model(cls, data, tmp_path):
   model.fit(data.dataset("train", 32).take(3), verbose=0)
   path = export_saved_model(model, str(tmp_path / "export"), version=7)
   assert path.endswith(os.path.join("export", "7"))
+  # Training ran DIEN's fused C++ kernels; the export must not need them.
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    assert b"TfrsDin" not in f.read()
 
   rows = list(range(6))
   features = data.features(rows)

@@ -22,6 +22,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tfrs_din.ops import fused_recurrence
+
 
 class Packing:
   """Maps [B, T] padded sequences to a step-major packed layout and back.
@@ -120,6 +122,10 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
   Returns:
     The packed states h_t, [P, H].
 
+  Inside `tfrs_din.ops.fused_kernels()` (Keras training and evaluation steps)
+  on CPU, two fused C++ ops run the loops below; elsewhere, and in exported
+  models, these TensorFlow loops do.
+
   Example:
 
   >>> h = packed_gru_recurrence(tf.zeros([3, 6]), None, tf.constant([2, 1]),
@@ -130,9 +136,13 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
   """
   units = int(recurrent_kernel.shape[0])
   scaled = gate_scale is not None
+  if not scaled and scale_is_update:
+    raise ValueError("scale_is_update needs a gate_scale.")
+  fused = fused_recurrence(inputs, gate_scale, step_sizes, initial_state,
+                           recurrent_kernel, recurrent_bias, scale_is_update)
+  if fused is not None:
+    return fused
   if not scaled:
-    if scale_is_update:
-      raise ValueError("scale_is_update needs a gate_scale.")
     gate_scale = tf.zeros([0, 1], inputs.dtype)   # a placeholder input
 
   def gates(x_ur, x_h, h, kernel, bias):

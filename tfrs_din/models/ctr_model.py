@@ -10,6 +10,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_din.features import FeatureSpec
 from tfrs_din.layers.mlp import MLP
 from tfrs_din.metrics.gauc import GAUC
+from tfrs_din.ops import fused_kernels
 from tfrs_din.models.embedding import EmbeddedFeatures, FeatureEmbedder
 
 
@@ -46,7 +47,14 @@ class CTRModel(tfrs.models.Model):
       computed from every buffered impression, which makes each step's report
       cost O(examples seen so far). `evaluate` (and so fit's `val_gauc`)
       always reports it, computed once at the end.
+
+  Attributes:
+    use_fused_kernels: whether training and evaluation steps may run DIEN's
+      recurrences with the fused C++ kernels (`tfrs_din.ops`; CPU only, never
+      in exports). True by default; set before the first `fit`/`evaluate`.
   """
+
+  use_fused_kernels: bool = True
 
   def __init__(self, spec: FeatureSpec, mlp_units: Sequence[int] = (200, 80),
                activation: str = "dice", dropout: float = 0.0,
@@ -163,8 +171,11 @@ class CTRModel(tfrs.models.Model):
     return logs
 
   def train_step(self, inputs):
-    """`tfrs.models.Model.train_step`, with GAUC left out of per-step logs."""
-    with tf.GradientTape() as tape:
+    """`tfrs.models.Model.train_step`, with GAUC left out of per-step logs.
+
+    Recurrences use the fused CPU kernels here (`tfrs_din.ops`).
+    """
+    with fused_kernels(self.use_fused_kernels), tf.GradientTape() as tape:
       loss = self.compute_loss(inputs, training=True)
       regularization_loss = self._regularization_loss()
       total_loss = loss + regularization_loss
@@ -173,7 +184,8 @@ class CTRModel(tfrs.models.Model):
     return self._step_logs(loss, regularization_loss, training=True)
 
   def test_step(self, inputs):
-    loss = self.compute_loss(inputs, training=False)
+    with fused_kernels(self.use_fused_kernels):
+      loss = self.compute_loss(inputs, training=False)
     return self._step_logs(loss, self._regularization_loss(), training=False)
 
   def evaluate(self, *args, return_dict: bool = False, **kwargs):
