@@ -150,9 +150,10 @@ Matrix StepGate(const Sequence& seq, Gate gate, int64_t k,
 // Saved per packed row, [P, 4H]: u, r, p_h (= (h U + c)_h) and h~.
 constexpr int kSavedGates = 4;
 
-class PackedGruForwardOp : public OpKernel {
+// Reads the gate attribute and the shared inputs; subclasses run the loop.
+class PackedGruOp : public OpKernel {
  public:
-  explicit PackedGruForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit PackedGruOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string name;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("gate", &name));
     OP_REQUIRES_OK(ctx, ParseGate(name, &gate_));
@@ -161,6 +162,20 @@ class PackedGruForwardOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     Sequence seq;
     OP_REQUIRES_OK(ctx, ReadSequence(ctx, gate_, &seq));
+    Run(ctx, seq);
+  }
+
+ protected:
+  virtual void Run(OpKernelContext* ctx, const Sequence& seq) = 0;
+  Gate gate_;
+};
+
+class PackedGruForwardOp : public PackedGruOp {
+ public:
+  using PackedGruOp::PackedGruOp;
+
+ protected:
+  void Run(OpKernelContext* ctx, const Sequence& seq) override {
     const int64_t h = seq.units;
     Tensor *states_out = nullptr, *gates_out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({seq.size, h}),
@@ -196,21 +211,14 @@ class PackedGruForwardOp : public OpKernel {
     }
   }
 
- private:
-  Gate gate_;
 };
 
-class PackedGruBackwardOp : public OpKernel {
+class PackedGruBackwardOp : public PackedGruOp {
  public:
-  explicit PackedGruBackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string name;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("gate", &name));
-    OP_REQUIRES_OK(ctx, ParseGate(name, &gate_));
-  }
+  using PackedGruOp::PackedGruOp;
 
-  void Compute(OpKernelContext* ctx) override {
-    Sequence seq;
-    OP_REQUIRES_OK(ctx, ReadSequence(ctx, gate_, &seq));
+ protected:
+  void Run(OpKernelContext* ctx, const Sequence& seq) override {
     const int64_t h = seq.units, size = seq.size;
     const Tensor& states_in = ctx->input(6);
     const Tensor& gates_in = ctx->input(7);
@@ -300,8 +308,6 @@ class PackedGruBackwardOp : public OpKernel {
         d_projected.colwise().sum();
   }
 
- private:
-  Gate gate_;
 };
 
 constexpr char kGateAttr[] = "gate: {'gru', 'augru', 'agru'}";
