@@ -8,22 +8,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import graphs
 from tfrs_din.data.synthetic import SyntheticConfig, generate
 from tfrs_din.layers.recurrence import packed_gru_recurrence
 from tfrs_din.models import DIENModel
 from tfrs_din.ops import build, fused_kernels, packed_gru
 
-FUSED = {"TfrsDinPackedGruForward", "TfrsDinPackedGruBackward"}
 
 pytestmark = pytest.mark.skipif(
     build.compiler() is None,
     reason="no C++ compiler: the fused kernels cannot be built here")
-
-
-def _op_types(concrete_function) -> set:
-  graph = concrete_function.graph.as_graph_def()
-  return {n.op for n in list(graph.node) +
-          [n for f in graph.library.function for n in f.node_def]}
 
 
 def _traced_recurrence_ops() -> set:
@@ -32,18 +26,18 @@ def _traced_recurrence_ops() -> set:
     return packed_gru_recurrence(x, scale, tf.constant([2, 1]),
                                  tf.zeros([2, 2]), tf.ones([2, 6]),
                                  tf.zeros([6]))
-  return _op_types(run.get_concrete_function(tf.zeros([3, 6]),
+  return graphs.op_types(run.get_concrete_function(tf.zeros([3, 6]),
                                              tf.ones([3, 1])))
 
 
 def test_kernels_are_used_only_inside_fused_kernels(monkeypatch):
-  assert not FUSED & _traced_recurrence_ops()
+  assert not packed_gru.KERNEL_OPS & _traced_recurrence_ops()
   with fused_kernels():
     assert "TfrsDinPackedGruForward" in _traced_recurrence_ops()
     with fused_kernels(enabled=False):
-      assert not FUSED & _traced_recurrence_ops()
+      assert not packed_gru.KERNEL_OPS & _traced_recurrence_ops()
     monkeypatch.setenv("TFRS_DIN_FUSED_KERNELS", "0")
-    assert not FUSED & _traced_recurrence_ops()
+    assert not packed_gru.KERNEL_OPS & _traced_recurrence_ops()
     assert not packed_gru.is_usable(tf.float32)
   # float16/bfloat16 recurrences keep the TensorFlow loop.
   monkeypatch.delenv("TFRS_DIN_FUSED_KERNELS")
@@ -58,7 +52,7 @@ def test_dien_trains_with_the_kernels_and_matches_the_loop():
   model = DIENModel(data.spec, mlp_units=(8,), seed=0)
   model.compile(tf.keras.optimizers.SGD(0.1))
   model(batch)
-  assert FUSED <= _op_types(tf.function(model.train_step)
+  assert packed_gru.KERNEL_OPS <= graphs.op_types(tf.function(model.train_step)
                             .get_concrete_function(batch))
 
   def loss_and_gradients(enabled):
