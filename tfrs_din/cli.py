@@ -25,13 +25,29 @@ def _units(text: str):
         f"expected comma-separated integers such as 200,80, got {text!r}")
 
 
+def _boolean(text: str) -> bool:
+  if text.lower() in ("1", "true", "yes"):
+    return True
+  if text.lower() in ("0", "false", "no"):
+    return False
+  raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _add_training_options(parser: argparse.ArgumentParser,
                           shared_with_prepare: bool = False) -> None:
   """Training flags; with `shared_with_prepare`, the Beam job's --embedding_dim,
   --max_history and --seed serve both steps."""
   d = TrainConfig()
   a = parser.add_argument
-  a("--epochs", type=int, default=d.epochs)
+  a("--epochs", type=int, default=d.epochs,
+    help="at most this many epochs (fewer when validation stops early)")
+  a("--validation_fraction", type=float, default=d.validation_fraction,
+    help="share of training users held out to choose the epoch; 0 trains "
+    "--epochs epochs on every user")
+  a("--monitor", choices=["gauc", "auc", "logloss", "loss"], default=d.monitor,
+    help="validation metric that early stopping follows")
+  a("--patience", type=int, default=d.patience,
+    help="epochs without improvement before stopping")
   a("--batch_size", type=int, default=d.batch_size)
   a("--learning_rate", type=float, default=d.learning_rate)
   if not shared_with_prepare:
@@ -47,6 +63,17 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--attention_units", type=_units, default=d.attention_units)
   a("--attention_activation", default=d.attention_activation)
   a("--attention_normalization", choices=["none", "softmax"], default="none")
+  a("--behaviour_sum_in_tower", type=_boolean,
+    default=d.behaviour_sum_in_tower,
+    help="DIN/DIEN: also feed the tower the behaviour sum s and item * s "
+    "(official code)")
+  a("--embedding_stddev", type=float, default=d.embedding_stddev,
+    help="stddev of the normal initializer of the embedding tables")
+  a("--kernel_initializer", default=d.kernel_initializer,
+    help="dense kernels of the tower and attention nets")
+  a("--adam_epsilon", type=float, default=d.adam_epsilon)
+  a("--adam_adaptive_epsilon", type=_boolean, default=d.adam_adaptive_epsilon,
+    help="epsilon added after bias correction, as in PyTorch")
   a("--gru_units", type=int, default=d.gru_units)
   a("--gru_type", choices=["AIGRU", "AGRU", "AUGRU"], default=d.gru_type)
   a("--aux_loss_weight", type=float, default=d.aux_loss_weight)
@@ -60,7 +87,9 @@ def _add_training_options(parser: argparse.ArgumentParser,
 def _train_config(args, model: str) -> TrainConfig:
   none = lambda v: None if v == "none" else v
   return TrainConfig(
-      model=model, epochs=args.epochs, batch_size=args.batch_size,
+      model=model, epochs=args.epochs,
+      validation_fraction=args.validation_fraction, monitor=args.monitor,
+      patience=args.patience, batch_size=args.batch_size,
       learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
       max_history=args.max_history, mlp_units=args.mlp_units,
       activation=args.activation, dropout=args.dropout,
@@ -69,7 +98,13 @@ def _train_config(args, model: str) -> TrainConfig:
       attention_activation=args.attention_activation,
       attention_normalization=none(args.attention_normalization),
       gru_units=args.gru_units, gru_type=args.gru_type,
-      aux_loss_weight=args.aux_loss_weight, optimizer=args.optimizer,
+      aux_loss_weight=args.aux_loss_weight,
+      behaviour_sum_in_tower=args.behaviour_sum_in_tower,
+      embedding_stddev=args.embedding_stddev,
+      kernel_initializer=args.kernel_initializer,
+      adam_epsilon=args.adam_epsilon,
+      adam_adaptive_epsilon=args.adam_adaptive_epsilon,
+      optimizer=args.optimizer,
       strategy=args.strategy,
       steps_per_epoch=args.steps_per_epoch, seed=args.seed,
       verbose=args.verbose)

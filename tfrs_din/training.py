@@ -27,9 +27,20 @@ class TrainConfig:
 
   `model` is "base", "din" or "dien"; the other fields map to the model
   arguments of `tfrs_din.models` (only those of the chosen model are used).
+
+  The schedule is chosen on a validation split, never on the test split:
+  `validation_fraction` of the training users (whole users, by a seeded hash)
+  are held out of training; after every epoch the model is scored on them,
+  training stops once `monitor` has not improved for `patience` epochs, and
+  the weights of the best epoch are kept (at most `epochs` epochs). With
+  `validation_fraction=0` every training example is used for exactly
+  `epochs` epochs.
   """
   model: str = "din"
   epochs: int = 3
+  validation_fraction: float = 0.1
+  monitor: str = "gauc"
+  patience: int = 1
   batch_size: int = 256
   learning_rate: float = 1e-3
   embedding_dim: Optional[int] = None
@@ -46,7 +57,12 @@ class TrainConfig:
   gru_units: int = 36
   gru_type: str = "AUGRU"
   aux_loss_weight: float = 1.0
+  behaviour_sum_in_tower: bool = False
+  embedding_stddev: float = 0.05
+  kernel_initializer: str = "glorot_uniform"
   optimizer: str = "lazy_adam"
+  adam_epsilon: float = 1e-7
+  adam_adaptive_epsilon: bool = False
   strategy: str = "auto"
   steps_per_epoch: Optional[int] = None
   seed: int = 0
@@ -60,27 +76,40 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                      f"got {config.model!r}")
   common = dict(mlp_units=config.mlp_units, activation=config.activation,
                 dropout=config.dropout, regularization=config.regularization,
-                l2=config.l2, seed=config.seed)
+                l2=config.l2, seed=config.seed,
+                embeddings_initializer=tf.keras.initializers.RandomNormal(
+                    stddev=config.embedding_stddev),
+                kernel_initializer=config.kernel_initializer)
   extra = {
       "base": dict(pooling=config.pooling),
       "din": dict(attention_units=config.attention_units,
                   attention_activation=config.attention_activation,
-                  attention_normalization=config.attention_normalization),
+                  attention_normalization=config.attention_normalization,
+                  behaviour_sum_in_tower=config.behaviour_sum_in_tower),
       "dien": dict(gru_units=config.gru_units, gru_type=config.gru_type,
-                   aux_loss_weight=config.aux_loss_weight),
+                   aux_loss_weight=config.aux_loss_weight,
+                   behaviour_sum_in_tower=config.behaviour_sum_in_tower),
   }[config.model]
   return MODELS[config.model](spec, **common, **extra)
 
 
-def make_optimizer(name: str, learning_rate: float):
+def make_optimizer(name: str, learning_rate: float, epsilon: float = 1e-7,
+                   adaptive_epsilon: bool = False):
   """"lazy_adam" (rows of embedding tables updated only when in the batch:
-  step cost independent of the vocabulary), "adam" or "sgd"."""
+  step cost independent of the vocabulary), "adam" or "sgd".
+
+  `adaptive_epsilon` adds epsilon to the bias-corrected sqrt(v), as PyTorch's
+  Adam does, instead of to the raw sqrt(v) (Keras' default).
+  """
   from tfrs_din.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
-  makers = {"lazy_adam": LazyAdam, "adam": tf.keras.optimizers.Adam,
-            "sgd": tf.keras.optimizers.SGD}
+  makers = {"lazy_adam": LazyAdam, "adam": tf.keras.optimizers.Adam}
+  if name == "sgd":
+    return tf.keras.optimizers.SGD(learning_rate)
   if name not in makers:
-    raise ValueError(f"--optimizer must be one of {sorted(makers)}, got {name!r}")
-  return makers[name](learning_rate)
+    raise ValueError(f"--optimizer must be one of {sorted(makers) + ['sgd']}, "
+                     f"got {name!r}")
+  return makers[name](learning_rate, epsilon=epsilon,
+                      adaptive_epsilon=adaptive_epsilon)
 
 
 def _uses_negatives(config: TrainConfig, metadata: dict) -> bool:
@@ -92,14 +121,50 @@ def _uses_negatives(config: TrainConfig, metadata: dict) -> bool:
   return needed
 
 
+MONITORS = {"gauc": "max", "auc": "max", "logloss": "min", "loss": "min"}
+
+
+def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
+                with_negatives: bool
+                ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset],
+                           list]:
+  """The training data, the validation data (held-out training users) and the
+  early-stopping callback of `config` (None and [] without validation)."""
+  common = dict(batch_size=config.batch_size, seed=config.seed)
+  if not config.validation_fraction:
+    return (make_dataset(data_dir, "train", spec, shuffle=True,
+                         with_negatives=with_negatives, **common), None, [])
+  if config.monitor not in MONITORS:
+    raise ValueError(f"--monitor must be one of {sorted(MONITORS)}, got "
+                     f"{config.monitor!r}")
+  holdout = dict(holdout_fraction=config.validation_fraction,
+                 holdout_seed=config.seed)
+  train_ds = make_dataset(data_dir, "train", spec, shuffle=True,
+                          with_negatives=with_negatives, holdout="exclude",
+                          **holdout, **common)
+  val_ds = make_dataset(data_dir, "train", spec, with_negatives=False,
+                        holdout="only", **holdout, **common)
+  stop = tf.keras.callbacks.EarlyStopping(
+      monitor="val_" + config.monitor, mode=MONITORS[config.monitor],
+      patience=config.patience, restore_best_weights=True, verbose=1)
+  return train_ds, val_ds, [stop]
+
+
 def train(data_dir: str, model_dir: str, config: TrainConfig,
           callbacks: Sequence[tf.keras.callbacks.Callback] = ()
           ) -> Tuple[CTRModel, Dict[str, list]]:
-  """Trains on `data_dir/train`, validates on `data_dir/test`, saves the model.
+  """Trains on `data_dir/train` and saves the model; never reads the test split.
+
+  Up to `config.epochs` epochs, stopped early on the validation users (see
+  `TrainConfig`); the best epoch's weights are kept. Logs per epoch: "loss"
+  (the whole objective), "logloss", "auc", the embedding penalty ("mba_loss"
+  or "l2_loss"), DIEN's "aux_loss", all epoch means, and the same with
+  "val_" (plus "val_gauc") on the validation users.
 
   Checkpoints go to `model_dir/checkpoints` and an interrupted run resumes
   from the last finished epoch when called again; TensorBoard logs go to
-  `model_dir/logs`; the trained model to `model_dir/model.keras`.
+  `model_dir/logs`; the trained model to `model_dir/model.keras`, the options
+  and the per-epoch logs to `model_dir/train_config.json`.
   """
   tf.keras.utils.set_random_seed(config.seed)
   spec, metadata = load_feature_spec(data_dir, config.max_history,
@@ -109,26 +174,27 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   with strategy.scope():
     model = build_model(spec, config)
     model.build_all()  # every variable created (and placed/sharded) in scope
-    model.compile(make_optimizer(config.optimizer, config.learning_rate))
-  train_ds = make_dataset(data_dir, "train", spec, config.batch_size,
-                          shuffle=True, with_negatives=with_negatives,
-                          seed=config.seed)
-  test_ds = make_dataset(data_dir, "test", spec, config.batch_size,
-                         with_negatives=False)
+    model.compile(make_optimizer(config.optimizer, config.learning_rate,
+                                 config.adam_epsilon,
+                                 config.adam_adaptive_epsilon))
+  train_ds, val_ds, stopping = _validation(config, data_dir, spec,
+                                           with_negatives)
   tf.io.gfile.makedirs(model_dir)
   history = model.fit(
-      train_ds, epochs=config.epochs, validation_data=test_ds,
+      train_ds, epochs=config.epochs, validation_data=val_ds,
       steps_per_epoch=config.steps_per_epoch, verbose=config.verbose,
       callbacks=[
           tf.keras.callbacks.BackupAndRestore(
               os.path.join(model_dir, "checkpoints")),
           tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-          *callbacks])
+          *stopping, *callbacks])
+  logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+  best_epoch = stopping[0].best_epoch + 1 if stopping else len(history.epoch)
   model.save(os.path.join(model_dir, MODEL_FILE))
   with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), "w") as f:
-    json.dump({"data_dir": data_dir, "config": dataclasses.asdict(config)}, f,
-              indent=2)
-  return model, history.history
+    json.dump({"data_dir": data_dir, "config": dataclasses.asdict(config),
+               "best_epoch": best_epoch, "history": logs}, f, indent=2)
+  return model, logs
 
 
 def load_model(model_dir: str) -> CTRModel:

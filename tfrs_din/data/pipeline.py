@@ -48,16 +48,63 @@ def load_feature_spec(directory: str, max_history: Optional[int] = None,
   return FeatureSpec.from_dict(config, frequencies), metadata
 
 
+HOLDOUTS = (None, "exclude", "only")
+
+
+def in_holdout(users: tf.Tensor, fraction: float, seed: int = 0) -> tf.Tensor:
+  """True for the users of a `fraction` of all users, chosen by a seeded hash.
+
+  Whole users are held out (never some of a user's samples), so a validation
+  split made this way measures generalisation to users the model did not
+  train on, as the test split does under the labelled protocol, and leaks no
+  user's future into training under the next-item protocol.
+
+  Args:
+    users: [B] integer user indices (the feature spec's group key).
+    fraction: share of users held out, in [0, 1).
+    seed: salt of the hash: another seed holds out other users.
+  """
+  keys = tf.strings.join([tf.strings.as_string(tf.cast(users, tf.int64)),
+                          tf.strings.as_string(tf.constant(seed, tf.int64))],
+                         separator=":")
+  buckets = tf.strings.to_hash_bucket_fast(keys, 1_000_000)
+  return buckets < int(round(fraction * 1_000_000))
+
+
 def make_dataset(directory: str, split: str, spec: FeatureSpec,
                  batch_size: int = 256, shuffle: bool = False,
                  with_negatives: bool = True, seed: int = 0,
-                 repeat: bool = False) -> tf.data.Dataset:
+                 repeat: bool = False, holdout: Optional[str] = None,
+                 holdout_fraction: float = 0.1,
+                 holdout_seed: int = 0) -> tf.data.Dataset:
   """Batched, parsed features of a split ("train" or "test").
 
   Files are read in parallel (interleaved), records shuffled with a seeded
   buffer when `shuffle`, batches parsed vectorised with `parse_example`, and
   the pipeline is prefetched.
+
+  Args:
+    directory: output directory of `beam_jobs.prepare`.
+    split: "train" or "test".
+    spec: the `FeatureSpec`.
+    batch_size: examples per batch (before any holdout filtering).
+    shuffle: shuffle files and records (seeded by `seed`).
+    with_negatives: also parse DIEN's auxiliary negatives.
+    seed: seed of the shuffling.
+    repeat: repeat forever.
+    holdout: None (every example), "exclude" (drop the held-out users) or
+      "only" (keep only them): a validation split of whole users, see
+      `in_holdout`. Batches are filtered after parsing, so their size varies.
+    holdout_fraction: share of users held out.
+    holdout_seed: which users are held out.
   """
+  if holdout not in HOLDOUTS:
+    raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
+  if holdout and not 0.0 < holdout_fraction < 1.0:
+    raise ValueError("holdout_fraction must be in (0, 1), got "
+                     f"{holdout_fraction!r}")
+  if holdout and spec.group_key is None:
+    raise ValueError("a user holdout needs the feature spec's group_key")
   pattern = os.path.join(directory, split, "*.tfrecord.gz")
   files = tf.io.gfile.glob(pattern)
   if not files:
@@ -76,4 +123,14 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
   ds = ds.batch(batch_size)
   ds = ds.map(lambda s: spec.parse_examples(s, with_negatives),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if holdout:
+    def select(features):
+      keep = in_holdout(features[spec.group_key], holdout_fraction,
+                        holdout_seed)
+      keep = keep if holdout == "only" else tf.logical_not(keep)
+      return {name: tf.boolean_mask(value, keep)
+              for name, value in features.items()}
+    ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.filter(lambda f: tf.size(f[spec.label]) > 0)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from tfrs_din.layers.dice import Dice
-from tfrs_din.layers.mlp import MLP, make_activation
+from tfrs_din.layers.mlp import MLP, fresh_initializer, make_activation
 
 def _project(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   """x [..., D] @ kernel [D, H] as one 2-D matmul.
@@ -50,6 +50,7 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     hidden_units: hidden sizes of the scoring net, e.g. (80, 40).
     activation: "dice", "prelu", "sigmoid", ... (see `make_activation`).
     normalization: None or "softmax".
+    kernel_initializer: initializer of the scoring net's kernels.
 
   Call args:
     query: [B, D] or [B, N, D] candidate embeddings.
@@ -71,8 +72,11 @@ class LocalActivationUnit(tf.keras.layers.Layer):
 
   def __init__(self, hidden_units: Sequence[int] = (80, 40),
                activation: Optional[str] = "dice",
-               normalization: Optional[str] = None, **kwargs):
+               normalization: Optional[str] = None,
+               kernel_initializer="glorot_uniform", **kwargs):
     super().__init__(**kwargs)
+    self.kernel_initializer = tf.keras.initializers.serialize(
+        tf.keras.initializers.get(kernel_initializer))
     if normalization not in (None, "softmax"):
       raise ValueError(
           f"normalization must be None or 'softmax', got {normalization!r}.")
@@ -83,13 +87,14 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     self.normalization = normalization
     self._first_activation = make_activation(activation, "act_0")
     self._rest = MLP(self.hidden_units[1:], activation=activation,
-                     output_units=1, name="score")
+                     output_units=1, kernel_initializer=self.kernel_initializer,
+                     name="score")
 
   def build(self, input_shape):
     dim = int(input_shape[-1])
     self.first_kernel = self.add_weight(
         name="first_kernel", shape=(4 * dim, self.hidden_units[0]),
-        initializer="glorot_uniform")
+        initializer=fresh_initializer(self.kernel_initializer))
     self.first_bias = self.add_weight(
         name="first_bias", shape=(self.hidden_units[0],), initializer="zeros")
     super().build(input_shape)
@@ -152,5 +157,6 @@ class LocalActivationUnit(tf.keras.layers.Layer):
   def get_config(self) -> dict:
     config = super().get_config()
     config.update(hidden_units=self.hidden_units, activation=self.activation,
-                  normalization=self.normalization)
+                  normalization=self.normalization,
+                  kernel_initializer=self.kernel_initializer)
     return config

@@ -39,6 +39,17 @@ class PReLU(tf.keras.layers.Layer):
     return dict(super().get_config(), alpha_initializer=self.alpha_initializer)
 
 
+def fresh_initializer(identifier) -> tf.keras.initializers.Initializer:
+  """A new initializer instance from a name, config or instance.
+
+  Keras initializers without a seed draw from a seed fixed when the instance
+  is made, so one instance shared by several layers of the same shape would
+  give them identical weights; each layer gets its own instance instead.
+  """
+  return tf.keras.initializers.get(tf.keras.initializers.serialize(
+      tf.keras.initializers.get(identifier)))
+
+
 def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
                     ) -> tf.keras.layers.Layer:
   """Returns an activation layer: "dice", "prelu", or any Keras activation.
@@ -74,6 +85,8 @@ class MLP(tf.keras.layers.Layer):
     output_units: if set, a final linear layer of this size.
     kernel_regularizer: applied to every dense kernel.
     seed: seed of the dropout layers.
+    kernel_initializer: initializer of every dense kernel (a new instance per
+      layer, see `fresh_initializer`).
 
   Example:
 
@@ -85,8 +98,11 @@ class MLP(tf.keras.layers.Layer):
   def __init__(self, hidden_units: Sequence[int] = (200, 80),
                activation: ActivationSpec = "dice", batch_norm: bool = False,
                dropout: float = 0.0, output_units: Optional[int] = None,
-               kernel_regularizer=None, seed: Optional[int] = None, **kwargs):
+               kernel_regularizer=None, seed: Optional[int] = None,
+               kernel_initializer="glorot_uniform", **kwargs):
     super().__init__(**kwargs)
+    self.kernel_initializer = tf.keras.initializers.serialize(
+        tf.keras.initializers.get(kernel_initializer))
     self.hidden_units = tuple(int(u) for u in hidden_units)
     self.activation = activation
     self.batch_norm = batch_norm
@@ -97,6 +113,8 @@ class MLP(tf.keras.layers.Layer):
     self.supports_masking = True
     self._dense = [
         tf.keras.layers.Dense(u, kernel_regularizer=self.kernel_regularizer,
+                              kernel_initializer=fresh_initializer(
+                                  self.kernel_initializer),
                               name=f"dense_{i}")
         for i, u in enumerate(self.hidden_units)]
     self._norms = [tf.keras.layers.BatchNormalization(name=f"bn_{i}")
@@ -108,7 +126,9 @@ class MLP(tf.keras.layers.Layer):
         tf.keras.layers.Dropout(dropout, seed=None if seed is None else seed + i)
         if dropout > 0 else None for i in range(len(self.hidden_units))]
     self._output = (tf.keras.layers.Dense(output_units, name="output",
-                                          kernel_regularizer=self.kernel_regularizer)
+                                          kernel_regularizer=self.kernel_regularizer,
+                                          kernel_initializer=fresh_initializer(
+                                              self.kernel_initializer))
                     if output_units else None)
 
   def call(self, inputs: tf.Tensor, training: Optional[bool] = None,
@@ -137,5 +157,6 @@ class MLP(tf.keras.layers.Layer):
         output_units=self.output_units,
         kernel_regularizer=tf.keras.regularizers.serialize(
             self.kernel_regularizer) if self.kernel_regularizer else None,
-        seed=self.seed)
+        seed=self.seed,
+        kernel_initializer=self.kernel_initializer)
     return config

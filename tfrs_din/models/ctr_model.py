@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -11,12 +11,22 @@ from tfrs_din.features import FeatureSpec
 from tfrs_din.layers.mlp import MLP
 from tfrs_din.metrics.gauc import GAUC
 from tfrs_din.ops import fused_kernels
-from tfrs_din.models.embedding import EmbeddedFeatures, FeatureEmbedder
+from tfrs_din.models.embedding import (DEFAULT_EMBEDDINGS_INITIALIZER,
+                                       EmbeddedFeatures, FeatureEmbedder)
 
 
 def _under_parameter_servers() -> bool:
   return isinstance(tf.distribute.get_strategy(),
                     tf.distribute.experimental.ParameterServerStrategy)
+
+
+def behaviour_sum_features(embedded: EmbeddedFeatures) -> List[tf.Tensor]:
+  """[s, e_A * s] per candidate, s = sum of the valid behaviour embeddings:
+  the extra tower inputs of the official DIN/DIEN code (DIEN repository,
+  script/model.py), each [B, N, Di]."""
+  total = tf.reduce_sum(embedded.behaviours, axis=1)            # [B, Di]
+  total = tf.broadcast_to(total[:, tf.newaxis], tf.shape(embedded.candidate))
+  return [total, embedded.candidate * total]
 
 
 class CTRModel(tfrs.models.Model):
@@ -42,6 +52,9 @@ class CTRModel(tfrs.models.Model):
     regularization: None, "mba" or "l2" on the embedding tables.
     l2: lambda of the regularisation.
     seed: seed of dropout.
+    embeddings_initializer: initializer of the embedding tables.
+    kernel_initializer: initializer of the dense kernels of the tower and of
+      the attention nets.
     gauc_in_training: also update and report GAUC at every training step.
       Off by default: GAUC is exact only over whole users, so its value is
       computed from every buffered impression, which makes each step's report
@@ -60,7 +73,8 @@ class CTRModel(tfrs.models.Model):
                activation: str = "dice", dropout: float = 0.0,
                regularization: Optional[str] = "mba", l2: float = 0.01,
                seed: Optional[int] = None, gauc_in_training: bool = False,
-               **kwargs):
+               embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
+               kernel_initializer="glorot_uniform", **kwargs):
     super().__init__(**kwargs)
     self.spec = spec
     self.mlp_units = tuple(mlp_units)
@@ -70,9 +84,14 @@ class CTRModel(tfrs.models.Model):
     self.l2 = l2
     self.seed = seed
     self.gauc_in_training = gauc_in_training
-    self.embedder = FeatureEmbedder(spec, regularization, l2, name="embedder")
+    self.embedder = FeatureEmbedder(
+        spec, regularization, l2, embeddings_initializer=embeddings_initializer,
+        name="embedder")
+    self.embeddings_initializer = self.embedder.embeddings_initializer
     self.tower = MLP(self.mlp_units, activation=activation, dropout=dropout,
-                     output_units=1, seed=seed, name="tower")
+                     output_units=1, seed=seed,
+                     kernel_initializer=kernel_initializer, name="tower")
+    self.kernel_initializer = self.tower.kernel_initializer
     # Per-example loss, averaged over the *global* batch in `compute_loss`, so
     # that gradients summed over replicas equal single-device gradients.
     self.task = tfrs.tasks.Ranking(
@@ -90,6 +109,11 @@ class CTRModel(tfrs.models.Model):
                ) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """Returns the user-interest vector [B, N, X] and named intermediates."""
     raise NotImplementedError
+
+  def extra_tower_inputs(self, embedded: EmbeddedFeatures) -> List[tf.Tensor]:
+    """More [B, N, .] inputs of the tower; none by default."""
+    del embedded
+    return []
 
   def auxiliary_loss(self, features: Dict[str, tf.Tensor],
                      intermediates: Dict[str, tf.Tensor],
@@ -112,7 +136,8 @@ class CTRModel(tfrs.models.Model):
       return tf.repeat(tf.expand_dims(t, 1), num, axis=1)
 
     tower_input = tf.concat([per_candidate(embedded.user), embedded.candidate,
-                             interest, per_candidate(embedded.numeric)], -1)
+                             interest, per_candidate(embedded.numeric),
+                             *self.extra_tower_inputs(embedded)], -1)
     logits = tf.squeeze(self.tower(tower_input, training=training), -1)
     intermediates["embedded"] = embedded
     return logits, intermediates
@@ -135,8 +160,17 @@ class CTRModel(tfrs.models.Model):
     logits, _ = self.forward(features, candidates, training=False)
     return tf.sigmoid(logits)
 
-  def compute_loss(self, features: Dict[str, tf.Tensor],
-                   training: bool = False) -> tf.Tensor:
+  def loss_terms(self, features: Dict[str, tf.Tensor],
+                 training: bool = False) -> Dict[str, tf.Tensor]:
+    """The terms of the training objective on a batch, each a scalar.
+
+    Returns "logloss" (mean cross-entropy of the targets), the embedding
+    penalty under the regulariser's name ("mba_loss" or "l2_loss"; absent
+    without one) and, for models with an auxiliary loss in training,
+    "aux_loss" (already multiplied by its weight). Under a `tf.distribute`
+    strategy each term is this replica's share: summed over replicas they
+    give the global batch's value (see `compute_loss`).
+    """
     labels = tf.cast(features[self.spec.label], tf.float32)
     logits, intermediates = self.forward(features, training=training)
     logits = tf.squeeze(logits, 1)
@@ -146,12 +180,25 @@ class CTRModel(tfrs.models.Model):
                             training=training)
     if self._tracks_gauc(training):
       self.gauc.update_state(features[self.spec.group_key], labels, logits)
-    loss = tf.nn.compute_average_loss(per_example)
-    extra = self.embedder.penalty(features)
-    if training:
-      extra += self.auxiliary_loss(features, intermediates, training=training)
     # Batch-level terms: each replica contributes 1/replicas of them.
-    return loss + tf.nn.scale_regularization_loss(extra)
+    terms = {"logloss": tf.nn.compute_average_loss(per_example)}
+    if self.embedder.regularization is not None:
+      terms[f"{self.embedder.regularization}_loss"] = (
+          tf.nn.scale_regularization_loss(self.embedder.penalty(features)))
+    if training and self.has_auxiliary_loss:
+      terms["aux_loss"] = tf.nn.scale_regularization_loss(
+          self.auxiliary_loss(features, intermediates, training=training))
+    return terms
+
+  def compute_loss(self, features: Dict[str, tf.Tensor],
+                   training: bool = False) -> tf.Tensor:
+    """logloss + embedding penalty (+ auxiliary loss in training)."""
+    return tf.add_n(list(self.loss_terms(features, training).values()))
+
+  @property
+  def has_auxiliary_loss(self) -> bool:
+    """Whether `auxiliary_loss` adds a term in training (DIEN's)."""
+    return False
 
   # Training and evaluation steps ---------------------------------------------
   def _tracks_gauc(self, training: bool) -> bool:
@@ -161,32 +208,60 @@ class CTRModel(tfrs.models.Model):
   def _regularization_loss(self) -> tf.Tensor:
     return tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
 
-  def _step_logs(self, loss: tf.Tensor, regularization_loss: tf.Tensor,
-                 training: bool) -> Dict[str, tf.Tensor]:
-    """TFRS's step logs, leaving out GAUC unless it is reported every step."""
-    logs = {m.name: m.result() for m in self.metrics
+  def compile(self, *args, **kwargs):
+    """Keras' `compile`; also creates the epoch-mean trackers of the loss
+    terms (under the strategy scope `compile` is called in)."""
+    super().compile(*args, **kwargs)
+    names = ["loss"]
+    if self.embedder.regularization is not None:
+      names.append(f"{self.embedder.regularization}_loss")
+    if self.has_auxiliary_loss:
+      names.append("aux_loss")
+    # Kept out of Keras' attribute tracking: `metrics` lists them once.
+    self.__dict__["_loss_trackers"] = {
+        name: tf.keras.metrics.Mean(name=name) for name in names}
+
+  @property
+  def metrics(self):
+    trackers = list(self.__dict__.get("_loss_trackers", {}).values())
+    return super().metrics + trackers
+
+  def _step_logs(self, terms: Dict[str, tf.Tensor], training: bool
+                 ) -> Dict[str, tf.Tensor]:
+    """Epoch means of the loss and of each of its terms, and the metrics.
+
+    "loss" is the whole objective (what the optimiser minimises: the terms of
+    `loss_terms` plus any Keras layer losses); "logloss" is the task's metric;
+    the penalty and auxiliary loss are logged under their own names. GAUC is
+    left out of per-step logs unless it is tracked in training.
+    """
+    values = dict(terms, loss=tf.add_n(list(terms.values()))
+                  + self._regularization_loss())
+    # Each replica holds its share of every term; scaled back, the mean over
+    # replicas is the global value (equal per-replica batches).
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    for name, tracker in self.__dict__.get("_loss_trackers", {}).items():
+      if name in values:
+        tracker.update_state(values[name] * replicas)
+    return {m.name: m.result() for m in self.metrics
             if m is not self.gauc or (training and self._tracks_gauc(True))}
-    logs.update(loss=loss, regularization_loss=regularization_loss,
-                total_loss=loss + regularization_loss)
-    return logs
 
   def train_step(self, inputs):
-    """`tfrs.models.Model.train_step`, with GAUC left out of per-step logs.
+    """`tfrs.models.Model.train_step`, logging epoch means of each loss term.
 
     Recurrences use the fused CPU kernels here (`tfrs_din.ops`).
     """
     with fused_kernels(self.use_fused_kernels), tf.GradientTape() as tape:
-      loss = self.compute_loss(inputs, training=True)
-      regularization_loss = self._regularization_loss()
-      total_loss = loss + regularization_loss
+      terms = self.loss_terms(inputs, training=True)
+      total_loss = tf.add_n(list(terms.values())) + self._regularization_loss()
     gradients = tape.gradient(total_loss, self.trainable_variables)
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-    return self._step_logs(loss, regularization_loss, training=True)
+    return self._step_logs(terms, training=True)
 
   def test_step(self, inputs):
     with fused_kernels(self.use_fused_kernels):
-      loss = self.compute_loss(inputs, training=False)
-    return self._step_logs(loss, self._regularization_loss(), training=False)
+      terms = self.loss_terms(inputs, training=False)
+    return self._step_logs(terms, training=False)
 
   def evaluate(self, *args, return_dict: bool = False, **kwargs):
     """Keras' `evaluate`, with GAUC computed once over all batches at the end."""
@@ -205,7 +280,9 @@ class CTRModel(tfrs.models.Model):
     return dict(spec=self.spec.to_dict(), mlp_units=self.mlp_units,
                 activation=self.activation, dropout=self.dropout,
                 regularization=self.regularization, l2=self.l2, seed=self.seed,
-                gauc_in_training=self.gauc_in_training, name=self.name)
+                gauc_in_training=self.gauc_in_training,
+                embeddings_initializer=self.embeddings_initializer,
+                kernel_initializer=self.kernel_initializer, name=self.name)
 
   @classmethod
   def from_config(cls, config):

@@ -9,9 +9,12 @@ import tensorflow as tf
 
 from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, NEGATIVE_PREFIX,
                                FeatureSpec)
+from tfrs_din.layers.mlp import fresh_initializer
 from tfrs_din.regularization import MiniBatchAwareL2
 
 REGULARIZATIONS = (None, "mba", "l2")
+DEFAULT_EMBEDDINGS_INITIALIZER = {"class_name": "RandomNormal",
+                                  "config": {"stddev": 0.05}}
 
 
 @dataclasses.dataclass
@@ -46,11 +49,17 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     regularization: None, "mba" (mini-batch aware, rows in the batch scaled by
       1/n_j) or "l2" (every row of every table, each step: O(vocabulary)).
     l2: lambda of the regularisation.
+    embeddings_initializer: initializer of every table (a new instance per
+      table).
   """
 
   def __init__(self, spec: FeatureSpec, regularization: Optional[str] = None,
-               l2: float = 0.01, **kwargs):
+               l2: float = 0.01,
+               embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
+               **kwargs):
     super().__init__(**kwargs)
+    self.embeddings_initializer = tf.keras.initializers.serialize(
+        tf.keras.initializers.get(embeddings_initializer))
     if regularization not in REGULARIZATIONS:
       raise ValueError(f"regularization must be one of {REGULARIZATIONS}, "
                        f"got {regularization!r}.")
@@ -62,7 +71,8 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     for feature in spec.user_features + spec.item_features:
       self.tables[feature.name] = tf.keras.layers.Embedding(
           feature.vocab_size, feature.embedding_dim,
-          embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05),
+          embeddings_initializer=fresh_initializer(
+              self.embeddings_initializer),
           name=f"{feature.name}_embedding")
       if regularization == "mba":
         self.regularizers[feature.name] = MiniBatchAwareL2(
@@ -155,7 +165,7 @@ class FeatureEmbedder(tf.keras.layers.Layer):
   def get_config(self) -> dict:
     config = super().get_config()
     config.update(spec=self.spec.to_dict(), regularization=self.regularization,
-                  l2=self.l2)
+                  l2=self.l2, embeddings_initializer=self.embeddings_initializer)
     return config
 
   @classmethod

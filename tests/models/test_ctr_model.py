@@ -1,0 +1,69 @@
+"""What fit/evaluate log: epoch means of the objective and of each term."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_din.models import DIENModel, DINModel
+from tfrs_din.models.ctr_model import behaviour_sum_features
+
+SMALL = dict(mlp_units=(8, 4), activation="prelu")
+
+
+def _batches(data, size=32, count=4):
+  """`count` full batches of the training examples (equal sizes)."""
+  arrays = {k: v[:size * count] for k, v in data.arrays.items()
+            if k != "is_test"}
+  return tf.data.Dataset.from_tensor_slices(arrays).batch(size)
+
+
+def test_evaluate_reports_epoch_means_of_loss_and_penalty(small_data):
+  model = DINModel(small_data.spec, attention_units=(8, 4), **SMALL)
+  model.compile(tf.keras.optimizers.Adam(1e-3))
+  ds = _batches(small_data)
+  logs = model.evaluate(ds, return_dict=True, verbose=0)
+  per_batch = [model.loss_terms(b, training=False) for b in ds]
+  logloss = np.mean([t["logloss"].numpy() for t in per_batch])
+  penalty = np.mean([t["mba_loss"].numpy() for t in per_batch])
+  assert penalty > 0
+  assert logs["mba_loss"] == pytest.approx(penalty, rel=1e-5)
+  assert logs["logloss"] == pytest.approx(logloss, rel=1e-5)
+  # The mean over batches, not the last batch's value.
+  assert logs["loss"] == pytest.approx(logloss + penalty, rel=1e-5)
+  # ... which differs from a single batch's value (the batches differ).
+  totals = [float(t["logloss"] + t["mba_loss"]) for t in per_batch]
+  assert np.ptp(totals) > 100 * 1e-5 * logs["loss"]
+  assert "aux_loss" not in logs and "regularization_loss" not in logs
+
+
+def test_fit_logs_the_auxiliary_loss_and_the_whole_objective(small_data):
+  model = DIENModel(small_data.spec, gru_units=4, **SMALL)
+  model.compile(tf.keras.optimizers.Adam(1e-3))
+  logs = model.fit(_batches(small_data), epochs=2, verbose=0).history
+  assert set(logs) >= {"loss", "logloss", "mba_loss", "aux_loss", "auc"}
+  for epoch in range(2):
+    terms = logs["logloss"][epoch] + logs["mba_loss"][epoch] + logs[
+        "aux_loss"][epoch]
+    assert logs["loss"][epoch] == pytest.approx(terms, rel=1e-5)
+    # alpha * L_aux of two log losses: near 2 log 2 at the start.
+    assert 0.5 < logs["aux_loss"][epoch] < 2.0
+
+
+def test_behaviour_sum_reaches_the_tower(small_data):
+  features = small_data.features(slice(0, 6))
+  dims = sum(f.embedding_dim for f in small_data.spec.item_features)
+  plain = DINModel(small_data.spec, attention_units=(8, 4), **SMALL)
+  summed = DINModel(small_data.spec, attention_units=(8, 4),
+                    behaviour_sum_in_tower=True, **SMALL)
+  plain(features), summed(features)
+  width = lambda m: m.tower._dense[0].kernel.shape[0]
+  assert width(summed) == width(plain) + 2 * dims
+  embedded = summed.embedder(features)
+  total, product = behaviour_sum_features(embedded)
+  mask = tf.cast(embedded.mask, tf.float32)[..., tf.newaxis]
+  expected = tf.reduce_sum(embedded.history * mask, axis=1)
+  np.testing.assert_allclose(total[:, 0].numpy(), expected.numpy(), atol=1e-6)
+  np.testing.assert_allclose(product[:, 0].numpy(),
+                             (embedded.candidate[:, 0] * expected).numpy(),
+                             atol=1e-6)
+  assert DINModel.from_config(summed.get_config()).behaviour_sum_in_tower

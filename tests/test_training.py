@@ -1,0 +1,110 @@
+"""`tfrs_din.training.train`: the schedule is chosen on validation users,
+the best epoch is kept, and the test split is never read."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_din import training
+from tfrs_din.data.pipeline import load_feature_spec, make_dataset
+from tfrs_din.data.synthetic import SyntheticConfig
+from tfrs_din.demo import write_events
+from tfrs_din.workflow import prepare
+
+SMALL = dict(batch_size=64, mlp_units=(8, 4), attention_units=(8, 4),
+             activation="prelu", attention_activation="prelu", verbose=0)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  root = tmp_path_factory.mktemp("training")
+  events = str(root / "events.csv")
+  write_events(events, SyntheticConfig(num_users=80, max_steps=24, seed=4))
+  out = str(root / "data")
+  prepare(["--events", events, "--output", out, "--protocol", "labeled",
+           "--label_column", "label", "--max_history", "8",
+           "--embedding_dim", "4"])
+  return out
+
+
+class _Blind(tf.keras.callbacks.Callback):
+  """From epoch `start` (0-based) on, zeroes the tower's output layer just
+  before validation: every logit is 0, so those epochs score log loss log 2."""
+
+  def __init__(self, start):
+    super().__init__()
+    self.start = start
+    self.epoch = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.epoch = epoch
+
+  def on_test_begin(self, logs=None):
+    if self.epoch >= self.start:
+      for weight in self.model.tower._output.weights:
+        weight.assign(tf.zeros_like(weight))
+
+
+def test_training_keeps_the_best_validation_epoch_without_the_test_split(
+    prepared, tmp_path):
+  data = str(tmp_path / "data")
+  shutil.copytree(prepared, data)
+  shutil.rmtree(os.path.join(data, "test"))  # train must not need it
+  config = training.TrainConfig(model="din", epochs=4, patience=2,
+                                monitor="logloss", learning_rate=5e-3,
+                                **SMALL)
+  model_dir = str(tmp_path / "din")
+  model, logs = training.train(data, model_dir, config,
+                               callbacks=[_Blind(start=1)])
+  saved = json.load(open(os.path.join(model_dir, "train_config.json")))
+  # Epochs 2 and 3 were blinded: patience 2 stops after epoch 3 and the
+  # weights of epoch 1 are restored.
+  assert logs["val_logloss"][0] < 0.68
+  assert logs["val_logloss"][1:] == pytest.approx([np.log(2)] * 2, rel=1e-5)
+  assert logs["val_gauc"][1:] == pytest.approx([0.5, 0.5])
+  assert saved["best_epoch"] == 1
+  assert saved["history"]["val_logloss"] == pytest.approx(logs["val_logloss"])
+  spec, _ = load_feature_spec(data)
+  validation = make_dataset(data, "train", spec, 64, with_negatives=False,
+                            holdout="only", holdout_seed=config.seed)
+  restored = model.evaluate(validation, return_dict=True, verbose=0)
+  assert restored["logloss"] == pytest.approx(logs["val_logloss"][0], rel=1e-5)
+  assert restored["gauc"] == pytest.approx(logs["val_gauc"][0], abs=1e-6)
+  assert {"loss", "logloss", "mba_loss", "val_loss", "val_logloss",
+          "val_mba_loss"} <= set(logs)
+
+
+def test_without_validation_every_user_trains_for_all_epochs(prepared,
+                                                             tmp_path):
+  config = training.TrainConfig(model="base", epochs=2,
+                                validation_fraction=0.0, **SMALL)
+  _, logs = training.train(prepared, str(tmp_path / "base"), config)
+  assert len(logs["loss"]) == 2 and not any(k.startswith("val_") for k in logs)
+
+
+def test_unknown_monitor_is_refused(prepared, tmp_path):
+  config = training.TrainConfig(model="base", monitor="accuracy", **SMALL)
+  with pytest.raises(ValueError, match="--monitor must be one of"):
+    training.train(prepared, str(tmp_path / "m"), config)
+
+
+def test_initializer_options_reach_the_layers(prepared):
+  spec, _ = load_feature_spec(prepared)
+  config = training.TrainConfig(model="din", embedding_stddev=1e-4,
+                                kernel_initializer="glorot_normal",
+                                behaviour_sum_in_tower=True, **SMALL)
+  model = training.build_model(spec, config)
+  model.build_all()
+  table = model.embedder.tables["item_id"].embeddings.numpy()
+  assert table.std() == pytest.approx(1e-4, rel=0.1)
+  dense = model.tower._dense
+  assert dense[0].kernel_initializer.__class__.__name__ == "GlorotNormal"
+  # One initializer instance per layer: same-shape kernels differ.
+  first, second = (model.attention.first_kernel.numpy(),
+                   model.tower._dense[0].kernel.numpy())
+  assert not np.allclose(first[:4, :4], second[:4, :4])
+  assert model.behaviour_sum_in_tower
