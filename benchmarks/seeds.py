@@ -8,8 +8,8 @@ Each `--variant NAME[:key=value;...]` overrides `TrainConfig` fields (values
 parsed as JSON where they parse, e.g. `mlp_units=[200,80]`, `dropout=0.2`).
 Models are trained exactly as `tfrs-din train` trains them (validation users,
 early stopping), then scored once on the test split. For diagnosis only, the
-test split is also scored after every epoch (`test_by_epoch`); nothing is
-chosen by it. One JSON line per run is appended to `--out`, so an interrupted
+test split is also scored after every epoch (`test_by_epoch`, and
+`test_by_refit_epoch` for the refit); nothing is chosen by it. One JSON line per run is appended to `--out`, so an interrupted
 sweep keeps what it finished and is resumed by running it again.
 """
 
@@ -79,10 +79,12 @@ def run_one(data_dir: str, name: str, overrides: dict, model: str,
     with open(os.path.join(model_dir, "train_config.json")) as f:
       best_epoch = json.load(f)["best_epoch"]
   metrics = score(predict_split(trained, data_dir))
+  selected = len(logs["loss"])  # epochs of the selection run; then the refit
   return {"variant": name, "overrides": overrides, "model": model,
           "seed": seed, "test": {k: metrics[k] for k in ("auc", "gauc",
                                                          "logloss")},
-          "best_epoch": best_epoch, "test_by_epoch": probe.scores,
+          "best_epoch": best_epoch, "test_by_epoch": probe.scores[:selected],
+          "test_by_refit_epoch": probe.scores[selected:],
           "logs": {k: [round(x, 5) for x in v] for k, v in logs.items()},
           "seconds": round(time.time() - start, 1)}
 

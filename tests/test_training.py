@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfrs_din import training
-from tfrs_din.data.pipeline import load_feature_spec, make_dataset
+from tfrs_din.data.pipeline import in_holdout, load_feature_spec, make_dataset
 from tfrs_din.data.synthetic import SyntheticConfig
 from tfrs_din.demo import write_events
 from tfrs_din.workflow import prepare
@@ -56,7 +56,7 @@ def test_training_keeps_the_best_validation_epoch_without_the_test_split(
   shutil.rmtree(os.path.join(data, "test"))  # train must not need it
   config = training.TrainConfig(model="din", epochs=4, patience=2,
                                 monitor="logloss", learning_rate=5e-3,
-                                **SMALL)
+                                refit=False, **SMALL)
   model_dir = str(tmp_path / "din")
   model, logs = training.train(data, model_dir, config,
                                callbacks=[_Blind(start=1)])
@@ -76,6 +76,38 @@ def test_training_keeps_the_best_validation_epoch_without_the_test_split(
   assert restored["gauc"] == pytest.approx(logs["val_gauc"][0], abs=1e-6)
   assert {"loss", "logloss", "mba_loss", "val_loss", "val_logloss",
           "val_mba_loss"} <= set(logs)
+
+
+def _initial_user_table(spec, config):
+  tf.keras.utils.set_random_seed(config.seed)
+  model = training.build_model(spec, config)
+  model.build_all()
+  return model.embedder.tables["user_id"].embeddings.numpy()
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_refit_trains_the_held_out_users_for_the_chosen_epochs(
+    prepared, tmp_path, refit):
+  config = training.TrainConfig(model="base", epochs=2, patience=2,
+                                validation_fraction=0.3, refit=refit, **SMALL)
+  model_dir = str(tmp_path / "base")
+  model, _ = training.train(prepared, model_dir, config)
+  saved = json.load(open(os.path.join(model_dir, "train_config.json")))
+  assert not os.path.exists(os.path.join(model_dir, training.SELECTION_FILE))
+  spec, _ = load_feature_spec(prepared)
+  users = np.unique(np.concatenate([
+      b["user_id"].numpy() for b in make_dataset(prepared, "train", spec)]))
+  held = users[in_holdout(tf.constant(users), 0.3, config.seed).numpy()]
+  assert len(held) > 5
+  table = model.embedder.tables["user_id"].embeddings.numpy()
+  untouched = np.all(table[held] == _initial_user_table(spec, config)[held],
+                     axis=1)
+  if refit:  # every held-out user was trained on in the refit
+    assert len(saved["refit_history"]["loss"]) == saved["best_epoch"]
+    assert not untouched.any()
+  else:  # the held-out users were never in a training batch
+    assert "refit_history" not in saved
+    assert untouched.all()
 
 
 def test_without_validation_every_user_trains_for_all_epochs(prepared,

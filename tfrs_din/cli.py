@@ -48,6 +48,9 @@ def _add_training_options(parser: argparse.ArgumentParser,
     help="validation metric that early stopping follows")
   a("--patience", type=int, default=d.patience,
     help="epochs without improvement before stopping")
+  a("--refit", type=_boolean, default=d.refit,
+    help="after choosing the epoch, train a fresh model on every training "
+    "user for that many epochs (default true)")
   a("--batch_size", type=int, default=d.batch_size)
   a("--learning_rate", type=float, default=d.learning_rate)
   if not shared_with_prepare:
@@ -89,7 +92,7 @@ def _train_config(args, model: str) -> TrainConfig:
   return TrainConfig(
       model=model, epochs=args.epochs,
       validation_fraction=args.validation_fraction, monitor=args.monitor,
-      patience=args.patience, batch_size=args.batch_size,
+      patience=args.patience, refit=args.refit, batch_size=args.batch_size,
       learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
       max_history=args.max_history, mlp_units=args.mlp_units,
       activation=args.activation, dropout=args.dropout,

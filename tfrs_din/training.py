@@ -19,6 +19,7 @@ from tfrs_din.models import MODELS, CTRModel
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "train_config.json"
+SELECTION_FILE = "selection.json"  # the chosen epoch, until the refit ends
 
 
 @dataclasses.dataclass
@@ -34,13 +35,17 @@ class TrainConfig:
   training stops once `monitor` has not improved for `patience` epochs, and
   the weights of the best epoch are kept (at most `epochs` epochs). With
   `validation_fraction=0` every training example is used for exactly
-  `epochs` epochs.
+  `epochs` epochs. With `refit` (the default), a fresh model is then trained
+  on every training user, held-out ones included, for the chosen number of
+  epochs: no user is left with an untrained embedding, at the price of a
+  second training run.
   """
   model: str = "din"
   epochs: int = 3
   validation_fraction: float = 0.1
   monitor: str = "gauc"
   patience: int = 1
+  refit: bool = True
   batch_size: int = 256
   learning_rate: float = 1e-3
   embedding_dim: Optional[int] = None
@@ -155,21 +160,62 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
           ) -> Tuple[CTRModel, Dict[str, list]]:
   """Trains on `data_dir/train` and saves the model; never reads the test split.
 
-  Up to `config.epochs` epochs, stopped early on the validation users (see
-  `TrainConfig`); the best epoch's weights are kept. Logs per epoch: "loss"
+  Up to `config.epochs` epochs, stopped early on the validation users, then
+  (with `config.refit`) a fresh model trained on every training user for the
+  chosen number of epochs (see `TrainConfig`). Logs per epoch: "loss"
   (the whole objective), "logloss", "auc", the embedding penalty ("mba_loss"
   or "l2_loss"), DIEN's "aux_loss", all epoch means, and the same with
   "val_" (plus "val_gauc") on the validation users.
 
   Checkpoints go to `model_dir/checkpoints` and an interrupted run resumes
   from the last finished epoch when called again; TensorBoard logs go to
-  `model_dir/logs`; the trained model to `model_dir/model.keras`, the options
-  and the per-epoch logs to `model_dir/train_config.json`.
+  `model_dir/logs`; the trained model to `model_dir/model.keras`, the options,
+  the chosen epoch ("best_epoch") and the per-epoch logs ("history" of the
+  selection run, "refit_history") to `model_dir/train_config.json`.
+  Returns the model and the selection run's logs.
   """
-  tf.keras.utils.set_random_seed(config.seed)
   spec, metadata = load_feature_spec(data_dir, config.max_history,
                                      config.embedding_dim)
   with_negatives = _uses_negatives(config, metadata)
+  tf.io.gfile.makedirs(model_dir)
+  selection_file = os.path.join(model_dir, SELECTION_FILE)
+  if tf.io.gfile.exists(selection_file):  # resuming after the selection
+    with tf.io.gfile.GFile(selection_file) as f:
+      selection = json.load(f)
+  else:
+    train_ds, val_ds, stopping = _validation(config, data_dir, spec,
+                                             with_negatives)
+    model, logs = _fit(spec, config, model_dir, "checkpoints", train_ds,
+                       val_ds, config.epochs, [*stopping, *callbacks])
+    best = stopping[0].best_epoch + 1 if stopping else len(logs["loss"])
+    selection = {"best_epoch": best, "history": logs}
+    if stopping and config.refit:
+      with tf.io.gfile.GFile(selection_file, "w") as f:
+        json.dump(selection, f)
+  if config.validation_fraction and config.refit:
+    train_ds = make_dataset(data_dir, "train", spec, config.batch_size,
+                            shuffle=True, with_negatives=with_negatives,
+                            seed=config.seed)
+    model, refit_logs = _fit(spec, config, model_dir, "checkpoints_refit",
+                             train_ds, None, selection["best_epoch"],
+                             callbacks)
+    selection["refit_history"] = refit_logs
+  model.save(os.path.join(model_dir, MODEL_FILE))
+  with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), "w") as f:
+    json.dump({"data_dir": data_dir, "config": dataclasses.asdict(config),
+               **selection}, f, indent=2)
+  if tf.io.gfile.exists(selection_file):
+    tf.io.gfile.remove(selection_file)
+  return model, selection["history"]
+
+
+def _fit(spec: FeatureSpec, config: TrainConfig, model_dir: str,
+         checkpoints: str, train_ds: tf.data.Dataset,
+         val_ds: Optional[tf.data.Dataset], epochs: int,
+         callbacks: Sequence[tf.keras.callbacks.Callback]
+         ) -> Tuple[CTRModel, Dict[str, list]]:
+  """A new model of `config` (seeded), fit for `epochs` epochs."""
+  tf.keras.utils.set_random_seed(config.seed)
   strategy = make_strategy(config.strategy)
   with strategy.scope():
     model = build_model(spec, config)
@@ -177,24 +223,15 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
     model.compile(make_optimizer(config.optimizer, config.learning_rate,
                                  config.adam_epsilon,
                                  config.adam_adaptive_epsilon))
-  train_ds, val_ds, stopping = _validation(config, data_dir, spec,
-                                           with_negatives)
-  tf.io.gfile.makedirs(model_dir)
   history = model.fit(
-      train_ds, epochs=config.epochs, validation_data=val_ds,
+      train_ds, epochs=epochs, validation_data=val_ds,
       steps_per_epoch=config.steps_per_epoch, verbose=config.verbose,
       callbacks=[
           tf.keras.callbacks.BackupAndRestore(
-              os.path.join(model_dir, "checkpoints")),
+              os.path.join(model_dir, checkpoints)),
           tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-          *stopping, *callbacks])
-  logs = {k: [float(x) for x in v] for k, v in history.history.items()}
-  best_epoch = stopping[0].best_epoch + 1 if stopping else len(history.epoch)
-  model.save(os.path.join(model_dir, MODEL_FILE))
-  with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), "w") as f:
-    json.dump({"data_dir": data_dir, "config": dataclasses.asdict(config),
-               "best_epoch": best_epoch, "history": logs}, f, indent=2)
-  return model, logs
+          *callbacks])
+  return model, {k: [float(x) for x in v] for k, v in history.history.items()}
 
 
 def load_model(model_dir: str) -> CTRModel:
