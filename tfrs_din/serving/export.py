@@ -35,6 +35,7 @@ op.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -268,6 +269,21 @@ def _warmup_requests(spec: FeatureSpec, model_name: str,
       request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
     yield prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=request))
+
+
+def trained_data_dir(model_dir: str) -> Optional[str]:
+  """The prepared data directory a model was trained on, from
+  `model_dir/train_config.json` (None if it is not recorded).
+
+  Args:
+    model_dir: a directory written by `tfrs_din.training.train`.
+  """
+  from tfrs_din.training import CONFIG_FILE  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as handle:
+    return json.load(handle).get("data_dir")
 
 
 def export_saved_model(model: CTRModel, export_base: str,
