@@ -5,6 +5,8 @@
 
 Output directory:
   vocab/<feature>.tsv        index, id, count (0 = padding, 1 = OOV)
+  item_table.tsv             item_id and raw side features of every item
+                             (read by the serving export's raw-id lookups)
   train/part-*.tfrecord.gz   gzip TFRecords of tf.train.Example
   test/part-*.tfrecord.gz
   dead_letter/*.jsonl        {"source", "reason", "row"} per rejected row
@@ -154,6 +156,20 @@ def _catalogue(vocabs: Dict[str, Vocabulary], events_items, power: float,
   return NegativeSampler(items, item_vocab.counts, power), side
 
 
+def item_table_tsv(rows, side_names: Sequence[str]) -> str:
+  """`item_id<TAB>side...` with a header, one line per item, sorted by id.
+
+  Args:
+    rows: (item, ((feature, raw value), ...)) pairs, one per item.
+    side_names: the item side features, in column order.
+  """
+  lines = ["\t".join(["item_id"] + list(side_names))]
+  for item, feats in sorted(rows):
+    feats = dict(feats)
+    lines.append("\t".join([item] + [feats[n] for n in side_names]))
+  return "\n".join(lines) + "\n"
+
+
 def _metadata(_, config: PrepareConfig, vocabs, counts) -> str:
   cols = config.columns
   spec = {
@@ -243,10 +259,18 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
       lambda name, v: _write_file(f"{out}/vocab/{name}.tsv", v.to_tsv()))
   vocab_side = beam.pvalue.AsDict(vocabs)
 
-  item_side = (kept
-               | "ItemSide" >> beam.Map(lambda e: (e.item, e.item_features))
-               | "OneSidePerItem" >> beam.CombinePerKey(min)
-               | "SideList" >> beam.combiners.ToList())
+  one_side = (kept
+              | "ItemSide" >> beam.Map(lambda e: (e.item, e.item_features))
+              | "OneSidePerItem" >> beam.CombinePerKey(min))
+  item_side = one_side | "SideList" >> beam.combiners.ToList()
+  # Serving looks items up by raw id: the whole item table when one is given
+  # (items without events included), else each item's side features as used
+  # for negatives above.
+  table_rows = grouped.items if config.items else one_side
+  _ = (table_rows | "ItemTableList" >> beam.combiners.ToList()
+       | "WriteItemTable" >> beam.Map(lambda rows: _write_file(
+           f"{out}/item_table.tsv",
+           item_table_tsv(rows, cols.item_features))))
   catalogue = (pipeline | "Seed" >> beam.Create([None])
                | "Catalogue" >> beam.Map(
                    lambda _, v, s: _catalogue(v, s, config.negative_power,
@@ -394,7 +418,8 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = ()) -> dict:
   if config.items and not FileSystems.match([config.items])[0].metadata_list:
     raise ValueError(f"--items: no file matches {config.items!r}")
   out = config.output.rstrip("/")
-  existing = [p for p in ("metadata.json", "train", "test", "vocab", "dead_letter")
+  existing = [p for p in ("metadata.json", "item_table.tsv", "train", "test",
+                          "vocab", "dead_letter")
               if FileSystems.exists(f"{out}/{p}")]
   if existing and not config.overwrite:
     raise ValueError(f"--output: {config.output!r} already holds a prepared data "

@@ -61,7 +61,32 @@ def test_train_evaluate_export_commands(events, tmp_path, capsys):
   expected = training.score(training.predict_split(model, data))
   assert metrics["gauc"] == pytest.approx(expected["gauc"], abs=1e-9)
   assert cli.main(["export", "--model_dir", model_dir, "--version", "3"]) == 0
-  assert capsys.readouterr().out.strip().endswith(os.path.join("export", "3"))
+  path = capsys.readouterr().out.strip().splitlines()[-1]
+  assert path.endswith(os.path.join("export", "3"))
+  # The model dir knows its data: raw-id signatures, ids from the log.
+  from beam_jobs.vocabulary import load_vocabularies
+  loaded = tf.saved_model.load(path)
+  vocabs = load_vocabularies(data, ["user_id", "item_id", "category_id"])
+  with open(os.path.join(data, "item_table.tsv")) as f:
+    table = dict(line.split("\t") for line in f.read().splitlines()[1:])
+  user, item = vocabs["user_id"].ids[0], vocabs["item_id"].ids[0]
+  raw = loaded.signatures["score_candidates"](
+      user_id=tf.constant([user]), hist_item_id=tf.constant([[item, ""]]),
+      candidate_item_id=tf.constant([["no such item"]]))["probabilities"]
+  index = loaded.signatures["score_candidates_indices"](
+      user_id=tf.constant([2], tf.int64),
+      hist_item_id=tf.constant([[2]], tf.int64),
+      hist_category_id=tf.constant([[vocabs["category_id"].index(
+          table[item])]], tf.int64),
+      hist_length=tf.constant([1], tf.int64),
+      candidate_item_id=tf.constant([[1]], tf.int64),
+      candidate_category_id=tf.constant([[1]], tf.int64))["probabilities"]
+  np.testing.assert_allclose(raw, index, rtol=1e-5)
+  assert cli.main(["export", "--model_dir", model_dir, "--version", "4",
+                   "--index_only"]) == 0
+  index_only = tf.saved_model.load(capsys.readouterr().out.strip())
+  spec = index_only.signatures["serving_default"].structured_input_signature[1]
+  assert spec["user_id"].dtype == tf.int64
 
 
 def test_training_resumes_after_interruption(events, tmp_path):

@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--model_dir", required=True)
   p.add_argument("--export_dir", help="default: MODEL_DIR/export")
   p.add_argument("--version", type=int, help="default: Unix time")
+  p.add_argument("--data", help="prepared data whose vocabularies and item "
+                 "table the raw-id signatures use (default: the data the "
+                 "model was trained on, from MODEL_DIR/train_config.json)")
+  p.add_argument("--index_only", action="store_true",
+                 help="only signatures that take vocabulary indices")
 
   p = sub.add_parser("run", help="prepare, train, evaluate and export models "
                      "on your own log; writes OUTPUT/metrics.json")
@@ -180,11 +185,13 @@ def _command(args, beam_argv: Sequence[str]) -> int:
       with open(args.output, "w") as f:
         json.dump(metrics, f, indent=2)
   elif args.command == "export":
-    from tfrs_din.serving.export import export_saved_model  # pylint: disable=g-import-not-at-top
+    from tfrs_din.serving.export import export_saved_model, trained_data_dir  # pylint: disable=g-import-not-at-top
+    data_dir = None if args.index_only else (
+        args.data or trained_data_dir(args.model_dir))
     path = export_saved_model(training.load_model(args.model_dir),
                               args.export_dir or
                               os.path.join(args.model_dir, "export"),
-                              args.version)
+                              args.version, data_dir=data_dir)
     print(path)
   elif args.command == "run":
     workflow.prepare(_prepare_argv(args) + list(beam_argv))

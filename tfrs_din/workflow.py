@@ -40,7 +40,8 @@ def train_evaluate_export(data_dir: str, output: str, models: Sequence[str],
         f"{k}={v:.4f}" for k, v in results[name].items()
         if isinstance(v, float)), flush=True)
     if export:
-      path = export_saved_model(model, os.path.join(output, "export", name))
+      path = export_saved_model(model, os.path.join(output, "export", name),
+                                data_dir=data_dir)  # raw-id signatures
       results[name]["export"] = path
       print(f"[export] {name} -> {path}", flush=True)
   with open(os.path.join(output, "metrics.json"), "w") as f:

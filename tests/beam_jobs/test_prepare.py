@@ -95,6 +95,16 @@ def test_counts_add_up_and_dead_letters_carry_reasons(prepared):
   assert sum(r["count"] for r in counts["rejected_by_reason"]) == 4
 
 
+def test_item_table_lists_each_item_with_its_raw_side_features(prepared):
+  out, _ = prepared
+  with open(os.path.join(out, "item_table.tsv")) as f:
+    text = f.read()
+  # Sorted by item id; the rejected row's item x is absent.
+  assert text == ("item_id\tcategory_id\na\tc1\nb\tc2\nc\tc1\nd\tc2\n"
+                  "e\tc3\nf\tc3\ng\tc4\nh\tc4\n")
+  assert prepare.item_table_tsv([], ()) == "item_id\n"
+
+
 def test_next_item_protocol_gives_exact_samples(prepared):
   out, metadata = prepared
   items, users = _vocab(out, "item_id"), _vocab(out, "user_id")
@@ -179,8 +189,9 @@ def test_deterministic_across_runs_and_worker_counts(tmp_path):
                                    negative_power=0.75,
                                    samples=SampleOptions(max_history=5, seed=7))
     prepare.run(config, beam_args)
-    outputs.append(_sample_set(config.output))
-  assert len(outputs[0]) > 100
+    with open(os.path.join(config.output, "item_table.tsv"), "rb") as f:
+      outputs.append((_sample_set(config.output), f.read()))
+  assert len(outputs[0][0]) > 100
   for other in outputs[1:]:
     assert other == outputs[0]
 
@@ -230,6 +241,9 @@ def test_item_table_join_rejects_unknown_and_duplicate_items(tmp_path):
   # Of c's two rows the smallest (q) is kept: file order is not preserved by
   # distributed runners, so "first in the file" would not be deterministic.
   assert cats.ids == ["y", "q", "x"] and cats.counts == [2, 1, 1]
+  # Serving's item table is the item file's (deduplicated) rows.
+  with open(os.path.join(config.output, "item_table.tsv")) as f:
+    assert f.read() == "item_id\tcategory_id\na\tx\nb\ty\nc\tq\nd\ty\n"
 
 
 def test_user_whose_history_covers_the_catalogue_is_dead_lettered(tmp_path):

@@ -125,7 +125,10 @@ def test_export_serves_every_signature_like_the_model(cls, data, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(out_path.read_text())
 
-  assert out["signatures"] == ["predict_examples", "score_candidates",
+  # Index-only export: serving_default and score_candidates are the
+  # index-based predict_indices and score_candidates_indices.
+  assert out["signatures"] == ["predict_examples", "predict_indices",
+                               "score_candidates", "score_candidates_indices",
                                "serving_default"]
   np.testing.assert_allclose(out["rows"]["probability"], expected_default,
                              rtol=1e-5, atol=1e-6)
