@@ -84,16 +84,15 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                 l2=config.l2, seed=config.seed,
                 embeddings_initializer=tf.keras.initializers.RandomNormal(
                     stddev=config.embedding_stddev),
-                kernel_initializer=config.kernel_initializer)
+                kernel_initializer=config.kernel_initializer,
+                behaviour_sum_in_tower=config.behaviour_sum_in_tower)
   extra = {
       "base": dict(pooling=config.pooling),
       "din": dict(attention_units=config.attention_units,
                   attention_activation=config.attention_activation,
-                  attention_normalization=config.attention_normalization,
-                  behaviour_sum_in_tower=config.behaviour_sum_in_tower),
+                  attention_normalization=config.attention_normalization),
       "dien": dict(gru_units=config.gru_units, gru_type=config.gru_type,
-                   aux_loss_weight=config.aux_loss_weight,
-                   behaviour_sum_in_tower=config.behaviour_sum_in_tower),
+                   aux_loss_weight=config.aux_loss_weight),
   }[config.model]
   return MODELS[config.model](spec, **common, **extra)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.models import DIENModel, DINModel
+from tfrs_din.models import BaseModel, DIENModel, DINModel
 from tfrs_din.models.ctr_model import behaviour_sum_features
 
 SMALL = dict(mlp_units=(8, 4), activation="prelu")
@@ -67,3 +67,8 @@ def test_behaviour_sum_reaches_the_tower(small_data):
                              (embedded.candidate[:, 0] * expected).numpy(),
                              atol=1e-6)
   assert DINModel.from_config(summed.get_config()).behaviour_sum_in_tower
+  # The base model's interest is already the sum: only e_A * s is added.
+  plain_base = BaseModel(small_data.spec, **SMALL)
+  base = BaseModel(small_data.spec, behaviour_sum_in_tower=True, **SMALL)
+  plain_base(features), base(features)
+  assert width(base) == width(plain_base) + dims

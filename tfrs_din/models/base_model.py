@@ -6,7 +6,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tfrs_din.models.ctr_model import CTRModel
+from tfrs_din.models.ctr_model import CTRModel, behaviour_sum_features
 from tfrs_din.models.embedding import EmbeddedFeatures
 
 POOLINGS = ("sum", "mean")
@@ -46,6 +46,12 @@ class BaseModel(CTRModel):
       pooled = tf.math.divide_no_nan(pooled, lengths[:, tf.newaxis])
     num = tf.shape(embedded.candidate)[1]
     return tf.repeat(tf.expand_dims(pooled, 1), num, axis=1), {}
+
+  def extra_tower_inputs(self, embedded: EmbeddedFeatures):
+    # The interest is already the (sum- or mean-) pooled behaviours.
+    if not self.behaviour_sum_in_tower:
+      return []
+    return behaviour_sum_features(embedded)[1:]
 
   def get_config(self) -> dict:
     return dict(super().get_config(), pooling=self.pooling)

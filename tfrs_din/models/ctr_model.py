@@ -55,6 +55,10 @@ class CTRModel(tfrs.models.Model):
     embeddings_initializer: initializer of the embedding tables.
     kernel_initializer: initializer of the dense kernels of the tower and of
       the attention nets.
+    behaviour_sum_in_tower: also feed the tower s, the sum of the behaviour
+      embeddings, and e_A * s (e_A: the candidate), as the official code
+      does for DIN and DIEN (DIEN repository, script/model.py); a model whose
+      interest is already s (the base model) adds only e_A * s.
     gauc_in_training: also update and report GAUC at every training step.
       Off by default: GAUC is exact only over whole users, so its value is
       computed from every buffered impression, which makes each step's report
@@ -74,8 +78,10 @@ class CTRModel(tfrs.models.Model):
                regularization: Optional[str] = "mba", l2: float = 0.01,
                seed: Optional[int] = None, gauc_in_training: bool = False,
                embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
-               kernel_initializer="glorot_uniform", **kwargs):
+               kernel_initializer="glorot_uniform",
+               behaviour_sum_in_tower: bool = False, **kwargs):
     super().__init__(**kwargs)
+    self.behaviour_sum_in_tower = bool(behaviour_sum_in_tower)
     self.spec = spec
     self.mlp_units = tuple(mlp_units)
     self.activation = activation
@@ -111,9 +117,9 @@ class CTRModel(tfrs.models.Model):
     raise NotImplementedError
 
   def extra_tower_inputs(self, embedded: EmbeddedFeatures) -> List[tf.Tensor]:
-    """More [B, N, .] inputs of the tower; none by default."""
-    del embedded
-    return []
+    """More [B, N, .] inputs of the tower: see `behaviour_sum_in_tower`."""
+    return (behaviour_sum_features(embedded) if self.behaviour_sum_in_tower
+            else [])
 
   def auxiliary_loss(self, features: Dict[str, tf.Tensor],
                      intermediates: Dict[str, tf.Tensor],
@@ -282,7 +288,9 @@ class CTRModel(tfrs.models.Model):
                 regularization=self.regularization, l2=self.l2, seed=self.seed,
                 gauc_in_training=self.gauc_in_training,
                 embeddings_initializer=self.embeddings_initializer,
-                kernel_initializer=self.kernel_initializer, name=self.name)
+                kernel_initializer=self.kernel_initializer,
+                behaviour_sum_in_tower=self.behaviour_sum_in_tower,
+                name=self.name)
 
   @classmethod
   def from_config(cls, config):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tfrs_din.features import NEGATIVE_PREFIX
 from tfrs_din.layers.attention_gru import InterestEvolution
 from tfrs_din.layers.interest_extractor import InterestExtractor
-from tfrs_din.models.ctr_model import CTRModel, behaviour_sum_features
+from tfrs_din.models.ctr_model import CTRModel
 from tfrs_din.models.embedding import EmbeddedFeatures
 
 _NEG_INF = -1e9
@@ -32,9 +32,6 @@ class DIENModel(CTRModel):
     gru_type: "AIGRU", "AGRU" or "AUGRU" (the paper's choice).
     aux_loss_weight: alpha; 0 disables the auxiliary loss.
     aux_hidden_units: hidden sizes of the auxiliary net.
-    behaviour_sum_in_tower: also feed the tower the sum s of the behaviour
-      embeddings and e_A * s, as the official code does (DIEN repository,
-      script/model.py; its DIN baseline too).
     **kwargs: see `CTRModel`.
 
   Example:
@@ -48,10 +45,8 @@ class DIENModel(CTRModel):
 
   def __init__(self, spec, gru_units: int = 36, gru_type: str = "AUGRU",
                aux_loss_weight: float = 1.0,
-               aux_hidden_units: Sequence[int] = (100, 50),
-               behaviour_sum_in_tower: bool = False, **kwargs):
+               aux_hidden_units: Sequence[int] = (100, 50), **kwargs):
     super().__init__(spec, **kwargs)
-    self.behaviour_sum_in_tower = bool(behaviour_sum_in_tower)
     self.gru_units = int(gru_units)
     self.gru_type = gru_type
     self.aux_loss_weight = float(aux_loss_weight)
@@ -117,12 +112,8 @@ class DIENModel(CTRModel):
     _, intermediates = self.forward(features, training=False)
     return intermediates["attention"][:, 0]
 
-  def extra_tower_inputs(self, embedded: EmbeddedFeatures):
-    return (behaviour_sum_features(embedded) if self.behaviour_sum_in_tower
-            else [])
-
   def get_config(self) -> dict:
     return dict(super().get_config(),
-                behaviour_sum_in_tower=self.behaviour_sum_in_tower, gru_units=self.gru_units,
+                gru_units=self.gru_units,
                 gru_type=self.gru_type, aux_loss_weight=self.aux_loss_weight,
                 aux_hidden_units=self.aux_hidden_units)

@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 from tfrs_din.layers.activation_unit import LocalActivationUnit
-from tfrs_din.models.ctr_model import CTRModel, behaviour_sum_features
+from tfrs_din.models.ctr_model import CTRModel
 from tfrs_din.models.embedding import EmbeddedFeatures
 
 
@@ -21,9 +21,6 @@ class DINModel(CTRModel):
     attention_units: hidden sizes of the activation unit (80, 40).
     attention_activation: "dice", "prelu", "sigmoid", ...
     attention_normalization: None (the paper) or "softmax".
-    behaviour_sum_in_tower: also feed the tower the sum s of the behaviour
-      embeddings and e_A * s, as the official code does (DIEN repository,
-      script/model.py; its DIN baseline too).
     **kwargs: see `CTRModel` (activation, dropout, regularization, ...).
 
   Example:
@@ -37,10 +34,8 @@ class DINModel(CTRModel):
 
   def __init__(self, spec, attention_units: Sequence[int] = (80, 40),
                attention_activation: str = "dice",
-               attention_normalization: Optional[str] = None,
-               behaviour_sum_in_tower: bool = False, **kwargs):
+               attention_normalization: Optional[str] = None, **kwargs):
     super().__init__(spec, **kwargs)
-    self.behaviour_sum_in_tower = bool(behaviour_sum_in_tower)
     self.attention_units = tuple(attention_units)
     self.attention_activation = attention_activation
     self.attention_normalization = attention_normalization
@@ -64,12 +59,8 @@ class DINModel(CTRModel):
     _, intermediates = self.forward(features, training=False)
     return intermediates["attention"][:, 0]
 
-  def extra_tower_inputs(self, embedded: EmbeddedFeatures):
-    return (behaviour_sum_features(embedded) if self.behaviour_sum_in_tower
-            else [])
-
   def get_config(self) -> dict:
     return dict(super().get_config(),
-                behaviour_sum_in_tower=self.behaviour_sum_in_tower, attention_units=self.attention_units,
+                attention_units=self.attention_units,
                 attention_activation=self.attention_activation,
                 attention_normalization=self.attention_normalization)
