@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class MiniBatchAwareL2(tf.keras.layers.Layer):
   """L2 on the embedding rows present in the mini-batch, scaled by 1/n_j.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
@@ -28,6 +28,7 @@ def _segment_softmax(scores: tf.Tensor, rows: tf.Tensor,
   return exp / tf.gather(tf.math.unsorted_segment_sum(exp, rows, batch), rows)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class LocalActivationUnit(tf.keras.layers.Layer):
   """Pools behaviour embeddings with weights that depend on the candidate.
 
@@ -50,6 +51,8 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     hidden_units: hidden sizes of the scoring net, e.g. (80, 40).
     activation: "dice", "prelu", "sigmoid", ... (see `make_activation`).
     normalization: None or "softmax".
+    kernel_initializer: initializer of the scoring net's dense kernels.
+    bias_initializer: initializer of its dense biases.
 
   Call args:
     query: [B, D] or [B, N, D] candidate embeddings.
@@ -71,7 +74,9 @@ class LocalActivationUnit(tf.keras.layers.Layer):
 
   def __init__(self, hidden_units: Sequence[int] = (80, 40),
                activation: Optional[str] = "dice",
-               normalization: Optional[str] = None, **kwargs):
+               normalization: Optional[str] = None,
+               kernel_initializer: Any = "glorot_uniform",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
     if normalization not in (None, "softmax"):
       raise ValueError(
@@ -81,17 +86,24 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     self.hidden_units = tuple(int(u) for u in hidden_units)
     self.activation = activation
     self.normalization = normalization
+    self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+    self.bias_initializer = tf.keras.initializers.get(bias_initializer)
     self._first_activation = make_activation(activation, "act_0")
     self._rest = MLP(self.hidden_units[1:], activation=activation,
-                     output_units=1, name="score")
+                     output_units=1,
+                     kernel_initializer=tf.keras.initializers.serialize(
+                         self.kernel_initializer),
+                     bias_initializer=tf.keras.initializers.serialize(
+                         self.bias_initializer), name="score")
 
   def build(self, input_shape):
     dim = int(input_shape[-1])
     self.first_kernel = self.add_weight(
         name="first_kernel", shape=(4 * dim, self.hidden_units[0]),
-        initializer="glorot_uniform")
+        initializer=self.kernel_initializer)
     self.first_bias = self.add_weight(
-        name="first_bias", shape=(self.hidden_units[0],), initializer="zeros")
+        name="first_bias", shape=(self.hidden_units[0],),
+        initializer=self.bias_initializer)
     super().build(input_shape)
 
   def call(self, query: tf.Tensor, keys, mask: Optional[tf.Tensor] = None,
@@ -152,5 +164,9 @@ class LocalActivationUnit(tf.keras.layers.Layer):
   def get_config(self) -> dict:
     config = super().get_config()
     config.update(hidden_units=self.hidden_units, activation=self.activation,
-                  normalization=self.normalization)
+                  normalization=self.normalization,
+                  kernel_initializer=tf.keras.initializers.serialize(
+                      self.kernel_initializer),
+                  bias_initializer=tf.keras.initializers.serialize(
+                      self.bias_initializer))
     return config

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import tensorflow as tf
 
@@ -12,6 +12,7 @@ GATES = ("none", "AGRU", "AUGRU")
 GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class AttentionGRUCell(tf.keras.layers.Layer):
   """A GRU cell whose update may be driven by an attention score a_t.
 
@@ -31,28 +32,41 @@ class AttentionGRUCell(tf.keras.layers.Layer):
   Args:
     units: size of the hidden state.
     gate: "none", "AGRU" or "AUGRU".
+    kernel_initializer: initializer of W (input kernel, [D, 3H]).
+    recurrent_initializer: initializer of U (recurrent kernel, [H, 3H]).
+    bias_initializer: initializer of b and c.
   """
 
-  def __init__(self, units: int, gate: str = "none", **kwargs):
+  def __init__(self, units: int, gate: str = "none",
+               kernel_initializer: Any = "glorot_uniform",
+               recurrent_initializer: Any = "orthogonal",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
     if gate not in GATES:
       raise ValueError(f"gate must be one of {GATES}, got {gate!r}.")
     self.units = int(units)
     self.gate = gate
+    self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+    self.recurrent_initializer = tf.keras.initializers.get(
+        recurrent_initializer)
+    # Two bias vectors: each gets its own instance (see `MLP`).
+    self.bias_initializer = tf.keras.initializers.get(bias_initializer)
     self.state_size = self.units
     self.output_size = self.units
 
   def build(self, input_shape):
     dim = int(input_shape[-1]) - (0 if self.gate == "none" else 1)
+    bias = tf.keras.initializers.serialize(self.bias_initializer)
     self.kernel = self.add_weight(name="kernel", shape=(dim, 3 * self.units),
-                                  initializer="glorot_uniform")
+                                  initializer=self.kernel_initializer)
     self.recurrent_kernel = self.add_weight(
         name="recurrent_kernel", shape=(self.units, 3 * self.units),
-        initializer="orthogonal")
+        initializer=self.recurrent_initializer)
     self.bias = self.add_weight(name="bias", shape=(3 * self.units,),
-                                initializer="zeros")
+                                initializer=tf.keras.initializers.get(bias))
     self.recurrent_bias = self.add_weight(
-        name="recurrent_bias", shape=(3 * self.units,), initializer="zeros")
+        name="recurrent_bias", shape=(3 * self.units,),
+        initializer=tf.keras.initializers.get(bias))
     super().build(input_shape)
 
   def project_inputs(self, x: tf.Tensor) -> tf.Tensor:
@@ -85,10 +99,15 @@ class AttentionGRUCell(tf.keras.layers.Layer):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update(units=self.units, gate=self.gate)
+    serialize = tf.keras.initializers.serialize
+    config.update(units=self.units, gate=self.gate,
+                  kernel_initializer=serialize(self.kernel_initializer),
+                  recurrent_initializer=serialize(self.recurrent_initializer),
+                  bias_initializer=serialize(self.bias_initializer))
     return config
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class AGRUCell(AttentionGRUCell):
   """GRU with attention in place of the update gate (DIEN, eq. 6)."""
 
@@ -97,6 +116,7 @@ class AGRUCell(AttentionGRUCell):
     super().__init__(units, gate="AGRU", **kwargs)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class AUGRUCell(AttentionGRUCell):
   """GRU with an attentional update gate, u'_t = a_t * u_t (DIEN, eq. 7-8)."""
 
@@ -148,6 +168,7 @@ def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
           packing.final_states(states, initial_state))
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class InterestEvolution(tf.keras.layers.Layer):
   """DIEN's interest evolving layer: an attention GRU over interest states.
 
@@ -159,6 +180,8 @@ class InterestEvolution(tf.keras.layers.Layer):
   Args:
     units: size of the evolved state.
     gru_type: "AIGRU", "AGRU" or "AUGRU".
+    kernel_initializer, recurrent_initializer, bias_initializer: those of the
+      cell (see `AttentionGRUCell`).
 
   Call args:
     states: [B, T, H] interest states from the extractor.
@@ -169,14 +192,20 @@ class InterestEvolution(tf.keras.layers.Layer):
       ([B, N, T, units] for N candidates).
   """
 
-  def __init__(self, units: int, gru_type: str = "AUGRU", **kwargs):
+  def __init__(self, units: int, gru_type: str = "AUGRU",
+               kernel_initializer: Any = "glorot_uniform",
+               recurrent_initializer: Any = "orthogonal",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
     if gru_type not in GRU_TYPES:
       raise ValueError(f"gru_type must be one of {GRU_TYPES}, got {gru_type!r}.")
     self.units = int(units)
     self.gru_type = gru_type
     self.cell = AttentionGRUCell(
-        units, gate="none" if gru_type == "AIGRU" else gru_type, name="cell")
+        units, gate="none" if gru_type == "AIGRU" else gru_type,
+        kernel_initializer=kernel_initializer,
+        recurrent_initializer=recurrent_initializer,
+        bias_initializer=bias_initializer, name="cell")
 
   def call(self, states: tf.Tensor, attention: tf.Tensor, mask: tf.Tensor,
            return_sequences: bool = False):
@@ -230,5 +259,9 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update(units=self.units, gru_type=self.gru_type)
+    cell = self.cell.get_config()
+    config.update(units=self.units, gru_type=self.gru_type,
+                  **{k: cell[k] for k in ("kernel_initializer",
+                                          "recurrent_initializer",
+                                          "bias_initializer")})
     return config

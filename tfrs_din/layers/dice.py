@@ -61,6 +61,7 @@ def _dice_with_batch_statistics(x: tf.Tensor, alpha: tf.Tensor,
   return dice(x, alpha)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class Dice(tf.keras.layers.Layer):
   """Data-adaptive activation whose rectifier point follows the data.
 

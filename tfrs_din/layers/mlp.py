@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -11,6 +11,7 @@ from tfrs_din.layers.dice import Dice
 ActivationSpec = Union[str, None]
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class PReLU(tf.keras.layers.Layer):
   """Per-channel PReLU: f(x) = max(0, x) + alpha * min(0, x), alpha of shape [C].
 
@@ -19,24 +20,28 @@ class PReLU(tf.keras.layers.Layer):
   slope is shared over every axis but the last, for inputs of any rank.
 
   Args:
-    alpha_initializer: initial slope (0.25, as in He et al. 2015).
+    alpha_initializer: initial slope, a number (0.25, as in He et al. 2015)
+      or any Keras initializer.
   """
 
-  def __init__(self, alpha_initializer=0.25, **kwargs):
+  def __init__(self, alpha_initializer: Any = 0.25, **kwargs):
     super().__init__(**kwargs)
-    self.alpha_initializer = alpha_initializer
+    if isinstance(alpha_initializer, (int, float)):
+      alpha_initializer = tf.keras.initializers.Constant(alpha_initializer)
+    self.alpha_initializer = tf.keras.initializers.get(alpha_initializer)
 
   def build(self, input_shape):
     self.alpha = self.add_weight(
         name="alpha", shape=(int(input_shape[-1]),),
-        initializer=tf.keras.initializers.Constant(self.alpha_initializer))
+        initializer=self.alpha_initializer)
     super().build(input_shape)
 
   def call(self, inputs: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(inputs) - self.alpha * tf.nn.relu(-inputs)
 
   def get_config(self) -> dict:
-    return dict(super().get_config(), alpha_initializer=self.alpha_initializer)
+    return dict(super().get_config(), alpha_initializer=(
+        tf.keras.initializers.serialize(self.alpha_initializer)))
 
 
 def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
@@ -59,6 +64,7 @@ def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
   return tf.keras.layers.Activation(name, name=layer_name)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class MLP(tf.keras.layers.Layer):
   """A tower of dense layers: x <- drop(act(bn(W x + b))) for each hidden size.
 
@@ -74,6 +80,8 @@ class MLP(tf.keras.layers.Layer):
     output_units: if set, a final linear layer of this size.
     kernel_regularizer: applied to every dense kernel.
     seed: seed of the dropout layers.
+    kernel_initializer: initializer of every dense kernel.
+    bias_initializer: initializer of every dense bias.
 
   Example:
 
@@ -85,7 +93,9 @@ class MLP(tf.keras.layers.Layer):
   def __init__(self, hidden_units: Sequence[int] = (200, 80),
                activation: ActivationSpec = "dice", batch_norm: bool = False,
                dropout: float = 0.0, output_units: Optional[int] = None,
-               kernel_regularizer=None, seed: Optional[int] = None, **kwargs):
+               kernel_regularizer=None, seed: Optional[int] = None,
+               kernel_initializer: Any = "glorot_uniform",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
     self.hidden_units = tuple(int(u) for u in hidden_units)
     self.activation = activation
@@ -94,10 +104,18 @@ class MLP(tf.keras.layers.Layer):
     self.output_units = output_units
     self.kernel_regularizer = tf.keras.regularizers.get(kernel_regularizer)
     self.seed = seed
+    self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+    self.bias_initializer = tf.keras.initializers.get(bias_initializer)
     self.supports_masking = True
+    # Configs, not instances: each Dense gets its own initializer (Keras
+    # warns that a reused unseeded instance repeats its values).
+    initializers = dict(
+        kernel_initializer=tf.keras.initializers.serialize(
+            self.kernel_initializer),
+        bias_initializer=tf.keras.initializers.serialize(self.bias_initializer))
     self._dense = [
         tf.keras.layers.Dense(u, kernel_regularizer=self.kernel_regularizer,
-                              name=f"dense_{i}")
+                              name=f"dense_{i}", **initializers)
         for i, u in enumerate(self.hidden_units)]
     self._norms = [tf.keras.layers.BatchNormalization(name=f"bn_{i}")
                    if batch_norm else None
@@ -108,7 +126,8 @@ class MLP(tf.keras.layers.Layer):
         tf.keras.layers.Dropout(dropout, seed=None if seed is None else seed + i)
         if dropout > 0 else None for i in range(len(self.hidden_units))]
     self._output = (tf.keras.layers.Dense(output_units, name="output",
-                                          kernel_regularizer=self.kernel_regularizer)
+                                          kernel_regularizer=self.kernel_regularizer,
+                                          **initializers)
                     if output_units else None)
 
   def call(self, inputs: tf.Tensor, training: Optional[bool] = None,
@@ -137,5 +156,9 @@ class MLP(tf.keras.layers.Layer):
         output_units=self.output_units,
         kernel_regularizer=tf.keras.regularizers.serialize(
             self.kernel_regularizer) if self.kernel_regularizer else None,
-        seed=self.seed)
+        seed=self.seed,
+        kernel_initializer=tf.keras.initializers.serialize(
+            self.kernel_initializer),
+        bias_initializer=tf.keras.initializers.serialize(
+            self.bias_initializer))
     return config

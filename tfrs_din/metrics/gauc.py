@@ -71,6 +71,7 @@ def _replicated() -> bool:
           tf.distribute.get_strategy().num_replicas_in_sync > 1)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class GAUC(tf.keras.metrics.Metric):
   """Streaming GAUC over every batch seen since the last reset.
 

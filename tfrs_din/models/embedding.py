@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
@@ -35,6 +35,7 @@ class EmbeddedFeatures:
   behaviours: tf.RaggedTensor
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class FeatureEmbedder(tf.keras.layers.Layer):
   """Looks up every feature group; one table per categorical feature.
 
@@ -46,10 +47,12 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     regularization: None, "mba" (mini-batch aware, rows in the batch scaled by
       1/n_j) or "l2" (every row of every table, each step: O(vocabulary)).
     l2: lambda of the regularisation.
+    embeddings_initializer: initializer of every table (None: the default
+      below).
   """
 
   def __init__(self, spec: FeatureSpec, regularization: Optional[str] = None,
-               l2: float = 0.01, **kwargs):
+               l2: float = 0.01, embeddings_initializer: Any = None, **kwargs):
     super().__init__(**kwargs)
     if regularization not in REGULARIZATIONS:
       raise ValueError(f"regularization must be one of {REGULARIZATIONS}, "
@@ -57,12 +60,16 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     self.spec = spec
     self.regularization = regularization
     self.l2 = l2
+    self.embeddings_initializer = tf.keras.initializers.get(
+        embeddings_initializer
+        or tf.keras.initializers.RandomNormal(stddev=0.05))
     self.tables = {}
     self.regularizers = {}
     for feature in spec.user_features + spec.item_features:
       self.tables[feature.name] = tf.keras.layers.Embedding(
           feature.vocab_size, feature.embedding_dim,
-          embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05),
+          embeddings_initializer=tf.keras.initializers.serialize(
+              self.embeddings_initializer),  # one instance per table
           name=f"{feature.name}_embedding")
       if regularization == "mba":
         self.regularizers[feature.name] = MiniBatchAwareL2(
@@ -155,7 +162,9 @@ class FeatureEmbedder(tf.keras.layers.Layer):
   def get_config(self) -> dict:
     config = super().get_config()
     config.update(spec=self.spec.to_dict(), regularization=self.regularization,
-                  l2=self.l2)
+                  l2=self.l2, embeddings_initializer=(
+                      tf.keras.initializers.serialize(
+                          self.embeddings_initializer)))
     return config
 
   @classmethod
