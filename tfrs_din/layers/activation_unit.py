@@ -6,6 +6,7 @@ from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.dice import Dice
 from tfrs_din.layers.mlp import MLP, make_activation
 
@@ -29,6 +30,7 @@ def _segment_softmax(scores: tf.Tensor, rows: tf.Tensor,
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class LocalActivationUnit(tf.keras.layers.Layer):
   """Pools behaviour embeddings with weights that depend on the candidate.
 

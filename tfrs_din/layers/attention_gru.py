@@ -6,6 +6,7 @@ from typing import Any, Optional, Tuple
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.recurrence import Packing, packed_gru_recurrence
 
 GATES = ("none", "AGRU", "AUGRU")
@@ -13,6 +14,7 @@ GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class AttentionGRUCell(tf.keras.layers.Layer):
   """A GRU cell whose update may be driven by an attention score a_t.
 
@@ -90,6 +92,8 @@ class AttentionGRUCell(tf.keras.layers.Layer):
 
   def call(self, inputs: tf.Tensor, states) -> Tuple[tf.Tensor, list]:
     h = states[0] if isinstance(states, (list, tuple)) else states
+    if h.shape.rank == 3:  # [h] given as nested Python lists: one [1, B, H]
+      h = h[0]
     if self.gate == "none":
       x, attention = inputs, None
     else:
@@ -169,6 +173,7 @@ def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class InterestEvolution(tf.keras.layers.Layer):
   """DIEN's interest evolving layer: an attention GRU over interest states.
 
@@ -209,6 +214,8 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   def call(self, states: tf.Tensor, attention: tf.Tensor, mask: tf.Tensor,
            return_sequences: bool = False):
+    attention = tf.cast(attention, states.dtype)  # e.g. a list of 0/1 ints
+    mask = tf.cast(mask, tf.bool)
     if attention.shape.rank == 3:
       return self._evolve_per_candidate(states, attention, mask,
                                         return_sequences)

@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
+
 
 def _dice_with_batch_statistics(x: tf.Tensor, alpha: tf.Tensor,
                                 weights: Optional[tf.Tensor], epsilon: float):
@@ -62,6 +64,7 @@ def _dice_with_batch_statistics(x: tf.Tensor, alpha: tf.Tensor,
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class Dice(tf.keras.layers.Layer):
   """Data-adaptive activation whose rectifier point follows the data.
 

@@ -6,11 +6,13 @@ from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays, to_tensors
 from tfrs_din.layers.attention_gru import AttentionGRUCell, masked_scan
 from tfrs_din.layers.mlp import MLP
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class InterestExtractor(tf.keras.layers.Layer):
   """GRU interest states h_1..h_T and their next-behaviour auxiliary loss.
 
@@ -73,6 +75,9 @@ class InterestExtractor(tf.keras.layers.Layer):
       negatives: [B, T, D] embeddings of the sampled negatives.
       mask: [B, T] boolean, True at valid steps.
     """
+    states, behaviours, negatives = (  # NumPy arrays and lists too
+        tf.cast(to_tensors(t), self.compute_dtype)
+        for t in (states, behaviours, negatives))
     mask = tf.cast(mask, tf.bool)
     # (b, t) of every step t whose next step is valid too. Gathering by index
     # (rather than slicing [:, 1:] and boolean_mask) keeps the backward pass

@@ -6,12 +6,14 @@ from typing import Any, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.dice import Dice
 
 ActivationSpec = Union[str, None]
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class PReLU(tf.keras.layers.Layer):
   """Per-channel PReLU: f(x) = max(0, x) + alpha * min(0, x), alpha of shape [C].
 
@@ -65,6 +67,7 @@ def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class MLP(tf.keras.layers.Layer):
   """A tower of dense layers: x <- drop(act(bn(W x + b))) for each hidden size.
 

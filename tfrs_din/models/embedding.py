@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
+
 from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, NEGATIVE_PREFIX,
                                FeatureSpec)
 from tfrs_din.regularization import MiniBatchAwareL2
@@ -36,6 +38,7 @@ class EmbeddedFeatures:
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class FeatureEmbedder(tf.keras.layers.Layer):
   """Looks up every feature group; one table per categorical feature.
 
