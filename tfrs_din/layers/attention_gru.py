@@ -18,12 +18,11 @@ GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
 class AttentionGRUCell(tf.keras.layers.Layer):
   """A GRU cell whose update may be driven by an attention score a_t.
 
-      u_t  = sigmoid(W_u x_t + b_u + U_u h_{t-1} + c_u)
-      r_t  = sigmoid(W_r x_t + b_r + U_r h_{t-1} + c_r)
-      h~_t = tanh(W_h x_t + b_h + r_t * (U_h h_{t-1} + c_h))
-      gate "none":  h_t = (1 - u_t) * h_{t-1} + u_t * h~_t        (plain GRU)
-      gate "AGRU":  h_t = (1 - a_t) * h_{t-1} + a_t * h~_t
-      gate "AUGRU": u'_t = a_t * u_t;  h_t = (1 - u'_t) * h_{t-1} + u'_t * h~_t
+      h_t = (1 - g_t) * h_{t-1} + g_t * h~_t,   g_t = u_t | a_t | a_t * u_t
+
+  for gate "none" (plain GRU), "AGRU" and "AUGRU": the equations and the
+  [update, reset, candidate] weight layout are stated once in
+  `tfrs_din.layers.gru_equations`.
 
   As a Keras RNN cell its input is x_t, or [x_t ; a_t] (attention last) for the
   attention gates. `masked_scan` runs the same equations over a whole sequence:
@@ -113,7 +112,20 @@ class AttentionGRUCell(tf.keras.layers.Layer):
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class AGRUCell(AttentionGRUCell):
-  """GRU with attention in place of the update gate (DIEN, eq. 6)."""
+  """GRU with attention in place of the update gate, g_t = a_t.
+
+  References: DIEN, arXiv:1809.03672, eq. 9; `tfrs_din.layers.gru_equations`.
+
+  Input: [B, D + 1] = [x_t ; a_t] (attention last); state [B, units].
+  Output: the new state, [B, units].
+
+  Example:
+
+  >>> cell = AGRUCell(2)
+  >>> h, _ = cell(tf.ones([3, 4 + 1]), [tf.zeros([3, 2])])
+  >>> h.shape
+  TensorShape([3, 2])
+  """
 
   def __init__(self, units: int, **kwargs):
     kwargs.pop("gate", None)
@@ -122,7 +134,20 @@ class AGRUCell(AttentionGRUCell):
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class AUGRUCell(AttentionGRUCell):
-  """GRU with an attentional update gate, u'_t = a_t * u_t (DIEN, eq. 7-8)."""
+  """GRU with an attentional update gate, g_t = a_t * u_t.
+
+  References: DIEN, arXiv:1809.03672, eq. 10-11;
+  `tfrs_din.layers.gru_equations`.
+
+  Input: [B, D + 1] = [x_t ; a_t] (attention last); state [B, units].
+  Output: the new state, [B, units].
+
+  Example:
+
+  >>> rnn = tf.keras.layers.RNN(AUGRUCell(2))
+  >>> rnn(tf.ones([3, 5, 4 + 1])).shape   # [B, T, D + 1] -> [B, units]
+  TensorShape([3, 2])
+  """
 
   def __init__(self, units: int, **kwargs):
     kwargs.pop("gate", None)
