@@ -49,6 +49,12 @@ class LocalActivationUnit(tf.keras.layers.Layer):
   query may be [B, D] (one candidate per row) or [B, N, D] (N candidates
   scored against the same behaviours, as in serving).
 
+  References: DIN, arXiv:1706.06978, eq. 3 (and Fig. 2, activation unit).
+
+  Input: query [B, D] or [B, N, D]; keys [B, L, D] (or ragged [B, (L), D]);
+  mask [B, L]. Output: pooled [B, D] (or [B, N, D]); with `return_weights`
+  also the weights [B, L] (or [B, N, L]).
+
   Args:
     hidden_units: hidden sizes of the scoring net, e.g. (80, 40).
     activation: "dice", "prelu", "sigmoid", ... (see `make_activation`).

@@ -24,6 +24,12 @@ class AttentionGRUCell(tf.keras.layers.Layer):
   [update, reset, candidate] weight layout are stated once in
   `tfrs_din.layers.gru_equations`.
 
+  References: DIEN, arXiv:1809.03672, eq. 1-4 (GRU), eq. 9 (AGRU), eq. 10-11
+  (AUGRU).
+
+  Input: [B, D] = x_t, or [B, D + 1] = [x_t ; a_t] for the attention gates;
+  state [B, units]. Output: the new state [B, units] (and [state]).
+
   As a Keras RNN cell its input is x_t, or [x_t ; a_t] (attention last) for the
   attention gates. `masked_scan` runs the same equations over a whole sequence:
   one matrix product for the input projection (`project_inputs`), then
@@ -36,6 +42,12 @@ class AttentionGRUCell(tf.keras.layers.Layer):
     kernel_initializer: initializer of W (input kernel, [D, 3H]).
     recurrent_initializer: initializer of U (recurrent kernel, [H, 3H]).
     bias_initializer: initializer of b and c.
+
+  Example:
+
+  >>> rnn = tf.keras.layers.RNN(AttentionGRUCell(2), return_sequences=True)
+  >>> rnn(tf.ones([3, 5, 4])).shape      # [B, T, D] -> [B, T, units]
+  TensorShape([3, 5, 2])
   """
 
   def __init__(self, units: int, gate: str = "none",
@@ -207,6 +219,13 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   Returns the final evolved state h'_T (the state after the last valid step).
 
+  References: DIEN, arXiv:1809.03672, eq. 8 (AIGRU), eq. 9 (AGRU), eq. 10-11
+  (AUGRU); equations in `tfrs_din.layers.gru_equations`.
+
+  Input: states [B, T, H], attention [B, T] (or [B, N, T]), mask [B, T].
+  Output: [B, units] (or [B, N, units]); with `return_sequences` also
+  [B, T, units] (or [B, N, T, units]).
+
   Args:
     units: size of the evolved state.
     gru_type: "AIGRU", "AGRU" or "AUGRU".
@@ -220,6 +239,14 @@ class InterestEvolution(tf.keras.layers.Layer):
     mask: [B, T] boolean, True at valid steps.
     return_sequences: also return every step's state, [B, T, units]
       ([B, N, T, units] for N candidates).
+
+  Example:
+
+  >>> evolution = InterestEvolution(4, gru_type="AUGRU")
+  >>> final = evolution(tf.ones([2, 5, 3]), tf.fill([2, 5], 0.2),
+  ...                   tf.sequence_mask([2, 5], 5))
+  >>> final.shape
+  TensorShape([2, 4])
   """
 
   def __init__(self, units: int, gru_type: str = "AUGRU",

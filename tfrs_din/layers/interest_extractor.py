@@ -25,6 +25,12 @@ class InterestExtractor(tf.keras.layers.Layer):
   -(1/N) sum_i sum_t). e' are sampled negatives given as input, aligned with
   the behaviours (negatives[:, t] is the negative for behaviour t).
 
+  References: DIEN, arXiv:1809.03672, eq. 1-4 (GRU, see
+  `tfrs_din.layers.gru_equations`) and eq. 5 (auxiliary loss).
+
+  Input: behaviours [B, T, D], mask [B, T]. Output: states [B, T, units]
+  (zeros at padded steps); `auxiliary_loss` gives a scalar.
+
   Args:
     units: size of the interest state (36 in the official DIEN code).
     aux_hidden_units: hidden sizes of the auxiliary net.

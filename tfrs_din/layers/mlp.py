@@ -21,9 +21,19 @@ class PReLU(tf.keras.layers.Layer):
   ties the weights to the sequence length and number of candidates; here the
   slope is shared over every axis but the last, for inputs of any rank.
 
+  References: He et al., arXiv:1502.01852, eq. 1; used by DIN,
+  arXiv:1706.06978, eq. 8.
+
+  Input: [..., C], any rank. Output: the same shape.
+
   Args:
     alpha_initializer: initial slope, a number (0.25, as in He et al. 2015)
       or any Keras initializer.
+
+  Example:
+
+  >>> PReLU()(tf.constant([[2.0, -2.0]])).numpy()
+  array([[ 2. , -0.5]], dtype=float32)
   """
 
   def __init__(self, alpha_initializer: Any = 0.25, **kwargs):
@@ -74,6 +84,12 @@ class MLP(tf.keras.layers.Layer):
   The activation is applied per layer and may be Dice or PReLU (DIN's
   comparison) or any Keras activation. Masks are passed to Dice so that
   padded positions do not enter its batch statistics.
+
+  References: DIN, arXiv:1706.06978, section 4.2 and Fig. 2 (the MLP of the
+  Embedding&MLP model; activations eq. 8 PReLU, eq. 9 Dice).
+
+  Input: [..., D], any rank; `mask` (optional) [...].
+  Output: [..., output_units], or [..., hidden_units[-1]] without output layer.
 
   Args:
     hidden_units: sizes of the hidden layers, e.g. (200, 80).
