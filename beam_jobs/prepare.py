@@ -38,8 +38,9 @@ from beam_jobs.events import (DEAD, Columns, Event, ValidateEvents, dead_letter,
 from beam_jobs.sampling import NegativeSampler
 from beam_jobs.samples import PROTOCOLS, SampleOptions, UserSampleBuilder
 from beam_jobs.vocabulary import Vocabulary
+from tfrs_din.schema import SCHEMA_VERSION
 
-METADATA_VERSION = 1
+METADATA_VERSION = SCHEMA_VERSION  # tfrs_din.schema: readers check it
 
 
 @dataclasses.dataclass

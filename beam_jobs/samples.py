@@ -22,6 +22,8 @@ import tensorflow as tf
 from beam_jobs.events import Event
 from beam_jobs.sampling import NegativeSampler, stable_hash, user_rng
 from beam_jobs.vocabulary import Vocabulary
+from tfrs_din.schema import (ITEM_ID, LABEL, OOV_INDEX, USER_ID, history_name,
+                             negative_name)
 
 PROTOCOLS = ("next_item", "labeled")
 
@@ -64,23 +66,23 @@ class UserSampleBuilder:
 
   def _item_row(self, event: Event) -> Tuple[int, ...]:
     feats = dict(event.item_features)
-    return (self.vocabs["item_id"].index(event.item),) + tuple(
+    return (self.vocabs[ITEM_ID].index(event.item),) + tuple(
         self.vocabs[n].index(feats[n]) for n in self.item_feature_names)
 
   def _side(self, item: int) -> Tuple[int, ...]:
-    return self.item_side.get(item, (1,) * len(self.item_feature_names))
+    return self.item_side.get(item, (OOV_INDEX,) * len(self.item_feature_names))
 
   def _example(self, user_row: Dict[str, int], target: Tuple[int, ...],
                history: List[Tuple[int, ...]], negatives: List[Tuple[int, ...]],
                label: int) -> bytes:
-    names = ["item_id"] + self.item_feature_names
+    names = [ITEM_ID] + self.item_feature_names
     feats = {name: _int_feature([value]) for name, value in user_row.items()}
     for j, name in enumerate(names):
       feats[name] = _int_feature([target[j]])
-      feats["hist_" + name] = _int_feature([h[j] for h in history])
+      feats[history_name(name)] = _int_feature([h[j] for h in history])
       if self.options.aux_negatives:
-        feats["neg_hist_" + name] = _int_feature([n[j] for n in negatives])
-    feats["label"] = tf.train.Feature(
+        feats[negative_name(name)] = _int_feature([n[j] for n in negatives])
+    feats[LABEL] = tf.train.Feature(
         float_list=tf.train.FloatList(value=[float(label)]))
     return tf.train.Example(
         features=tf.train.Features(feature=feats)).SerializeToString(
@@ -90,7 +92,7 @@ class UserSampleBuilder:
     """Yields ("train" | "test", serialized Example) for a user's sorted events."""
     opts = self.options
     rows = [self._item_row(e) for e in events]
-    user_row = {"user_id": self.vocabs["user_id"].index(user)}
+    user_row = {USER_ID: self.vocabs[USER_ID].index(user)}
     for name in self.user_feature_names:
       user_row[name] = self.vocabs[name].index(dict(events[-1].user_features)[name])
     seen = {r[0] for r in rows}

@@ -7,9 +7,8 @@ from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 
-PADDING_INDEX = 0
-OOV_INDEX = 1
-FIRST_INDEX = 2
+from tfrs_din.schema import (FIRST_INDEX, OOV_INDEX, OOV_TOKEN, PADDING_INDEX,
+                             PADDING_TOKEN, VOCABULARY_HEADER, vocabulary_path)
 
 
 @dataclasses.dataclass
@@ -46,8 +45,9 @@ class Vocabulary:
     return np.asarray([0, self.oov_count] + list(self.counts), np.float32)
 
   def to_tsv(self) -> str:
-    lines = ["index\tid\tcount", f"{PADDING_INDEX}\t<pad>\t0",
-             f"{OOV_INDEX}\t<oov>\t{self.oov_count}"]
+    lines = ["\t".join(VOCABULARY_HEADER),
+             f"{PADDING_INDEX}\t{PADDING_TOKEN}\t0",
+             f"{OOV_INDEX}\t{OOV_TOKEN}\t{self.oov_count}"]
     lines += [f"{FIRST_INDEX + i}\t{k}\t{c}"
               for i, (k, c) in enumerate(zip(self.ids, self.counts))]
     return "\n".join(lines) + "\n"
@@ -65,6 +65,6 @@ def load_vocabularies(directory: str, names: Iterable[str]
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
   vocabs = {}
   for name in names:
-    with FileSystems.open(f"{directory}/vocab/{name}.tsv") as handle:
+    with FileSystems.open(vocabulary_path(directory, name)) as handle:
       vocabs[name] = Vocabulary.from_tsv(name, handle.read().decode("utf-8"))
   return vocabs

@@ -17,7 +17,11 @@ def prelu(x, alpha):
 
 
 def gru_step(x, a, h, kernel, rec_kernel, bias, rec_bias, gate):
-  """One step of the DIEN-paper GRU; gate in {'none', 'AGRU', 'AUGRU'}."""
+  """One step of the GRU of tfrs_din/layers/gru_equations.py.
+
+  gate in {'none', 'AGRU', 'AUGRU'}; kernels [D, 3H] / [H, 3H] with columns
+  [update, reset, candidate].
+  """
   units = h.shape[-1]
   xw = x @ kernel + bias
   hu = h @ rec_kernel + rec_bias

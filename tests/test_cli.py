@@ -133,3 +133,32 @@ def test_bad_model_list_is_rejected(capsys):
   with pytest.raises(SystemExit):
     cli.main(["run", "--events", "x.csv", "--output", "o", "--models", "din,xgb"])
   assert "subset of base,din,dien" in capsys.readouterr().err
+
+
+def test_build_kernels_compiles_ahead_then_reports_the_cache(tmp_path,
+                                                             monkeypatch,
+                                                             capsys):
+  from tfrs_din.ops import packed_gru  # pylint: disable=g-import-not-at-top
+  fake = tmp_path / "fake-g++"
+  fake.write_text('#!/bin/sh\nwhile [ "$#" -gt 0 ]; do\n'
+                  '  [ "$1" = "-o" ] && echo lib > "$2"; shift\ndone\n')
+  fake.chmod(0o755)
+  monkeypatch.setenv("CXX", str(fake))
+  monkeypatch.setenv("TFRS_DIN_KERNEL_CACHE", str(tmp_path / "cache"))
+  assert cli.main(["build-kernels"]) == 0
+  out, err = capsys.readouterr()
+  assert err == packed_gru.COMPILING + "\n"
+  assert out.startswith("built fused GRU kernels in ")
+  assert out.rstrip().endswith(str(packed_gru.built_library()))
+  assert cli.main(["build-kernels"]) == 0
+  assert capsys.readouterr().out == (
+      f"fused GRU kernels already built: {packed_gru.built_library()}\n")
+
+
+def test_build_kernels_without_a_compiler_says_so(monkeypatch, capsys):
+  from tfrs_din.ops import build  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(build, "compiler", lambda: None)
+  assert cli.main(["build-kernels"]) == 1
+  assert capsys.readouterr().err == (
+      "tfrs-din build-kernels: no C++ compiler found (set $CXX or install "
+      "g++); DIEN will run its GRUs as TensorFlow ops (slower).\n")

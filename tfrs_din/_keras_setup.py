@@ -3,11 +3,16 @@
 TensorFlow >= 2.16 routes `tf.keras` to Keras 3 unless `TF_USE_LEGACY_KERAS`
 is set before `tf.keras` is first touched. This module sets it and fails early
 with an actionable message when it is too late.
+
+It does not import TensorFlow itself: when TensorFlow is not loaded yet,
+setting the variable is enough, and modules that need no TensorFlow (e.g.
+`tfrs_din.schema`, imported by Beam workers) stay light.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 _ENV = "TF_USE_LEGACY_KERAS"
 _TRUE = ("1", "true", "True", "TRUE")
@@ -26,8 +31,9 @@ def ensure_legacy_keras() -> None:
         f"tfrs_din needs Keras 2 but {_ENV}={value!r} is set in the environment; "
         f"unset it or set {_ENV}=1 before starting Python."
     )
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
+  tf = sys.modules.get("tensorflow")
+  if tf is None:  # TensorFlow will read the variable when it loads tf.keras.
+    return
   version_fn = getattr(tf.keras, "version", None)  # Only Keras 3 has it.
   if version_fn is not None and version_fn().startswith("3."):
     raise ImportError(

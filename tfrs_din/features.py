@@ -3,12 +3,10 @@
 The same `FeatureSpec` drives parsing of the preprocessed TFRecords, the
 models' embedding tables and inputs, and the serving signatures.
 
-Conventions (shared with `beam_jobs`):
-  * categorical ids are vocabulary indices; 0 is padding, 1 out-of-vocabulary;
-  * candidate feature `f` has a behaviour sequence `hist_f` (oldest first,
-    padded at the end) that shares `f`'s embedding table, and optionally
-    DIEN's auxiliary negatives `neg_hist_f`, aligned with `hist_f`;
-  * `hist_length` gives the number of valid behaviours of each example.
+The data contract shared with `beam_jobs` (names, prefixes, padding and OOV
+indices) is `tfrs_din.schema`: candidate feature `f` has a behaviour sequence
+`hist_f` that shares `f`'s embedding table, optionally DIEN's auxiliary
+negatives `neg_hist_f`, and `hist_length` counts the valid behaviours.
 """
 
 from __future__ import annotations
@@ -20,11 +18,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-PADDING_INDEX = 0
-OOV_INDEX = 1
-HISTORY_PREFIX = "hist_"
-NEGATIVE_PREFIX = "neg_hist_"
-HISTORY_LENGTH = "hist_length"
+from tfrs_din.schema import (HISTORY_LENGTH, HISTORY_PREFIX, LABEL,
+                             NEGATIVE_PREFIX, OOV_INDEX, PADDING_INDEX)
+
+__all__ = ["CategoricalFeature", "FeatureSpec"]
 
 
 @dataclasses.dataclass
@@ -86,7 +83,7 @@ class FeatureSpec:
   item_features: List[CategoricalFeature]
   max_history: int = 50
   numeric_features: Sequence[str] = ()
-  label: str = "label"
+  label: str = LABEL
   group_key: Optional[str] = None
 
   def __post_init__(self):
@@ -198,7 +195,7 @@ class FeatureSpec:
                item_features=[make(d) for d in config["item_features"]],
                max_history=config["max_history"],
                numeric_features=tuple(config.get("numeric_features", ())),
-               label=config.get("label", "label"),
+               label=config.get("label", LABEL),
                group_key=config.get("group_key"))
 
   def to_json(self) -> str:

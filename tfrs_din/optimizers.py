@@ -29,7 +29,7 @@ class LazyAdam(tf.keras.optimizers.Adam):
   >>> table = tf.Variable(tf.ones([4, 2]))
   >>> grad = tf.IndexedSlices(tf.ones([1, 2]), tf.constant([2]), tf.constant([4, 2]))
   >>> _ = opt.apply_gradients([(grad, table)])
-  >>> table.numpy()[[0, 2], 0].round(3).tolist()
+  >>> [round(float(v), 3) for v in table.numpy()[[0, 2], 0]]
   [1.0, 0.99]
   """
 

@@ -7,7 +7,11 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 
+
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class MiniBatchAwareL2(tf.keras.layers.Layer):
   """L2 on the embedding rows present in the mini-batch, scaled by 1/n_j.
 

@@ -1,14 +1,18 @@
-"""The user holdout that makes a validation split out of the training users."""
+"""Reading a prepared directory: the user holdout that makes a validation
+split out of the training users, and the schema-version check."""
+
+import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.data.pipeline import in_holdout, make_dataset
+from tfrs_din import schema
+from tfrs_din.data.pipeline import (in_holdout, load_feature_spec,
+                                    load_metadata, make_dataset)
 from tfrs_din.data.synthetic import SyntheticConfig
-from tfrs_din.workflow import prepare
 from tfrs_din.demo import write_events
-from tfrs_din.data.pipeline import load_feature_spec
+from tfrs_din.workflow import prepare
 
 
 def test_in_holdout_takes_the_asked_share_of_users_and_depends_on_the_seed():
@@ -63,3 +67,31 @@ def test_holdout_rejects_a_bad_fraction(prepared):
     make_dataset(prepared, "train", spec, holdout="only", holdout_fraction=1.0)
   with pytest.raises(ValueError, match="holdout must be one of"):
     make_dataset(prepared, "train", spec, holdout="validation")
+
+
+def _write_metadata(directory, version):
+  metadata = {"version": version, "feature_spec": {
+      "user_features": [], "item_features": [
+          {"name": "item_id", "vocab_size": 3, "embedding_dim": 4}],
+      "max_history": 5}}
+  (directory / "vocab").mkdir()
+  (directory / "vocab" / "item_id.tsv").write_text(
+      "index\tid\tcount\n0\t<pad>\t0\n1\t<oov>\t0\n2\tx\t4\n")
+  (directory / schema.METADATA_FILE).write_text(json.dumps(metadata))
+
+
+def test_current_version_loads(tmp_path):
+  _write_metadata(tmp_path, schema.SCHEMA_VERSION)
+  spec, metadata = load_feature_spec(str(tmp_path))
+  assert metadata["version"] == schema.SCHEMA_VERSION
+  assert spec.item_features[0].frequencies.tolist() == [0, 0, 4]
+
+
+def test_other_version_is_refused_naming_both_versions(tmp_path):
+  _write_metadata(tmp_path, schema.SCHEMA_VERSION + 1)
+  message = (f"has data schema version {schema.SCHEMA_VERSION + 1}, but this "
+             f"tfrs_din reads version {schema.SCHEMA_VERSION}")
+  with pytest.raises(ValueError, match=message):
+    load_metadata(str(tmp_path))
+  with pytest.raises(ValueError, match=message):
+    load_feature_spec(str(tmp_path))

@@ -4,7 +4,8 @@ import tensorflow as tf
 
 import reference as ref
 from tfrs_din.layers import (AGRUCell, AUGRUCell, AttentionGRUCell,
-                             InterestEvolution, masked_scan)
+                             InterestEvolution)
+from tfrs_din.layers.attention_gru import masked_scan
 
 B, T, D, H = 3, 5, 4, 6
 MASK = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], bool)

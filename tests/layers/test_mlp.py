@@ -2,7 +2,8 @@ import numpy as np
 import tensorflow as tf
 
 import reference as ref
-from tfrs_din.layers import MLP, PReLU, make_activation, Dice
+from tfrs_din.layers import MLP, PReLU, Dice
+from tfrs_din.layers.mlp import make_activation
 
 
 def test_prelu_tower_matches_numpy():

@@ -9,17 +9,29 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfrs_din import schema
 from tfrs_din.features import FeatureSpec
 
 
 def load_metadata(directory: str) -> dict:
-  path = os.path.join(directory, "metadata.json")
+  """The metadata.json of a prepared directory, checked against `schema`.
+
+  Args:
+    directory: output directory of the Beam job.
+
+  Raises:
+    FileNotFoundError: there is no metadata.json.
+    ValueError: the data was written under another `schema.SCHEMA_VERSION`.
+  """
+  path = os.path.join(directory, schema.METADATA_FILE)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
         f"{path} does not exist: is {directory!r} the output of `tfrs-din "
         "prepare` (beam_jobs.prepare)?")
   with tf.io.gfile.GFile(path) as handle:
-    return json.load(handle)
+    metadata = json.load(handle)
+  schema.check_version(metadata, path)
+  return metadata
 
 
 def load_feature_spec(directory: str, max_history: Optional[int] = None,
@@ -105,7 +117,7 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
                      f"{holdout_fraction!r}")
   if holdout and spec.group_key is None:
     raise ValueError("a user holdout needs the feature spec's group_key")
-  pattern = os.path.join(directory, split, "*.tfrecord.gz")
+  pattern = os.path.join(directory, split, "*" + schema.TFRECORD_SUFFIX)
   files = tf.io.gfile.glob(pattern)
   if not files:
     raise FileNotFoundError(f"no TFRecord files match {pattern!r}")

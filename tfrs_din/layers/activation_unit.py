@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.dice import Dice
-from tfrs_din.layers.mlp import MLP, fresh_initializer, make_activation
+from tfrs_din.layers.mlp import MLP, make_activation
 
 def _project(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   """x [..., D] @ kernel [D, H] as one 2-D matmul.
@@ -28,6 +29,8 @@ def _segment_softmax(scores: tf.Tensor, rows: tf.Tensor,
   return exp / tf.gather(tf.math.unsorted_segment_sum(exp, rows, batch), rows)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class LocalActivationUnit(tf.keras.layers.Layer):
   """Pools behaviour embeddings with weights that depend on the candidate.
 
@@ -46,11 +49,18 @@ class LocalActivationUnit(tf.keras.layers.Layer):
   query may be [B, D] (one candidate per row) or [B, N, D] (N candidates
   scored against the same behaviours, as in serving).
 
+  References: DIN, arXiv:1706.06978, eq. 3 (and Fig. 2, activation unit).
+
+  Input: query [B, D] or [B, N, D]; keys [B, L, D] (or ragged [B, (L), D]);
+  mask [B, L]. Output: pooled [B, D] (or [B, N, D]); with `return_weights`
+  also the weights [B, L] (or [B, N, L]).
+
   Args:
     hidden_units: hidden sizes of the scoring net, e.g. (80, 40).
     activation: "dice", "prelu", "sigmoid", ... (see `make_activation`).
     normalization: None or "softmax".
-    kernel_initializer: initializer of the scoring net's kernels.
+    kernel_initializer: initializer of the scoring net's dense kernels.
+    bias_initializer: initializer of its dense biases.
 
   Call args:
     query: [B, D] or [B, N, D] candidate embeddings.
@@ -73,10 +83,9 @@ class LocalActivationUnit(tf.keras.layers.Layer):
   def __init__(self, hidden_units: Sequence[int] = (80, 40),
                activation: Optional[str] = "dice",
                normalization: Optional[str] = None,
-               kernel_initializer="glorot_uniform", **kwargs):
+               kernel_initializer: Any = "glorot_uniform",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
-    self.kernel_initializer = tf.keras.initializers.serialize(
-        tf.keras.initializers.get(kernel_initializer))
     if normalization not in (None, "softmax"):
       raise ValueError(
           f"normalization must be None or 'softmax', got {normalization!r}.")
@@ -85,18 +94,24 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     self.hidden_units = tuple(int(u) for u in hidden_units)
     self.activation = activation
     self.normalization = normalization
+    self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+    self.bias_initializer = tf.keras.initializers.get(bias_initializer)
     self._first_activation = make_activation(activation, "act_0")
     self._rest = MLP(self.hidden_units[1:], activation=activation,
-                     output_units=1, kernel_initializer=self.kernel_initializer,
-                     name="score")
+                     output_units=1,
+                     kernel_initializer=tf.keras.initializers.serialize(
+                         self.kernel_initializer),
+                     bias_initializer=tf.keras.initializers.serialize(
+                         self.bias_initializer), name="score")
 
   def build(self, input_shape):
     dim = int(input_shape[-1])
     self.first_kernel = self.add_weight(
         name="first_kernel", shape=(4 * dim, self.hidden_units[0]),
-        initializer=fresh_initializer(self.kernel_initializer))
+        initializer=self.kernel_initializer)
     self.first_bias = self.add_weight(
-        name="first_bias", shape=(self.hidden_units[0],), initializer="zeros")
+        name="first_bias", shape=(self.hidden_units[0],),
+        initializer=self.bias_initializer)
     super().build(input_shape)
 
   def call(self, query: tf.Tensor, keys, mask: Optional[tf.Tensor] = None,
@@ -158,5 +173,8 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     config = super().get_config()
     config.update(hidden_units=self.hidden_units, activation=self.activation,
                   normalization=self.normalization,
-                  kernel_initializer=self.kernel_initializer)
+                  kernel_initializer=tf.keras.initializers.serialize(
+                      self.kernel_initializer),
+                  bias_initializer=tf.keras.initializers.serialize(
+                      self.bias_initializer))
     return config

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.recurrence import Packing, packed_gru_recurrence
 
 GATES = ("none", "AGRU", "AUGRU")
 GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class AttentionGRUCell(tf.keras.layers.Layer):
   """A GRU cell whose update may be driven by an attention score a_t.
 
-      u_t  = sigmoid(W_u x_t + b_u + U_u h_{t-1} + c_u)
-      r_t  = sigmoid(W_r x_t + b_r + U_r h_{t-1} + c_r)
-      h~_t = tanh(W_h x_t + b_h + r_t * (U_h h_{t-1} + c_h))
-      gate "none":  h_t = (1 - u_t) * h_{t-1} + u_t * h~_t        (plain GRU)
-      gate "AGRU":  h_t = (1 - a_t) * h_{t-1} + a_t * h~_t
-      gate "AUGRU": u'_t = a_t * u_t;  h_t = (1 - u'_t) * h_{t-1} + u'_t * h~_t
+      h_t = (1 - g_t) * h_{t-1} + g_t * h~_t,   g_t = u_t | a_t | a_t * u_t
+
+  for gate "none" (plain GRU), "AGRU" and "AUGRU": the equations and the
+  [update, reset, candidate] weight layout are stated once in
+  `tfrs_din.layers.gru_equations`.
+
+  References: DIEN, arXiv:1809.03672, eq. 1-4 (GRU), eq. 9 (AGRU), eq. 10-11
+  (AUGRU).
+
+  Input: [B, D] = x_t, or [B, D + 1] = [x_t ; a_t] for the attention gates;
+  state [B, units]. Output: the new state [B, units] (and [state]).
 
   As a Keras RNN cell its input is x_t, or [x_t ; a_t] (attention last) for the
   attention gates. `masked_scan` runs the same equations over a whole sequence:
@@ -31,28 +39,47 @@ class AttentionGRUCell(tf.keras.layers.Layer):
   Args:
     units: size of the hidden state.
     gate: "none", "AGRU" or "AUGRU".
+    kernel_initializer: initializer of W (input kernel, [D, 3H]).
+    recurrent_initializer: initializer of U (recurrent kernel, [H, 3H]).
+    bias_initializer: initializer of b and c.
+
+  Example:
+
+  >>> rnn = tf.keras.layers.RNN(AttentionGRUCell(2), return_sequences=True)
+  >>> rnn(tf.ones([3, 5, 4])).shape      # [B, T, D] -> [B, T, units]
+  TensorShape([3, 5, 2])
   """
 
-  def __init__(self, units: int, gate: str = "none", **kwargs):
+  def __init__(self, units: int, gate: str = "none",
+               kernel_initializer: Any = "glorot_uniform",
+               recurrent_initializer: Any = "orthogonal",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
     if gate not in GATES:
       raise ValueError(f"gate must be one of {GATES}, got {gate!r}.")
     self.units = int(units)
     self.gate = gate
+    self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+    self.recurrent_initializer = tf.keras.initializers.get(
+        recurrent_initializer)
+    # Two bias vectors: each gets its own instance (see `MLP`).
+    self.bias_initializer = tf.keras.initializers.get(bias_initializer)
     self.state_size = self.units
     self.output_size = self.units
 
   def build(self, input_shape):
     dim = int(input_shape[-1]) - (0 if self.gate == "none" else 1)
+    bias = tf.keras.initializers.serialize(self.bias_initializer)
     self.kernel = self.add_weight(name="kernel", shape=(dim, 3 * self.units),
-                                  initializer="glorot_uniform")
+                                  initializer=self.kernel_initializer)
     self.recurrent_kernel = self.add_weight(
         name="recurrent_kernel", shape=(self.units, 3 * self.units),
-        initializer="orthogonal")
+        initializer=self.recurrent_initializer)
     self.bias = self.add_weight(name="bias", shape=(3 * self.units,),
-                                initializer="zeros")
+                                initializer=tf.keras.initializers.get(bias))
     self.recurrent_bias = self.add_weight(
-        name="recurrent_bias", shape=(3 * self.units,), initializer="zeros")
+        name="recurrent_bias", shape=(3 * self.units,),
+        initializer=tf.keras.initializers.get(bias))
     super().build(input_shape)
 
   def project_inputs(self, x: tf.Tensor) -> tf.Tensor:
@@ -76,6 +103,8 @@ class AttentionGRUCell(tf.keras.layers.Layer):
 
   def call(self, inputs: tf.Tensor, states) -> Tuple[tf.Tensor, list]:
     h = states[0] if isinstance(states, (list, tuple)) else states
+    if h.shape.rank == 3:  # [h] given as nested Python lists: one [1, B, H]
+      h = h[0]
     if self.gate == "none":
       x, attention = inputs, None
     else:
@@ -85,20 +114,52 @@ class AttentionGRUCell(tf.keras.layers.Layer):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update(units=self.units, gate=self.gate)
+    serialize = tf.keras.initializers.serialize
+    config.update(units=self.units, gate=self.gate,
+                  kernel_initializer=serialize(self.kernel_initializer),
+                  recurrent_initializer=serialize(self.recurrent_initializer),
+                  bias_initializer=serialize(self.bias_initializer))
     return config
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class AGRUCell(AttentionGRUCell):
-  """GRU with attention in place of the update gate (DIEN, eq. 6)."""
+  """GRU with attention in place of the update gate, g_t = a_t.
+
+  References: DIEN, arXiv:1809.03672, eq. 9; `tfrs_din.layers.gru_equations`.
+
+  Input: [B, D + 1] = [x_t ; a_t] (attention last); state [B, units].
+  Output: the new state, [B, units].
+
+  Example:
+
+  >>> cell = AGRUCell(2)
+  >>> h, _ = cell(tf.ones([3, 4 + 1]), [tf.zeros([3, 2])])
+  >>> h.shape
+  TensorShape([3, 2])
+  """
 
   def __init__(self, units: int, **kwargs):
     kwargs.pop("gate", None)
     super().__init__(units, gate="AGRU", **kwargs)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class AUGRUCell(AttentionGRUCell):
-  """GRU with an attentional update gate, u'_t = a_t * u_t (DIEN, eq. 7-8)."""
+  """GRU with an attentional update gate, g_t = a_t * u_t.
+
+  References: DIEN, arXiv:1809.03672, eq. 10-11;
+  `tfrs_din.layers.gru_equations`.
+
+  Input: [B, D + 1] = [x_t ; a_t] (attention last); state [B, units].
+  Output: the new state, [B, units].
+
+  Example:
+
+  >>> rnn = tf.keras.layers.RNN(AUGRUCell(2))
+  >>> rnn(tf.ones([3, 5, 4 + 1])).shape   # [B, T, D + 1] -> [B, units]
+  TensorShape([3, 2])
+  """
 
   def __init__(self, units: int, **kwargs):
     kwargs.pop("gate", None)
@@ -148,6 +209,8 @@ def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
           packing.final_states(states, initial_state))
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class InterestEvolution(tf.keras.layers.Layer):
   """DIEN's interest evolving layer: an attention GRU over interest states.
 
@@ -156,9 +219,18 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   Returns the final evolved state h'_T (the state after the last valid step).
 
+  References: DIEN, arXiv:1809.03672, eq. 8 (AIGRU), eq. 9 (AGRU), eq. 10-11
+  (AUGRU); equations in `tfrs_din.layers.gru_equations`.
+
+  Input: states [B, T, H], attention [B, T] (or [B, N, T]), mask [B, T].
+  Output: [B, units] (or [B, N, units]); with `return_sequences` also
+  [B, T, units] (or [B, N, T, units]).
+
   Args:
     units: size of the evolved state.
     gru_type: "AIGRU", "AGRU" or "AUGRU".
+    kernel_initializer, recurrent_initializer, bias_initializer: those of the
+      cell (see `AttentionGRUCell`).
 
   Call args:
     states: [B, T, H] interest states from the extractor.
@@ -167,19 +239,35 @@ class InterestEvolution(tf.keras.layers.Layer):
     mask: [B, T] boolean, True at valid steps.
     return_sequences: also return every step's state, [B, T, units]
       ([B, N, T, units] for N candidates).
+
+  Example:
+
+  >>> evolution = InterestEvolution(4, gru_type="AUGRU")
+  >>> final = evolution(tf.ones([2, 5, 3]), tf.fill([2, 5], 0.2),
+  ...                   tf.sequence_mask([2, 5], 5))
+  >>> final.shape
+  TensorShape([2, 4])
   """
 
-  def __init__(self, units: int, gru_type: str = "AUGRU", **kwargs):
+  def __init__(self, units: int, gru_type: str = "AUGRU",
+               kernel_initializer: Any = "glorot_uniform",
+               recurrent_initializer: Any = "orthogonal",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
     if gru_type not in GRU_TYPES:
       raise ValueError(f"gru_type must be one of {GRU_TYPES}, got {gru_type!r}.")
     self.units = int(units)
     self.gru_type = gru_type
     self.cell = AttentionGRUCell(
-        units, gate="none" if gru_type == "AIGRU" else gru_type, name="cell")
+        units, gate="none" if gru_type == "AIGRU" else gru_type,
+        kernel_initializer=kernel_initializer,
+        recurrent_initializer=recurrent_initializer,
+        bias_initializer=bias_initializer, name="cell")
 
   def call(self, states: tf.Tensor, attention: tf.Tensor, mask: tf.Tensor,
            return_sequences: bool = False):
+    attention = tf.cast(attention, states.dtype)  # e.g. a list of 0/1 ints
+    mask = tf.cast(mask, tf.bool)
     if attention.shape.rank == 3:
       return self._evolve_per_candidate(states, attention, mask,
                                         return_sequences)
@@ -230,5 +318,9 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update(units=self.units, gru_type=self.gru_type)
+    cell = self.cell.get_config()
+    config.update(units=self.units, gru_type=self.gru_type,
+                  **{k: cell[k] for k in ("kernel_initializer",
+                                          "recurrent_initializer",
+                                          "bias_initializer")})
     return config

@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
+
 
 def _dice_with_batch_statistics(x: tf.Tensor, alpha: tf.Tensor,
                                 weights: Optional[tf.Tensor], epsilon: float):
@@ -61,6 +63,8 @@ def _dice_with_batch_statistics(x: tf.Tensor, alpha: tf.Tensor,
   return dice(x, alpha)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class Dice(tf.keras.layers.Layer):
   """Data-adaptive activation whose rectifier point follows the data.
 
@@ -73,6 +77,11 @@ class Dice(tf.keras.layers.Layer):
   at inference the moving averages are used, so an example's output does not
   depend on the rest of its batch. With E = 0 and Var = 0 Dice is PReLU.
 
+  References: DIN, arXiv:1706.06978, eq. 9.
+
+  Input: [..., C], any rank; `mask` (optional) [...], True at valid positions.
+  Output: the same shape as the input.
+
   Args:
     epsilon: added to the variance; 1e-8 as in the paper.
     momentum: decay of the moving statistics, as in BatchNormalization.
@@ -84,6 +93,9 @@ class Dice(tf.keras.layers.Layer):
   >>> y = dice(tf.random.normal([4, 3]), training=True)
   >>> y.shape
   TensorShape([4, 3])
+  >>> # Inference, fresh statistics (mean 0, variance 1), alpha = 0: x * p(x).
+  >>> Dice()(tf.constant([[2.0, -2.0]]), training=False).numpy()
+  array([[ 1.7615942 , -0.23840584]], dtype=float32)
   """
 
   def __init__(self, epsilon: float = 1e-8, momentum: float = 0.99,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays, to_tensors
 from tfrs_din.layers.attention_gru import AttentionGRUCell, masked_scan
 from tfrs_din.layers.mlp import MLP
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class InterestExtractor(tf.keras.layers.Layer):
   """GRU interest states h_1..h_T and their next-behaviour auxiliary loss.
 
@@ -22,10 +25,18 @@ class InterestExtractor(tf.keras.layers.Layer):
   -(1/N) sum_i sum_t). e' are sampled negatives given as input, aligned with
   the behaviours (negatives[:, t] is the negative for behaviour t).
 
+  References: DIEN, arXiv:1809.03672, eq. 1-4 (GRU, see
+  `tfrs_din.layers.gru_equations`) and eq. 5 (auxiliary loss).
+
+  Input: behaviours [B, T, D], mask [B, T]. Output: states [B, T, units]
+  (zeros at padded steps); `auxiliary_loss` gives a scalar.
+
   Args:
     units: size of the interest state (36 in the official DIEN code).
     aux_hidden_units: hidden sizes of the auxiliary net.
     aux_activation: activation of the auxiliary net's hidden layers.
+    kernel_initializer, recurrent_initializer, bias_initializer: those of the
+      GRU cell (see `AttentionGRUCell`).
 
   Example:
 
@@ -37,12 +48,18 @@ class InterestExtractor(tf.keras.layers.Layer):
 
   def __init__(self, units: int = 36,
                aux_hidden_units: Sequence[int] = (100, 50),
-               aux_activation: str = "sigmoid", **kwargs):
+               aux_activation: str = "sigmoid",
+               kernel_initializer: Any = "glorot_uniform",
+               recurrent_initializer: Any = "orthogonal",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
     self.units = int(units)
     self.aux_hidden_units = tuple(int(u) for u in aux_hidden_units)
     self.aux_activation = aux_activation
-    self.cell = AttentionGRUCell(units, gate="none", name="gru")
+    self.cell = AttentionGRUCell(
+        units, gate="none", kernel_initializer=kernel_initializer,
+        recurrent_initializer=recurrent_initializer,
+        bias_initializer=bias_initializer, name="gru")
     self._aux_norm = tf.keras.layers.BatchNormalization(name="aux_bn")
     self._aux_net = MLP(self.aux_hidden_units, activation=aux_activation,
                         output_units=1, name="aux_net")
@@ -64,6 +81,9 @@ class InterestExtractor(tf.keras.layers.Layer):
       negatives: [B, T, D] embeddings of the sampled negatives.
       mask: [B, T] boolean, True at valid steps.
     """
+    states, behaviours, negatives = (  # NumPy arrays and lists too
+        tf.cast(to_tensors(t), self.compute_dtype)
+        for t in (states, behaviours, negatives))
     mask = tf.cast(mask, tf.bool)
     # (b, t) of every step t whose next step is valid too. Gathering by index
     # (rather than slicing [:, 1:] and boolean_mask) keeps the backward pass
@@ -85,6 +105,10 @@ class InterestExtractor(tf.keras.layers.Layer):
 
   def get_config(self) -> dict:
     config = super().get_config()
+    cell = self.cell.get_config()
     config.update(units=self.units, aux_hidden_units=self.aux_hidden_units,
-                  aux_activation=self.aux_activation)
+                  aux_activation=self.aux_activation,
+                  **{k: cell[k] for k in ("kernel_initializer",
+                                          "recurrent_initializer",
+                                          "bias_initializer")})
     return config

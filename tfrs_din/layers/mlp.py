@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.dice import Dice
 
 ActivationSpec = Union[str, None]
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class PReLU(tf.keras.layers.Layer):
   """Per-channel PReLU: f(x) = max(0, x) + alpha * min(0, x), alpha of shape [C].
 
@@ -18,36 +21,39 @@ class PReLU(tf.keras.layers.Layer):
   ties the weights to the sequence length and number of candidates; here the
   slope is shared over every axis but the last, for inputs of any rank.
 
+  References: He et al., arXiv:1502.01852, eq. 1; used by DIN,
+  arXiv:1706.06978, eq. 8.
+
+  Input: [..., C], any rank. Output: the same shape.
+
   Args:
-    alpha_initializer: initial slope (0.25, as in He et al. 2015).
+    alpha_initializer: initial slope, a number (0.25, as in He et al. 2015)
+      or any Keras initializer.
+
+  Example:
+
+  >>> PReLU()(tf.constant([[2.0, -2.0]])).numpy()
+  array([[ 2. , -0.5]], dtype=float32)
   """
 
-  def __init__(self, alpha_initializer=0.25, **kwargs):
+  def __init__(self, alpha_initializer: Any = 0.25, **kwargs):
     super().__init__(**kwargs)
-    self.alpha_initializer = alpha_initializer
+    if isinstance(alpha_initializer, (int, float)):
+      alpha_initializer = tf.keras.initializers.Constant(alpha_initializer)
+    self.alpha_initializer = tf.keras.initializers.get(alpha_initializer)
 
   def build(self, input_shape):
     self.alpha = self.add_weight(
         name="alpha", shape=(int(input_shape[-1]),),
-        initializer=tf.keras.initializers.Constant(self.alpha_initializer))
+        initializer=self.alpha_initializer)
     super().build(input_shape)
 
   def call(self, inputs: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(inputs) - self.alpha * tf.nn.relu(-inputs)
 
   def get_config(self) -> dict:
-    return dict(super().get_config(), alpha_initializer=self.alpha_initializer)
-
-
-def fresh_initializer(identifier) -> tf.keras.initializers.Initializer:
-  """A new initializer instance from a name, config or instance.
-
-  Keras initializers without a seed draw from a seed fixed when the instance
-  is made, so one instance shared by several layers of the same shape would
-  give them identical weights; each layer gets its own instance instead.
-  """
-  return tf.keras.initializers.get(tf.keras.initializers.serialize(
-      tf.keras.initializers.get(identifier)))
+    return dict(super().get_config(), alpha_initializer=(
+        tf.keras.initializers.serialize(self.alpha_initializer)))
 
 
 def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
@@ -70,12 +76,20 @@ def make_activation(name: ActivationSpec, layer_name: Optional[str] = None
   return tf.keras.layers.Activation(name, name=layer_name)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class MLP(tf.keras.layers.Layer):
   """A tower of dense layers: x <- drop(act(bn(W x + b))) for each hidden size.
 
   The activation is applied per layer and may be Dice or PReLU (DIN's
   comparison) or any Keras activation. Masks are passed to Dice so that
   padded positions do not enter its batch statistics.
+
+  References: DIN, arXiv:1706.06978, section 4.2 and Fig. 2 (the MLP of the
+  Embedding&MLP model; activations eq. 8 PReLU, eq. 9 Dice).
+
+  Input: [..., D], any rank; `mask` (optional) [...].
+  Output: [..., output_units], or [..., hidden_units[-1]] without output layer.
 
   Args:
     hidden_units: sizes of the hidden layers, e.g. (200, 80).
@@ -85,8 +99,8 @@ class MLP(tf.keras.layers.Layer):
     output_units: if set, a final linear layer of this size.
     kernel_regularizer: applied to every dense kernel.
     seed: seed of the dropout layers.
-    kernel_initializer: initializer of every dense kernel (a new instance per
-      layer, see `fresh_initializer`).
+    kernel_initializer: initializer of every dense kernel.
+    bias_initializer: initializer of every dense bias.
 
   Example:
 
@@ -99,10 +113,9 @@ class MLP(tf.keras.layers.Layer):
                activation: ActivationSpec = "dice", batch_norm: bool = False,
                dropout: float = 0.0, output_units: Optional[int] = None,
                kernel_regularizer=None, seed: Optional[int] = None,
-               kernel_initializer="glorot_uniform", **kwargs):
+               kernel_initializer: Any = "glorot_uniform",
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
-    self.kernel_initializer = tf.keras.initializers.serialize(
-        tf.keras.initializers.get(kernel_initializer))
     self.hidden_units = tuple(int(u) for u in hidden_units)
     self.activation = activation
     self.batch_norm = batch_norm
@@ -110,12 +123,18 @@ class MLP(tf.keras.layers.Layer):
     self.output_units = output_units
     self.kernel_regularizer = tf.keras.regularizers.get(kernel_regularizer)
     self.seed = seed
+    self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+    self.bias_initializer = tf.keras.initializers.get(bias_initializer)
     self.supports_masking = True
+    # Configs, not instances: each Dense gets its own initializer (Keras
+    # warns that a reused unseeded instance repeats its values).
+    initializers = dict(
+        kernel_initializer=tf.keras.initializers.serialize(
+            self.kernel_initializer),
+        bias_initializer=tf.keras.initializers.serialize(self.bias_initializer))
     self._dense = [
         tf.keras.layers.Dense(u, kernel_regularizer=self.kernel_regularizer,
-                              kernel_initializer=fresh_initializer(
-                                  self.kernel_initializer),
-                              name=f"dense_{i}")
+                              name=f"dense_{i}", **initializers)
         for i, u in enumerate(self.hidden_units)]
     self._norms = [tf.keras.layers.BatchNormalization(name=f"bn_{i}")
                    if batch_norm else None
@@ -127,8 +146,7 @@ class MLP(tf.keras.layers.Layer):
         if dropout > 0 else None for i in range(len(self.hidden_units))]
     self._output = (tf.keras.layers.Dense(output_units, name="output",
                                           kernel_regularizer=self.kernel_regularizer,
-                                          kernel_initializer=fresh_initializer(
-                                              self.kernel_initializer))
+                                          **initializers)
                     if output_units else None)
 
   def call(self, inputs: tf.Tensor, training: Optional[bool] = None,
@@ -158,5 +176,8 @@ class MLP(tf.keras.layers.Layer):
         kernel_regularizer=tf.keras.regularizers.serialize(
             self.kernel_regularizer) if self.kernel_regularizer else None,
         seed=self.seed,
-        kernel_initializer=self.kernel_initializer)
+        kernel_initializer=tf.keras.initializers.serialize(
+            self.kernel_initializer),
+        bias_initializer=tf.keras.initializers.serialize(
+            self.bias_initializer))
     return config

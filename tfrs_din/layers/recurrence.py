@@ -99,12 +99,9 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
                           scale_is_update: bool = False) -> tf.Tensor:
   """Runs a (scaled-update) GRU over packed, already projected inputs.
 
-      [x_u, x_r, x_h] = x_t                      (W x + b, see the cells)
-      [p_u, p_r, p_h] = h_{t-1} U + c
-      u = sigmoid(x_u + p_u),  r = sigmoid(x_r + p_r)
-      h~ = tanh(x_h + r * p_h)
-      g = u,  s_t * u (AUGRU)  or  s_t (AGRU, `scale_is_update`)
-      h_t = h_{t-1} + g * (h~ - h_{t-1})
+  The equations of `tfrs_din.layers.gru_equations`, from the projected input
+  x_t = W x + b: g = u (GRU), s_t * u (AUGRU) or s_t (AGRU,
+  `scale_is_update`), h_t = h_{t-1} + g * (h~ - h_{t-1}).
 
   Differentiable in inputs, gate scale, initial state, kernel and bias.
 

@@ -71,6 +71,7 @@ def _replicated() -> bool:
           tf.distribute.get_strategy().num_replicas_in_sync > 1)
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class GAUC(tf.keras.metrics.Metric):
   """Streaming GAUC over every batch seen since the last reset.
 
@@ -89,8 +90,8 @@ class GAUC(tf.keras.metrics.Metric):
   Example:
 
   >>> metric = GAUC()
-  >>> metric.update_state([1, 1, 2], [1, 0, 1], [0.9, 0.1, 0.2])
-  >>> metric.update_state([2, 2], [0, 0], [0.3, 0.1])
+  >>> _ = metric.update_state([1, 1, 2], [1, 0, 1], [0.9, 0.1, 0.2])
+  >>> _ = metric.update_state([2, 2], [0, 0], [0.3, 0.1])
   >>> round(float(metric.result()), 4)
   0.7
   """

@@ -6,6 +6,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.models.ctr_model import CTRModel, behaviour_sum_features
 from tfrs_din.models.embedding import EmbeddedFeatures
 
@@ -13,6 +14,7 @@ POOLINGS = ("sum", "mean")
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays  # NumPy arrays and Python lists in the features dict
 class BaseModel(CTRModel):
   """Embedding & MLP: behaviours are sum- or mean-pooled, ignoring the candidate.
 

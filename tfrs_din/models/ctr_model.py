@@ -93,11 +93,14 @@ class CTRModel(tfrs.models.Model):
     self.embedder = FeatureEmbedder(
         spec, regularization, l2, embeddings_initializer=embeddings_initializer,
         name="embedder")
-    self.embeddings_initializer = self.embedder.embeddings_initializer
+    # Kept serialised: every layer given it makes its own instance.
+    self.embeddings_initializer = tf.keras.initializers.serialize(
+        self.embedder.embeddings_initializer)
     self.tower = MLP(self.mlp_units, activation=activation, dropout=dropout,
                      output_units=1, seed=seed,
                      kernel_initializer=kernel_initializer, name="tower")
-    self.kernel_initializer = self.tower.kernel_initializer
+    self.kernel_initializer = tf.keras.initializers.serialize(
+        self.tower.kernel_initializer)
     # Per-example loss, averaged over the *global* batch in `compute_loss`, so
     # that gradients summed over replicas equal single-device gradients.
     self.task = tfrs.tasks.Ranking(

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfrs_din.features import NEGATIVE_PREFIX
 from tfrs_din.layers.attention_gru import InterestEvolution
 from tfrs_din.layers.interest_extractor import InterestExtractor
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.models.ctr_model import CTRModel
 from tfrs_din.models.embedding import EmbeddedFeatures
 
@@ -16,6 +17,7 @@ _NEG_INF = -1e9
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays  # NumPy arrays and Python lists in the features dict
 class DIENModel(CTRModel):
   """DIEN: interest extractor GRU, then attention-driven interest evolution.
 

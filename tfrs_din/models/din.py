@@ -7,11 +7,13 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 from tfrs_din.layers.activation_unit import LocalActivationUnit
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.models.ctr_model import CTRModel
 from tfrs_din.models.embedding import EmbeddedFeatures
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays  # NumPy arrays and Python lists in the features dict
 class DINModel(CTRModel):
   """DIN: behaviours pooled by the local activation unit of each candidate.
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 
+from tfrs_din.layers.arrays import accepts_arrays
+
 from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, NEGATIVE_PREFIX,
                                FeatureSpec)
-from tfrs_din.layers.mlp import fresh_initializer
 from tfrs_din.regularization import MiniBatchAwareL2
 
 REGULARIZATIONS = (None, "mba", "l2")
@@ -38,6 +39,8 @@ class EmbeddedFeatures:
   behaviours: tf.RaggedTensor
 
 
+@tf.keras.saving.register_keras_serializable(package="tfrs_din")
+@accepts_arrays
 class FeatureEmbedder(tf.keras.layers.Layer):
   """Looks up every feature group; one table per categorical feature.
 
@@ -49,30 +52,28 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     regularization: None, "mba" (mini-batch aware, rows in the batch scaled by
       1/n_j) or "l2" (every row of every table, each step: O(vocabulary)).
     l2: lambda of the regularisation.
-    embeddings_initializer: initializer of every table (a new instance per
-      table).
+    embeddings_initializer: initializer of every table (None: the default
+      below).
   """
 
   def __init__(self, spec: FeatureSpec, regularization: Optional[str] = None,
-               l2: float = 0.01,
-               embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
-               **kwargs):
+               l2: float = 0.01, embeddings_initializer: Any = None, **kwargs):
     super().__init__(**kwargs)
-    self.embeddings_initializer = tf.keras.initializers.serialize(
-        tf.keras.initializers.get(embeddings_initializer))
     if regularization not in REGULARIZATIONS:
       raise ValueError(f"regularization must be one of {REGULARIZATIONS}, "
                        f"got {regularization!r}.")
     self.spec = spec
     self.regularization = regularization
     self.l2 = l2
+    self.embeddings_initializer = tf.keras.initializers.get(
+        embeddings_initializer or DEFAULT_EMBEDDINGS_INITIALIZER)
     self.tables = {}
     self.regularizers = {}
     for feature in spec.user_features + spec.item_features:
       self.tables[feature.name] = tf.keras.layers.Embedding(
           feature.vocab_size, feature.embedding_dim,
-          embeddings_initializer=fresh_initializer(
-              self.embeddings_initializer),
+          embeddings_initializer=tf.keras.initializers.serialize(
+              self.embeddings_initializer),  # one instance per table
           name=f"{feature.name}_embedding")
       if regularization == "mba":
         self.regularizers[feature.name] = MiniBatchAwareL2(
@@ -165,7 +166,9 @@ class FeatureEmbedder(tf.keras.layers.Layer):
   def get_config(self) -> dict:
     config = super().get_config()
     config.update(spec=self.spec.to_dict(), regularization=self.regularization,
-                  l2=self.l2, embeddings_initializer=self.embeddings_initializer)
+                  l2=self.l2, embeddings_initializer=(
+                      tf.keras.initializers.serialize(
+                          self.embeddings_initializer)))
     return config
 
   @classmethod

@@ -17,7 +17,9 @@ import pathlib
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from typing import Optional
 
 import tensorflow as tf
@@ -58,12 +60,27 @@ def _cache_dir() -> pathlib.Path:
   return pathlib.Path(tempfile.gettempdir())
 
 
-def build_op_library(source: pathlib.Path, timeout_s: float = 600) -> str:
+def cached_library(source: pathlib.Path) -> Optional[pathlib.Path]:
+  """Where `source`'s library is (or would be) cached; None without compiler."""
+  cxx = compiler()
+  if cxx is None:
+    return None
+  flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+  key = hashlib.sha256("\n".join(
+      [source.read_text(), tf.__version__, tf.__file__, cxx, " ".join(flags),
+       platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
+  return _cache_dir() / f"{source.stem}-{key}.so"
+
+
+def build_op_library(source: pathlib.Path, timeout_s: float = 600,
+                     announce: str = "") -> str:
   """Compiles `source` into a shared library (or reuses the cached one).
 
   Args:
     source: the C++ file registering the ops and their CPU kernels.
     timeout_s: how long the compiler may run.
+    announce: printed on stderr, as one line, before compiling (not when the
+      cached library is reused); empty for none.
 
   Returns:
     The path of the library, for `tf.load_op_library`.
@@ -71,18 +88,17 @@ def build_op_library(source: pathlib.Path, timeout_s: float = 600) -> str:
   Raises:
     RuntimeError: no compiler, or the build failed (its output included).
   """
-  cxx = compiler()
-  if cxx is None:
+  target = cached_library(source)
+  if target is None:
     raise RuntimeError("no C++ compiler found (set $CXX or install g++)")
-  flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
-  key = hashlib.sha256("\n".join(
-      [source.read_text(), tf.__version__, tf.__file__, cxx, " ".join(flags),
-       platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
-  target = _cache_dir() / f"{source.stem}-{key}.so"
   if target.exists():
     return str(target)
-  _LOG.warning("compiling %s once (about a minute); cached as %s",
-               source.name, target)
+  cxx = compiler()
+  flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+  if announce:
+    print(announce, file=sys.stderr, flush=True)
+  _LOG.info("compiling %s into %s", source.name, target)
+  start = time.monotonic()
   errors = []
   # -march=native: the library is built on the machine that runs it.
   for arch in (["-march=native"], []):
@@ -98,7 +114,7 @@ def build_op_library(source: pathlib.Path, timeout_s: float = 600) -> str:
       errors.append(str(e))
     if result is not None and result.returncode == 0:
       os.replace(partial, target)
-      _LOG.info("built %s", target)
+      _LOG.info("built %s in %.0f s", target, time.monotonic() - start)
       return str(target)
     os.unlink(partial)
     if result is not None:

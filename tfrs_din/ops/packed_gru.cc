@@ -1,15 +1,11 @@
 // Fused CPU kernels for the length-packed GRU recurrence of
 // tfrs_din/layers/recurrence.py: the whole sequence forward in one op and the
 // whole sequence backward in another, instead of ~20 small TensorFlow ops per
-// step. The equations and the packed layout are those of
-// `packed_gru_recurrence`; the Python module is the reference the tests
-// compare against.
-//
-//   [p_u, p_r, p_h] = h_{t-1} U + c
-//   u = sigmoid(x_u + p_u),  r = sigmoid(x_r + p_r)
-//   h~ = tanh(x_h + r * p_h)
-//   g = u (GRU),  s_t * u (AUGRU),  s_t (AGRU)
-//   h_t = h_{t-1} + g * (h~ - h_{t-1})
+// step. The equations and the [update, reset, candidate] gate layout are
+// stated once in tfrs_din/layers/gru_equations.py (g = u for "gru", s_t * u
+// for "augru", s_t for "agru"); the packed layout is that of
+// `packed_gru_recurrence`. tests/layers/test_gru_equations.py checks this
+// kernel against the other implementations.
 //
 // Packed layout: step k is rows offset_k .. offset_k + n_k - 1 and its row r
 // continues row r of step k - 1 (n_0 >= n_1 >= ...); row r of step 0 starts

@@ -4,7 +4,8 @@
 in one op and backward in another; TensorFlow's loop runs ~20 small ops per
 step instead (on our 2-core CPU: ~12 ms -> ~5 ms for an AUGRU of 256 users,
 forward and backward). The library is compiled on first use
-(`tfrs_din.ops.build`).
+(`tfrs_din.ops.build`; one line is printed before the ~40 s compilation), or
+ahead of training with `tfrs-din build-kernels`.
 
 The ops are used only where they are safe to use:
 
@@ -15,7 +16,7 @@ The ops are used only where they are safe to use:
   `ParameterServerStrategy`, whose workers are plain servers that have not
   loaded the library;
 * unless `TFRS_DIN_FUSED_KERNELS=0`, or the library could not be built (no
-  compiler: logged once, the TensorFlow loop is used).
+  compiler: one line is printed, the TensorFlow loop is used).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import logging
 import os
 import pathlib
+import sys
 import threading
 from typing import Iterator, Optional
 
@@ -37,8 +39,28 @@ _GATES = {(False, False): "gru", (True, False): "augru", (True, True): "agru"}
 # The op types the kernels add to a graph (e.g. to check an export has none).
 KERNEL_OPS = frozenset({"TfrsDinPackedGruForward", "TfrsDinPackedGruBackward"})
 
+# Printed once, before the first (and only) compilation on a machine.
+COMPILING = "tfrs_din: compiling fused GRU kernels (once, ~40 s)..."
+
 _state = threading.local()
 _library = {}
+
+
+def library_path() -> str:
+  """Compiles the kernels if they are not cached yet; returns the library path.
+
+  `tfrs-din build-kernels` calls this ahead of training.
+
+  Raises:
+    RuntimeError: no C++ compiler, or the build failed.
+  """
+  return build.build_op_library(_SOURCE, announce=COMPILING)
+
+
+def built_library() -> Optional[pathlib.Path]:
+  """The cached library if it is compiled already, else None."""
+  path = build.cached_library(_SOURCE)
+  return path if path is not None and path.exists() else None
 
 
 @tf.autograph.experimental.do_not_convert
@@ -46,9 +68,12 @@ def library():
   """The loaded op library, building it on first call; None if unavailable."""
   if "ops" not in _library:
     try:
-      _library["ops"] = tf.load_op_library(build.build_op_library(_SOURCE))
+      _library["ops"] = tf.load_op_library(library_path())
     except (RuntimeError, tf.errors.NotFoundError) as e:
-      _LOG.warning("fused GRU kernels unavailable, using TensorFlow ops: %s", e)
+      reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+      print(f"tfrs_din: fused GRU kernels unavailable ({reason}); DIEN's GRUs "
+            "run as TensorFlow ops (slower).", file=sys.stderr, flush=True)
+      _LOG.info("fused GRU kernel build error: %s", e)
       _library["ops"] = None
   return _library["ops"]
 

@@ -1,0 +1,64 @@
+"""`import tfrs_din` reads like TFRS / keras-rs: namespaces, top-level names,
+no internals, and a light import."""
+
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+import tfrs_din
+from tfrs_din import layers, metrics, models
+
+TOP_LEVEL = ["BaseModel", "CTRModel", "CategoricalFeature", "DIENModel",
+             "DINModel", "FeatureSpec", "GAUC", "LazyAdam", "MiniBatchAwareL2",
+             "export_saved_model", "gauc", "rela_impr"]
+LAYERS = ["AGRUCell", "AUGRUCell", "AttentionGRUCell", "Dice",
+          "InterestEvolution", "InterestExtractor", "LocalActivationUnit",
+          "MLP", "PReLU"]
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_top_level_names_are_the_defining_objects(name):
+  value = getattr(tfrs_din, name)
+  assert name in tfrs_din.__all__
+  assert value.__module__.startswith("tfrs_din.")
+  assert getattr(sys.modules[value.__module__], name) is value
+
+
+def test_namespaces_hold_the_same_objects_as_the_top_level():
+  assert tfrs_din.models.DINModel is tfrs_din.DINModel is models.DINModel
+  assert tfrs_din.metrics.GAUC is tfrs_din.GAUC is metrics.GAUC
+  assert tfrs_din.optimizers.LazyAdam is tfrs_din.LazyAdam
+  assert tfrs_din.regularization.MiniBatchAwareL2 is tfrs_din.MiniBatchAwareL2
+  assert tfrs_din.features.FeatureSpec is tfrs_din.FeatureSpec
+  assert tfrs_din.layers.Dice is layers.Dice
+
+
+def test_layers_namespace_exports_layers_and_no_internals():
+  assert sorted(layers.__all__) == sorted(LAYERS)
+  for name in LAYERS:
+    assert issubclass(getattr(layers, name), tf.keras.layers.Layer)
+  for internal in ("masked_scan", "make_activation", "Packing",
+                   "packed_gru_recurrence"):
+    assert not hasattr(layers, internal), internal
+
+
+def test_unknown_attribute_raises_attribute_error():
+  with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+    tfrs_din.Nope  # pylint: disable=pointless-statement
+
+
+def test_import_loads_no_tensorflow_until_a_name_is_used():
+  code = ("import sys, tfrs_din, tfrs_din.schema\n"
+          "assert 'tensorflow' not in sys.modules, 'eager TF import'\n"
+          "tfrs_din.DINModel\n"
+          "import tensorflow as tf, tf_keras\n"
+          "assert tf.keras.layers.Dense is tf_keras.layers.Dense\n"
+          "print('ok')")
+  env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
+         "PYTHONPATH": ":".join(p for p in sys.path if p)}
+  result = subprocess.run([sys.executable, "-c", code], env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "ok"
