@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_din.features import FeatureSpec
+from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.mlp import MLP
 from tfrs_din.metrics.gauc import GAUC
 from tfrs_din.ops import fused_kernels
@@ -29,6 +30,7 @@ def behaviour_sum_features(embedded: EmbeddedFeatures) -> List[tf.Tensor]:
   return [total, embedded.candidate * total]
 
 
+@accepts_arrays  # NumPy arrays and Python lists in the features dict
 class CTRModel(tfrs.models.Model):
   """Embedding -> user interest -> MLP -> logit, trained by `tfrs.tasks.Ranking`.
 
