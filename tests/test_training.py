@@ -140,3 +140,14 @@ def test_initializer_options_reach_the_layers(prepared):
                    model.tower._dense[0].kernel.numpy())
   assert not np.allclose(first[:4, :4], second[:4, :4])
   assert model.behaviour_sum_in_tower
+
+
+@pytest.mark.parametrize("model,forced,expected", [
+    ("base", None, False), ("din", None, True), ("dien", None, True),
+    ("base", True, True), ("din", False, False)])
+def test_behaviour_sum_follows_the_official_code_unless_forced(
+    prepared, model, forced, expected):
+  spec, _ = load_feature_spec(prepared)
+  config = training.TrainConfig(model=model, behaviour_sum_in_tower=forced,
+                                **SMALL)
+  assert training.build_model(spec, config).behaviour_sum_in_tower == expected

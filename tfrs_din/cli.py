@@ -66,10 +66,10 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--attention_units", type=_units, default=d.attention_units)
   a("--attention_activation", default=d.attention_activation)
   a("--attention_normalization", choices=["none", "softmax"], default="none")
-  a("--behaviour_sum_in_tower", type=_boolean,
-    default=d.behaviour_sum_in_tower,
-    help="DIN/DIEN: also feed the tower the behaviour sum s and item * s "
-    "(official code)")
+  a("--behaviour_sum_in_tower", choices=["auto", "true", "false"],
+    default="auto",
+    help="also feed the tower the behaviour sum s and item * s (auto: DIN "
+    "and DIEN yes, base no, as the official code)")
   a("--embedding_stddev", type=float, default=d.embedding_stddev,
     help="stddev of the normal initializer of the embedding tables")
   a("--kernel_initializer", default=d.kernel_initializer,
@@ -102,7 +102,8 @@ def _train_config(args, model: str) -> TrainConfig:
       attention_normalization=none(args.attention_normalization),
       gru_units=args.gru_units, gru_type=args.gru_type,
       aux_loss_weight=args.aux_loss_weight,
-      behaviour_sum_in_tower=args.behaviour_sum_in_tower,
+      behaviour_sum_in_tower={"auto": None, "true": True, "false": False}[
+          args.behaviour_sum_in_tower],
       embedding_stddev=args.embedding_stddev,
       kernel_initializer=args.kernel_initializer,
       adam_epsilon=args.adam_epsilon,

@@ -62,7 +62,8 @@ class TrainConfig:
   gru_units: int = 36
   gru_type: str = "AUGRU"
   aux_loss_weight: float = 1.0
-  behaviour_sum_in_tower: bool = False
+  # None: as the official code (DIN and DIEN yes, the base model no).
+  behaviour_sum_in_tower: Optional[bool] = None
   embedding_stddev: float = 0.05
   kernel_initializer: str = "glorot_uniform"
   optimizer: str = "lazy_adam"
@@ -85,7 +86,10 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                 embeddings_initializer=tf.keras.initializers.RandomNormal(
                     stddev=config.embedding_stddev),
                 kernel_initializer=config.kernel_initializer,
-                behaviour_sum_in_tower=config.behaviour_sum_in_tower)
+                behaviour_sum_in_tower=(
+                    config.model != "base"
+                    if config.behaviour_sum_in_tower is None
+                    else config.behaviour_sum_in_tower))
   extra = {
       "base": dict(pooling=config.pooling),
       "din": dict(attention_units=config.attention_units,
