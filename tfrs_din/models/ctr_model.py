@@ -95,14 +95,11 @@ class CTRModel(tfrs.models.Model):
     self.embedder = FeatureEmbedder(
         spec, regularization, l2, embeddings_initializer=embeddings_initializer,
         name="embedder")
-    # Kept serialised: every layer given it makes its own instance.
-    self.embeddings_initializer = tf.keras.initializers.serialize(
-        self.embedder.embeddings_initializer)
+    self.embeddings_initializer = self.embedder.embeddings_initializer
     self.tower = MLP(self.mlp_units, activation=activation, dropout=dropout,
                      output_units=1, seed=seed,
                      kernel_initializer=kernel_initializer, name="tower")
-    self.kernel_initializer = tf.keras.initializers.serialize(
-        self.tower.kernel_initializer)
+    self.kernel_initializer = self.tower.kernel_initializer
     # Per-example loss, averaged over the *global* batch in `compute_loss`, so
     # that gradients summed over replicas equal single-device gradients.
     self.task = tfrs.tasks.Ranking(
@@ -292,8 +289,10 @@ class CTRModel(tfrs.models.Model):
                 activation=self.activation, dropout=self.dropout,
                 regularization=self.regularization, l2=self.l2, seed=self.seed,
                 gauc_in_training=self.gauc_in_training,
-                embeddings_initializer=self.embeddings_initializer,
-                kernel_initializer=self.kernel_initializer,
+                embeddings_initializer=tf.keras.initializers.serialize(
+                    self.embeddings_initializer),
+                kernel_initializer=tf.keras.initializers.serialize(
+                    self.kernel_initializer),
                 behaviour_sum_in_tower=self.behaviour_sum_in_tower,
                 name=self.name)
 

@@ -44,7 +44,9 @@ class DINModel(CTRModel):
     self.attention = LocalActivationUnit(
         self.attention_units, activation=attention_activation,
         normalization=attention_normalization,
-        kernel_initializer=self.kernel_initializer,
+        # Serialised: the unit makes its own instance (see MLP).
+        kernel_initializer=tf.keras.initializers.serialize(
+            self.kernel_initializer),
         name="local_activation_unit")
 
   def interest(self, embedded: EmbeddedFeatures,
