@@ -65,7 +65,7 @@ class TrainConfig:
   # None: as the official code (DIN and DIEN yes, the base model no).
   behaviour_sum_in_tower: Optional[bool] = None
   embedding_stddev: float = 0.05
-  kernel_initializer: str = "glorot_uniform"
+  kernel_initializer: str = "glorot_normal"
   optimizer: str = "lazy_adam"
   adam_epsilon: float = 1e-7
   adam_adaptive_epsilon: bool = False

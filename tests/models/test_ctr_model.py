@@ -52,9 +52,9 @@ def test_fit_logs_the_auxiliary_loss_and_the_whole_objective(small_data):
 def test_behaviour_sum_reaches_the_tower(small_data):
   features = small_data.features(slice(0, 6))
   dims = sum(f.embedding_dim for f in small_data.spec.item_features)
-  plain = DINModel(small_data.spec, attention_units=(8, 4), **SMALL)
-  summed = DINModel(small_data.spec, attention_units=(8, 4),
-                    behaviour_sum_in_tower=True, **SMALL)
+  plain = DINModel(small_data.spec, attention_units=(8, 4),
+                   behaviour_sum_in_tower=False, **SMALL)
+  summed = DINModel(small_data.spec, attention_units=(8, 4), **SMALL)
   plain(features), summed(features)
   width = lambda m: m.tower._dense[0].kernel.shape[0]
   assert width(summed) == width(plain) + 2 * dims

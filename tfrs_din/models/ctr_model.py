@@ -56,7 +56,8 @@ class CTRModel(tfrs.models.Model):
     seed: seed of dropout.
     embeddings_initializer: initializer of the embedding tables.
     kernel_initializer: initializer of the dense kernels of the tower and of
-      the attention nets.
+      the attention nets; Glorot-normal by default (steadier across seeds
+      than Glorot-uniform, measured: docs/results.md).
     behaviour_sum_in_tower: also feed the tower s, the sum of the behaviour
       embeddings, and e_A * s (e_A: the candidate), as the official code
       does for DIN and DIEN (DIEN repository, script/model.py); a model whose
@@ -80,7 +81,7 @@ class CTRModel(tfrs.models.Model):
                regularization: Optional[str] = "mba", l2: float = 0.01,
                seed: Optional[int] = None, gauc_in_training: bool = False,
                embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
-               kernel_initializer="glorot_uniform",
+               kernel_initializer="glorot_normal",
                behaviour_sum_in_tower: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.behaviour_sum_in_tower = bool(behaviour_sum_in_tower)

@@ -34,6 +34,8 @@ class DIENModel(CTRModel):
     gru_type: "AIGRU", "AGRU" or "AUGRU" (the paper's choice).
     aux_loss_weight: alpha; 0 disables the auxiliary loss.
     aux_hidden_units: hidden sizes of the auxiliary net.
+    behaviour_sum_in_tower: see `CTRModel`; on by default, as in the
+      official code.
     **kwargs: see `CTRModel`.
 
   Example:
@@ -47,8 +49,10 @@ class DIENModel(CTRModel):
 
   def __init__(self, spec, gru_units: int = 36, gru_type: str = "AUGRU",
                aux_loss_weight: float = 1.0,
-               aux_hidden_units: Sequence[int] = (100, 50), **kwargs):
-    super().__init__(spec, **kwargs)
+               aux_hidden_units: Sequence[int] = (100, 50),
+               behaviour_sum_in_tower: bool = True, **kwargs):
+    super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
+                     **kwargs)
     self.gru_units = int(gru_units)
     self.gru_type = gru_type
     self.aux_loss_weight = float(aux_loss_weight)

@@ -23,6 +23,8 @@ class DINModel(CTRModel):
     attention_units: hidden sizes of the activation unit (80, 40).
     attention_activation: "dice", "prelu", "sigmoid", ...
     attention_normalization: None (the paper) or "softmax".
+    behaviour_sum_in_tower: see `CTRModel`; on by default, as in the
+      official code.
     **kwargs: see `CTRModel` (activation, dropout, regularization, ...).
 
   Example:
@@ -36,8 +38,10 @@ class DINModel(CTRModel):
 
   def __init__(self, spec, attention_units: Sequence[int] = (80, 40),
                attention_activation: str = "dice",
-               attention_normalization: Optional[str] = None, **kwargs):
-    super().__init__(spec, **kwargs)
+               attention_normalization: Optional[str] = None,
+               behaviour_sum_in_tower: bool = True, **kwargs):
+    super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
+                     **kwargs)
     self.attention_units = tuple(attention_units)
     self.attention_activation = attention_activation
     self.attention_normalization = attention_normalization
