@@ -11,9 +11,8 @@ import tensorflow as tf
 
 from tfrs_din import training
 from tfrs_din.data.pipeline import in_holdout, load_feature_spec, make_dataset
+from prepared_log import prepared_log
 from tfrs_din.data.synthetic import SyntheticConfig
-from tfrs_din.demo import write_events
-from tfrs_din.workflow import prepare
 
 SMALL = dict(batch_size=64, mlp_units=(8, 4), attention_units=(8, 4),
              activation="prelu", attention_activation="prelu", verbose=0)
@@ -21,14 +20,10 @@ SMALL = dict(batch_size=64, mlp_units=(8, 4), attention_units=(8, 4),
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-  root = tmp_path_factory.mktemp("training")
-  events = str(root / "events.csv")
-  write_events(events, SyntheticConfig(num_users=80, max_steps=24, seed=4))
-  out = str(root / "data")
-  prepare(["--events", events, "--output", out, "--protocol", "labeled",
-           "--label_column", "label", "--max_history", "8",
-           "--embedding_dim", "4"])
-  return out
+  return prepared_log(tmp_path_factory.mktemp("training"),
+                      SyntheticConfig(num_users=80, max_steps=24, seed=4),
+                      "--protocol", "labeled", "--label_column", "label",
+                      "--max_history", "8", "--embedding_dim", "4")
 
 
 class _Blind(tf.keras.callbacks.Callback):

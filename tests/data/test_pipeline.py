@@ -10,9 +10,8 @@ import tensorflow as tf
 from tfrs_din import schema
 from tfrs_din.data.pipeline import (in_holdout, load_feature_spec,
                                     load_metadata, make_dataset)
+from prepared_log import prepared_log
 from tfrs_din.data.synthetic import SyntheticConfig
-from tfrs_din.demo import write_events
-from tfrs_din.workflow import prepare
 
 
 def test_in_holdout_takes_the_asked_share_of_users_and_depends_on_the_seed():
@@ -29,13 +28,9 @@ def test_in_holdout_takes_the_asked_share_of_users_and_depends_on_the_seed():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-  root = tmp_path_factory.mktemp("holdout")
-  events = str(root / "events.csv")
-  write_events(events, SyntheticConfig(num_users=80, max_steps=20, seed=2))
-  out = str(root / "data")
-  prepare(["--events", events, "--output", out, "--max_history", "6",
-           "--embedding_dim", "4"])
-  return out
+  return prepared_log(tmp_path_factory.mktemp("holdout"),
+                      SyntheticConfig(num_users=80, max_steps=20, seed=2),
+                      "--max_history", "6", "--embedding_dim", "4")
 
 
 def _examples(ds):

@@ -3,14 +3,13 @@ signature like the in-memory model, for TF Serving-shaped requests."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from fresh_process import run_requests
 from tfrs_din.data.synthetic import SyntheticConfig, generate
 from tfrs_din.models import DIENModel, DINModel, BaseModel
 from tfrs_din.serving.export import (CANDIDATE_PREFIX, export_saved_model,
@@ -115,15 +114,7 @@ def test_export_serves_every_signature_like_the_model(cls, data, tmp_path):
       "candidates": {"signature_name": "score_candidates",
                      "instances": [user_row]},
   }
-  req_path, out_path = tmp_path / "requests.json", tmp_path / "out.json"
-  req_path.write_text(json.dumps(requests))
-  env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  result = subprocess.run([sys.executable, "-c", CLIENT, path, str(req_path),
-                           str(out_path)], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=str(tmp_path))
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = json.loads(out_path.read_text())
+  out = run_requests(CLIENT, path, requests, tmp_path)
 
   # Index-only export: serving_default and score_candidates are the
   # index-based predict_indices and score_candidates_indices.

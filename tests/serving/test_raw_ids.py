@@ -5,8 +5,6 @@ reference mapping computes; bad requests are refused naming the input."""
 import base64
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -15,6 +13,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 import serving_data as sd
+from fresh_process import run_requests
 from tfrs_din.models import DIENModel, DINModel
 from tfrs_din.serving import client
 from tfrs_din.serving.export import export_saved_model
@@ -368,15 +367,7 @@ def test_raw_and_index_requests_agree_in_a_fresh_process(cls, prepared,
     if isinstance(request, predict_pb2.PredictRequest):
       request = {"grpc": request.SerializeToString().hex()}
     requests[key] = request
-  req_path, out_path = tmp_path / "requests.json", tmp_path / "out.json"
-  req_path.write_text(json.dumps(requests))
-  env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  result = subprocess.run([sys.executable, "-c", FRESH, path, str(req_path),
-                           str(out_path)], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=str(tmp_path))
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = json.loads(out_path.read_text())
+  out = run_requests(FRESH, path, requests, tmp_path)
 
   expected = _expected_rows(model)
   expected_cand = _expected_candidates(model, USER["user_id"], ROWS[1][1])
