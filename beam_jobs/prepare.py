@@ -98,10 +98,6 @@ def _only(tag: str):
   return lambda kv: kv[0] == tag
 
 
-def _windowless(value):
-  return value
-
-
 # Progress --------------------------------------------------------------------
 class _Progress:
   """Per-process totals and a log line every `seconds` (workers log it on
@@ -877,8 +873,9 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
   _Progress.reset()
   start = time.monotonic()
   _LOG.info("prepare: %s -> %s (temporary %s)", config.events, out, tmp)
+  pipeline = beam.Pipeline(options=options)
   try:
-    with beam.Pipeline(options=options) as pipeline:
+    with pipeline:
       build_pipeline(pipeline, config, root=tmp, range_bytes=range_bytes,
                      progress_seconds=progress_seconds)
   except Exception as error:  # pylint: disable=broad-except
@@ -887,6 +884,10 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
     raise PrepareFailed(
         f"prepare failed, {config.output!r} was left as it was (its partial "
         f"files were removed): {type(error).__name__}: {error}") from error
+  finally:
+    client = getattr(getattr(pipeline, "result", None), "client", None)
+    if client is not None:  # the DaskRunner's; it would outlive the job
+      client.close()
   _commit(tmp, out, num_shards_for(config))
   parent = f"{out}/{TEMPORARY_DIR}"
   if not FileSystems.match([f"{parent}/*"])[0].metadata_list:
