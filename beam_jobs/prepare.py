@@ -7,16 +7,23 @@ Output directory:
   vocab/<feature>.tsv        index, id, count (0 = padding, 1 = OOV)
   item_table.tsv             item_id and raw side features of every item
                              (read by the serving export's raw-id lookups)
-  train/part-*.tfrecord.gz   gzip TFRecords of tf.train.Example
-  test/part-*.tfrecord.gz
+  train/part-*.tfrecord.gz   gzip TFRecords of tf.train.Example, users sorted
+  test/part-*.tfrecord.gz    within a shard (shard = hash of the user id)
   dead_letter/*.jsonl        {"source", "reason", "row"} per rejected row
   metadata.json              feature spec, vocabulary sizes, counts, options
+  _SUCCESS                   written last, when everything else is in place
+
+The pipeline writes into DIR/_temporary/<run id>/ and `run` moves the files
+into DIR after it has succeeded.
 
 Runners: the DirectRunner by default (`--direct_running_mode=multi_processing
---direct_num_workers=N` to use N processes); `--runner=DataflowRunner
---project=.. --region=.. --temp_location=gs://..`, `--runner=FlinkRunner
---flink_master=..` or `--runner=SparkRunner` scale it out. Every random choice
-is seeded per user, so output does not depend on the runner or sharding.
+--direct_num_workers=N` to use N processes); `--runner=DaskRunner
+--dask_client_address=..`, `--runner=DataflowRunner --project=.. --region=..
+--temp_location=gs://..`, `--runner=FlinkRunner --flink_master=..` or
+`--runner=SparkRunner` scale it out. Every random choice is seeded per user
+and every file is written in a sorted order, so the output bytes do not depend
+on the runner or sharding. See docs/design.md ("Beam job") for why the
+pipeline avoids Beam's Read/Write transforms and multi-output ParDos.
 """
 
 from __future__ import annotations
