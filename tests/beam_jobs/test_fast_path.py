@@ -229,3 +229,34 @@ def test_job_writes_the_bytes_of_the_reference_pipeline(tmp_path, name):
                                  output=str(tmp_path / "out"), **RUNS[name])
   prepare.run(config)
   assert _digest(config.output) == GOLDEN[name]
+
+
+def test_parquet_and_jsonl_inputs_give_the_csv_output(tmp_path):
+  """Parquet row groups and JSON lines are read by the same range reader
+  (Beam's Read transforms are not used: the DaskRunner cannot run them)."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  rng = np.random.default_rng(2)
+  rows = [{"user_id": f"u{rng.integers(20)}", "item_id": f"i{rng.integers(30)}",
+           "category_id": f"c{rng.integers(4)}", "timestamp": int(t)}
+          for t in range(300)]
+  csv_path = tmp_path / "events.csv"
+  csv_path.write_text("user_id,item_id,category_id,timestamp\n" + "".join(
+      f"{r['user_id']},{r['item_id']},{r['category_id']},{r['timestamp']}\n"
+      for r in rows))
+  pq.write_table(pa.Table.from_pylist(rows), str(tmp_path / "events.parquet"),
+                 row_group_size=70)  # several row groups = several ranges
+  (tmp_path / "events.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+  digests = {}
+  for name in ("events.csv", "events.parquet", "events.jsonl"):
+    config = prepare.PrepareConfig(events=str(tmp_path / name),
+                                   output=str(tmp_path / f"out_{name}"))
+    meta = prepare.run(config)
+    digests[name] = {k: v for k, v in _digest(config.output).items()
+                     if k not in ("metadata", "dead_letter")}
+    assert meta["counts"]["events_used"] == 300
+  assert digests["events.parquet"] == digests["events.csv"]
+  assert digests["events.jsonl"] == digests["events.csv"]
+  assert meta["counts"]["rejected_by_reason"][0]["reason"].startswith(
+      "invalid JSON")
