@@ -7,38 +7,54 @@ Output directory:
   vocab/<feature>.tsv        index, id, count (0 = padding, 1 = OOV)
   item_table.tsv             item_id and raw side features of every item
                              (read by the serving export's raw-id lookups)
-  train/part-*.tfrecord.gz   gzip TFRecords of tf.train.Example
-  test/part-*.tfrecord.gz
+  train/part-*.tfrecord.gz   gzip TFRecords of tf.train.Example, users sorted
+  test/part-*.tfrecord.gz    within a shard (shard = hash of the user id)
   dead_letter/*.jsonl        {"source", "reason", "row"} per rejected row
   metadata.json              feature spec, vocabulary sizes, counts, options
+  _SUCCESS                   written last, when everything else is in place
+
+The pipeline writes into DIR/_temporary/<run id>/ and `run` moves the files
+into DIR after it has succeeded.
 
 Runners: the DirectRunner by default (`--direct_running_mode=multi_processing
---direct_num_workers=N` to use N processes); `--runner=DataflowRunner
---project=.. --region=.. --temp_location=gs://..`, `--runner=FlinkRunner
---flink_master=..` or `--runner=SparkRunner` scale it out. Every random choice
-is seeded per user, so output does not depend on the runner or sharding.
+--direct_num_workers=N` to use N processes); `--runner=DaskRunner
+--dask_client_address=..`, `--runner=DataflowRunner --project=.. --region=..
+--temp_location=gs://..`, `--runner=FlinkRunner --flink_master=..` or
+`--runner=SparkRunner` scale it out. Every random choice is seeded per user
+and every file is written in a sorted order, so the output bytes do not depend
+on the runner or sharding. See docs/design.md ("Beam job") for why the
+pipeline avoids Beam's Read/Write transforms and multi-output ParDos.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import heapq
 import json
 import logging
+import os
 import sys
-from typing import Dict, List, Optional, Sequence
+import threading
+import time
+import uuid
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs.events import (DEAD, Columns, Event, ValidateEvents, dead_letter,
-                              detect_format, item_table_entries, read_rows)
-from beam_jobs.sampling import NegativeSampler
-from beam_jobs.samples import PROTOCOLS, SampleOptions, UserSampleBuilder
+from beam_jobs.events import (DEAD, Columns, RowParser, ValidateEvents,  # pylint: disable=unused-import
+                              _parse_json, _ParseDelimited, dead_letter,
+                              detect_format, item_table_entries, read_header,
+                              record_row)
+from beam_jobs.sampling import NegativeSampler, stable_hash
+from beam_jobs.samples import PROTOCOLS, FastUserSampleBuilder, SampleOptions
 from beam_jobs.vocabulary import Vocabulary
-from tfrs_din.schema import SCHEMA_VERSION
+from tfrs_din import schema
+from tfrs_din.schema import SCHEMA_VERSION, vocabulary_path
 
 METADATA_VERSION = SCHEMA_VERSION  # tfrs_din.schema: readers check it
 
@@ -60,101 +76,433 @@ class PrepareConfig:
   overwrite: bool = False
 
 
+# Tags of the elements of the union PCollections. The pipeline uses one output
+# per ParDo and `_only` filters rather than `with_outputs`: Beam's DaskRunner
+# (2.77) hands every consumer all outputs of a multi-output ParDo.
+USER, STATS, DEAD_TAG, COUNT, RECORDS, FILE = ("user", "stats", "dead", "count",
+                                              "records", "file")
+
+# Inputs are read in byte ranges of at most this size (a file per range if
+# compressed); at least `MIN_RANGES` ranges when the input is large enough.
+RANGE_BYTES = 64 << 20
+MIN_RANGES = 16
+MIN_RANGE_BYTES = 1 << 20
+# num_shards=0: one output shard per this many bytes of input events.
+SHARD_INPUT_BYTES = 64 << 20
+SUCCESS_FILE = schema.SUCCESS_FILE
+TEMPORARY_DIR = "_temporary"
+PROGRESS_SECONDS = 30.0
+
+_LOG = logging.getLogger("beam_jobs.prepare")
+
+
 def _write_file(path: str, text: str) -> None:
   with FileSystems.create(path) as handle:
     handle.write(text.encode("utf-8"))
 
 
-class CleanUserEvents(beam.DoFn):
-  """(user, events) -> (user, time-ordered events); dead letters for events
-  beyond `max_events_per_user` (the oldest are dropped) and for duplicates.
+def _only(tag: str):
+  return lambda kv: kv[0] == tag
 
-  The user's events are streamed through a bounded heap, so memory is
-  O(max_events_per_user) however many events a user has.
+
+# Progress --------------------------------------------------------------------
+class _Progress:
+  """Per-process totals and a log line every `seconds` (workers log it on
+  their own; the DirectRunner's in-memory mode runs in the driver)."""
+  totals = {"events read": 0, "users done": 0, "samples written": 0}
+  _last = [0.0, None]  # time of the last line, start time
+  _lock = threading.Lock()
+
+  @classmethod
+  def add(cls, name: str, n: int, seconds: float) -> None:
+    now = time.monotonic()
+    with cls._lock:
+      cls.totals[name] += n
+      if cls._last[1] is None:
+        cls._last[:] = [now, now]
+      if now - cls._last[0] < seconds:
+        return
+      cls._last[0] = now
+      elapsed = max(now - cls._last[1], 1e-9)
+      text = ", ".join(f"{k} {v}" for k, v in cls.totals.items())
+      rate = cls.totals["events read"] / elapsed
+    _LOG.info("prepare progress (pid %d, %.0f s): %s; %.0f events/s read",
+              os.getpid(), elapsed, text, rate)
+
+  @classmethod
+  def reset(cls) -> None:
+    with cls._lock:
+      for key in cls.totals:
+        cls.totals[key] = 0
+      cls._last[:] = [0.0, None]
+
+
+# Reading ---------------------------------------------------------------------
+def _ranges(pattern: str, fmt: str, range_bytes: int) -> List[Tuple]:
+  """(path, start, end) byte ranges covering the files of `pattern` (for
+  Parquet: (path, row group, -1)). Done at construction, so every runner gets
+  the same list; Beam's own sources are not used because the DaskRunner does
+  not run them."""
+  files = sorted((m.path, m.size_in_bytes)
+                 for m in FileSystems.match([pattern])[0].metadata_list)
+  out = []
+  for path, size in files:
+    if fmt == "parquet":
+      import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+      with FileSystems.open(path) as handle:
+        groups = pq.ParquetFile(handle).num_row_groups
+      out += [(path, g, -1) for g in range(groups)]
+    elif CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED:
+      out.append((path, 0, -1))  # not splittable
+    else:
+      out += [(path, start, min(size, start + range_bytes))
+              for start in range(0, size, range_bytes)]
+  return out
+
+
+def _range_bytes(pattern: str, cap: int) -> int:
+  total = sum(m.size_in_bytes for m in FileSystems.match([pattern])[0].metadata_list)
+  return max(MIN_RANGE_BYTES, min(cap, -(-total // MIN_RANGES)))
+
+
+def _read_range(path: str, start: int, end: int, fmt: str,
+                skip_header: bool) -> Iterator:
+  """Lines (str) whose first byte is in [start, end), as `ReadFromText` splits
+  them ('\\n' or '\\r\\n'); rows (dicts) of a Parquet row group."""
+  if fmt == "parquet":
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+    with FileSystems.open(path) as handle:
+      yield from pq.ParquetFile(handle).read_row_group(start).to_pylist()
+    return
+  compressed = end < 0
+  with FileSystems.open(path, compression_type=(
+      CompressionTypes.AUTO if compressed else CompressionTypes.UNCOMPRESSED)
+                        ) as raw:
+    handle = raw
+    position = start
+    if start > 0:
+      handle.seek(start - 1)
+      position = start - 1 + len(handle.readline())  # finish the previous line
+    elif skip_header:
+      position += len(handle.readline())
+    while compressed or position < end:
+      line = handle.readline()
+      if not line:
+        break
+      position += len(line)
+      if line.endswith(b"\n"):
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+      yield line.decode("utf-8")
+
+
+class ReadEvents(beam.DoFn):
+  """A byte range of the events -> (user, EventRecord) per valid event, and
+  under the key None: ("dead", dead letter) per rejected row and ("count",
+  ("events_read", n)) per range.
+
+  Reading, splitting and validating happen in one step: an event is one
+  element (into the group-by-user) instead of three.
   """
 
-  def __init__(self, max_events_per_user: int):
+  def __init__(self, columns: Columns, fmt: str, header: Optional[List[str]],
+               progress_seconds: float = PROGRESS_SECONDS):
+    self._parser = RowParser(columns, fmt, header)
+    self._fmt = fmt
+    self._progress_seconds = progress_seconds
+    self._read = beam.metrics.Metrics.counter("events", "read")
+    self._rejected = beam.metrics.Metrics.counter("events", "rejected")
+
+  def process(self, element, item_table=None):
+    path, start, end = element
+    parse = self._parser.parse
+    n = 0
+    ticks = 0
+    for line in _read_range(path, start, end, self._fmt,
+                            skip_header=self._fmt in ("csv", "tsv")):
+      parsed = parse(line, item_table)
+      if parsed is None:
+        continue
+      n += 1
+      if parsed[0] is None:
+        self._rejected.inc()
+        yield None, (DEAD_TAG, parsed[1])
+      else:
+        yield parsed
+      if n - ticks >= 4096:
+        self._read.inc(n - ticks)
+        _Progress.add("events read", n - ticks, self._progress_seconds)
+        ticks = n
+    self._read.inc(n - ticks)
+    _Progress.add("events read", n - ticks, self._progress_seconds)
+    yield None, (COUNT, ("events_read", n))
+
+
+class ReadItems(beam.DoFn):
+  """A range of the item table -> (item, features), or under the key None:
+  ("dead", dead letter) per bad row and ("count", ("items_read", n))."""
+
+  def __init__(self, columns: Columns, fmt: str, header: Optional[List[str]]):
+    self._columns = columns
+    self._fmt = fmt
+    self._split = (_ParseDelimited(header, "\t" if fmt == "tsv" else ",")
+                   if header is not None else None)
+
+  def process(self, element):
+    path, start, end = element
+    n = 0
+    for line in _read_range(path, start, end, self._fmt,
+                            skip_header=self._fmt in ("csv", "tsv")):
+      if self._fmt == "parquet":
+        rows = [line]
+      elif self._fmt == "jsonl":
+        rows = _parse_json(line)
+      else:
+        rows = list(self._split.process(line))
+      for row in rows:
+        n += 1
+        if "__parse_error__" in row:
+          yield None, (DEAD_TAG, dead_letter("items", row["__parse_error__"],
+                                             row["__line__"]))
+          continue
+        item, value = item_table_entries(row, self._columns,
+                                         self._columns.item_features)
+        yield (item, value) if item is not None else (None, (DEAD_TAG, value))
+    yield None, (COUNT, ("items_read", n))
+
+
+class UniqueItems(beam.DoFn):
+  """(item, rows) -> ("user"-less) union: ("item", (item, features)) for the
+  smallest row, ("dead", ...) for duplicates and passes the key None through.
+
+  File order is not preserved by distributed runners, so "the first row in the
+  file" would not be deterministic; the smallest row is.
+  """
+
+  def process(self, element):
+    item, rows = element
+    if item is None:
+      for tag, value in rows:
+        yield tag, value
+      return
+    rows = sorted(rows)
+    yield "item", (item, rows[0])
+    for extra in rows[1:]:
+      yield DEAD_TAG, dead_letter(
+          "items", f"duplicate item {item!r} in the item table",
+          {"item": item, "features": dict(extra)})
+
+
+# Per user ---------------------------------------------------------------------
+class CleanUser(beam.DoFn):
+  """(user, EventRecords) -> ("user", (user, time-ordered records)) and
+  ("stats", (feature value counts, item -> side features)) of the kept events;
+  ("dead", ...) for events beyond `max_events_per_user` (the oldest are
+  dropped) and duplicates. The key None carries the reading's dead letters and
+  counts through.
+
+  Memory is O(max_events_per_user) per user: past the cap the events stream
+  through a bounded heap.
+  """
+
+  def __init__(self, max_events_per_user: int, columns: Columns):
     self._cap = max_events_per_user
+    self._user_features = tuple(columns.user_features)
     self._rejected = beam.metrics.Metrics.counter("events", "rejected")
 
   def process(self, element):
-    user, events = element
-    heap: List = []
-    for event in events:
-      entry = (event.sort_key(), event)
-      if len(heap) < self._cap:
-        heapq.heappush(heap, entry)
-        continue
-      dropped = heapq.heappushpop(heap, entry)[1]
-      self._rejected.inc()
-      yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+    user, values = element
+    if user is None:
+      for tag, value in values:
+        yield tag, value
+      return
+    kept: List = []
+    dead = []
+    it = iter(values)
+    for rec in it:
+      kept.append(rec)
+      if len(kept) == self._cap:
+        break
+    heapq.heapify(kept)
+    for rec in it:  # only past the cap
+      dropped = heapq.heappushpop(kept, rec)
+      dead.append(dead_letter(
           "events", f"user {user!r} has more than {self._cap} events; the "
-          "oldest are dropped (max_events_per_user)",
-          dataclasses.asdict(dropped)))
-    ordered: List[Event] = []
-    for _, event in sorted(heap, key=lambda e: e[0]):
-      if ordered and (event.timestamp, event.item) == (ordered[-1].timestamp,
-                                                       ordered[-1].item):
-        self._rejected.inc()
-        yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+          "oldest are dropped (max_events_per_user)", record_row(user, dropped)))
+    kept.sort()
+    ordered = []
+    last = None
+    for rec in kept:
+      if last is not None and rec[0] == last[0] and rec[1] == last[1]:
+        dead.append(dead_letter(
             "events", "duplicate event (same user, item and timestamp)",
-            dataclasses.asdict(event)))
+            record_row(user, rec)))
         continue
-      ordered.append(event)
-    yield user, ordered
+      ordered.append(rec)
+      last = rec
+    for letter in dead:
+      self._rejected.inc()
+      yield DEAD_TAG, letter
+    counts = collections.Counter()
+    side: Dict[str, Tuple] = {}
+    for rec in ordered:
+      counts[("item_id", rec[1])] += 1
+      counts.update(rec[3])
+      counts.update(rec[4])
+      if rec[1] not in side or rec[3] < side[rec[1]]:
+        side[rec[1]] = rec[3]
+    counts[("user_id", user)] = len(ordered)
+    yield STATS, (counts, side)
+    yield USER, (user, ordered)
+
+
+class _MergeStats(beam.CombineFn):
+  """Sums feature-value counts and keeps the smallest side features per item."""
+
+  def create_accumulator(self):
+    return collections.Counter(), {}
+
+  def add_input(self, acc, element):
+    counts, side = acc
+    counts.update(element[0])
+    for item, feats in element[1].items():
+      old = side.get(item)
+      if old is None or feats < old:
+        side[item] = feats
+    return acc
+
+  def merge_accumulators(self, accumulators):
+    accumulators = iter(accumulators)
+    acc = next(accumulators)
+    for other in accumulators:
+      self.add_input(acc, other)
+    return acc
+
+  def extract_output(self, acc):
+    return acc
+
+
+def _catalogue(stats, config: PrepareConfig):
+  """Vocabularies, the negative sampler and each item's side indices, from
+  the merged statistics of the kept events."""
+  counts, side = stats
+  cols = config.columns
+  by_feature: Dict[str, List] = {n: [] for n in
+                                 ["user_id", "item_id"] + list(cols.item_features)
+                                 + list(cols.user_features)}
+  for (name, value), n in counts.items():
+    by_feature.setdefault(name, []).append((value, n))
+  vocabs = {name: Vocabulary.from_counts(name, c, config.min_count)
+            for name, c in by_feature.items() if c}
+  item_vocab = vocabs["item_id"]
+  # Sorted: with min_count > 1 several items share the OOV index, and the
+  # last one (by id) must win on every runner.
+  side_index = {item_vocab.index(item): tuple(vocabs[n].index(v) for n, v in feats)
+                for item, feats in sorted(side.items())}
+  items = [item_vocab.index(i) for i in item_vocab.ids]
+  sampler = NegativeSampler(items, item_vocab.counts, config.negative_power)
+  return vocabs, sampler, side_index, sorted(side.items())
 
 
 class BuildUserSamples(beam.DoFn):
-  """(user, ordered events) -> ("train"|"test", serialized Example).
-
-  If no sample can be made for a user (no item is left to sample as a
-  negative), the user's events are dead-lettered with the reason.
+  """("user", (user, ordered records)) -> ("records", ((split, shard), (user,
+  n, TFRecord frames))) per split, ("count", ("events_used", n)); if no
+  sample can be made (no item is left to sample as a negative) the user's
+  events are dead-lettered with the reason.
   """
 
-  def __init__(self, config: PrepareConfig):
+  def __init__(self, config: PrepareConfig, num_shards: int,
+               progress_seconds: float = PROGRESS_SECONDS):
     self._config = config
+    self._num_shards = num_shards
+    self._progress_seconds = progress_seconds
+    self._builder = None
+    self._catalogue_id = None
     self._used = beam.metrics.Metrics.counter("events", "used")
     self._rejected = beam.metrics.Metrics.counter("events", "rejected")
+    self._users = beam.metrics.Metrics.counter("users", "done")
     self._samples = beam.metrics.Metrics.counter("samples", "written")
 
-  def process(self, element, vocabs, catalogue):
-    user, ordered = element
-    sampler, item_side = catalogue
-    builder = UserSampleBuilder(
-        self._config.samples, vocabs, self._config.columns.item_features,
-        self._config.columns.user_features, sampler, item_side)
+  def process(self, element, catalogue):
+    user, ordered = element[1]
+    if self._builder is None or self._catalogue_id != id(catalogue):
+      vocabs, sampler, side, _ = catalogue
+      cols = self._config.columns
+      self._builder = FastUserSampleBuilder(
+          self._config.samples, vocabs, cols.item_features, cols.user_features,
+          sampler, side)
+      self._catalogue_id = id(catalogue)
     try:
-      samples = list(builder.build(user, ordered))
+      splits = self._builder.encode(user, ordered)
     except ValueError as error:
       self._rejected.inc(len(ordered))
-      for event in ordered:
-        yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
-            "events", f"user {user!r}: {error}", dataclasses.asdict(event)))
+      for rec in ordered:
+        yield DEAD_TAG, dead_letter("events", f"user {user!r}: {error}",
+                                    record_row(user, rec))
       return
     self._used.inc(len(ordered))
-    yield beam.pvalue.TaggedOutput("used", len(ordered))
-    self._samples.inc(len(samples))
-    yield from samples
+    self._users.inc()
+    yield COUNT, ("events_used", len(ordered))
+    shard = stable_hash(user) % self._num_shards
+    written = 0
+    for split, (n, frames) in splits.items():
+      written += n
+      yield RECORDS, ((split, shard), (user, n, frames))
+    self._samples.inc(written)
+    _Progress.add("users done", 1, self._progress_seconds)
+    _Progress.add("samples written", written, self._progress_seconds)
 
 
-def _feature_values(event: Event):
-  yield "user_id", event.user
-  yield "item_id", event.item
-  for name, value in event.item_features + event.user_features:
-    yield name, value
+def shard_name(prefix: str, shard: int, num_shards: int, suffix: str) -> str:
+  """Beam's default shard naming: `prefix-00000-of-00004suffix`."""
+  return f"{prefix}-{shard:05d}-of-{num_shards:05d}{suffix}"
 
 
-def _catalogue(vocabs: Dict[str, Vocabulary], events_items, power: float,
-               side_names: Sequence[str]):
-  """Negative sampler over the item vocabulary and each item's side features."""
-  item_vocab = vocabs["item_id"]
-  side = {}
-  for item, feats in events_items:
-    feats = dict(feats)
-    side[item_vocab.index(item)] = tuple(vocabs[n].index(feats[n])
-                                         for n in side_names)
-  items = [item_vocab.index(i) for i in item_vocab.ids]
-  return NegativeSampler(items, item_vocab.counts, power), side
+class WriteShard(beam.DoFn):
+  """((split, shard), [(user, n, frames)]) -> one gzip TFRecord file, users in
+  sorted order (so the bytes do not depend on the runner); ("count",
+  ("samples_<split>", n)) and ("file", path)."""
+
+  def __init__(self, root: str, num_shards: int):
+    self._root = root
+    self._num_shards = num_shards
+
+  def process(self, element):
+    (split, shard), users = element
+    users = sorted(users)
+    path = shard_name(f"{self._root}/{split}/part", shard, self._num_shards,
+                      schema.TFRECORD_SUFFIX)
+    with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as f:
+      for _, _, frames in users:
+        f.write(frames)
+    yield COUNT, (f"samples_{split}", sum(n for _, n, _ in users))
+    yield FILE, path
+
+
+class WriteDeadLetters(beam.DoFn):
+  """(shard, [json lines]) -> one sorted JSON-lines file; counts of rejected
+  events and of rejections by (source, reason)."""
+
+  def __init__(self, root: str, num_shards: int):
+    self._root = root
+    self._num_shards = num_shards
+
+  def process(self, element):
+    shard, lines = element
+    lines = sorted(lines)
+    path = shard_name(f"{self._root}/dead_letter/part", shard, self._num_shards,
+                      ".jsonl")
+    with FileSystems.create(path) as f:
+      f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+    reasons = collections.Counter()
+    rejected = 0
+    for line in lines:
+      letter = json.loads(line)
+      reasons[(letter["source"], letter["reason"])] += 1
+      rejected += letter["source"] == "events"
+    yield COUNT, ("events_rejected", rejected)
+    for (source, reason), n in sorted(reasons.items()):
+      yield "reason", (source, reason, n)
+    yield FILE, path
 
 
 def item_table_tsv(rows, side_names: Sequence[str]) -> str:
@@ -171,33 +519,98 @@ def item_table_tsv(rows, side_names: Sequence[str]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _metadata(_, config: PrepareConfig, vocabs, counts) -> str:
+def _metadata(config: PrepareConfig, sizes: Dict[str, int], counts) -> str:
   cols = config.columns
   spec = {
-      "user_features": [{"name": n, "vocab_size": vocabs[n].size,
+      "user_features": [{"name": n, "vocab_size": sizes[n],
                          "embedding_dim": config.embedding_dim}
                         for n in ["user_id"] + list(cols.user_features)],
-      "item_features": [{"name": n, "vocab_size": vocabs[n].size,
+      "item_features": [{"name": n, "vocab_size": sizes[n],
                          "embedding_dim": config.embedding_dim}
                         for n in ["item_id"] + list(cols.item_features)],
       "max_history": config.samples.max_history,
       "numeric_features": [], "label": "label", "group_key": "user_id",
   }
   counts = dict(counts)
-  counts.setdefault("events_rejected", 0)
+  for key in ("events_read", "events_used", "events_rejected"):
+    counts.setdefault(key, 0)
+  if config.items:
+    counts.setdefault("items_read", 0)
   counts.setdefault("items_rejected", 0)
   for split in ("train", "test"):
     counts.setdefault(f"samples_{split}", 0)
+  counts.setdefault("rejected_by_reason", [])
   options = dataclasses.asdict(config)
   return json.dumps({
       "version": METADATA_VERSION, "feature_spec": spec, "counts": counts,
-      "vocabulary_sizes": {n: v.size for n, v in vocabs.items()},
+      "vocabulary_sizes": sizes,
       "has_aux_negatives": config.samples.aux_negatives,
       "options": options}, indent=2, sort_keys=True)
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
-  """Adds the whole job to `pipeline`."""
+def _write_metadata(parts, root: str, config: PrepareConfig) -> str:
+  """The last step: every count, reason and size of the run -> metadata.json.
+
+  It consumes the outputs of every writer, so on runners that compute only
+  what the last step needs (the DaskRunner) everything is written.
+  """
+  counts: Dict[str, int] = collections.Counter()
+  reasons = []
+  sizes: Dict[str, int] = {}
+  for tag, value in parts:
+    if tag == COUNT:
+      counts[value[0]] += value[1]
+    elif tag == "reason":
+      reasons.append({"source": value[0], "reason": value[1], "count": value[2]})
+    elif tag == "vocab":
+      sizes[value[0]] = value[1]
+  if "item_id" not in sizes:
+    raise ValueError("no event was kept, so there is no item vocabulary: see "
+                     f"the dead letters in {root}/dead_letter")
+  counts = dict(counts)
+  counts["rejected_by_reason"] = sorted(reasons,
+                                        key=lambda x: (x["source"], x["reason"]))
+  _write_file(f"{root}/{schema.METADATA_FILE}", _metadata(config, sizes, counts))
+  return root
+
+
+def _write_vocabularies(catalogue, root: str):
+  vocabs = catalogue[0]
+  for name, vocab in sorted(vocabs.items()):
+    _write_file(vocabulary_path(root, name), vocab.to_tsv())
+    yield "vocab", (name, vocab.size)
+
+
+def _to_one_key(pcoll, label: str):
+  """All elements under one key (a global combine without side inputs)."""
+  return (pcoll | f"{label}Key" >> beam.Map(lambda x: (None, x))
+          | f"{label}Group" >> beam.GroupByKey()
+          | f"{label}Values" >> beam.MapTuple(lambda _, xs: list(xs)))
+
+
+def num_shards_for(config: PrepareConfig) -> int:
+  """`config.num_shards`, or one shard per `SHARD_INPUT_BYTES` of events."""
+  if config.num_shards:
+    return config.num_shards
+  total = sum(m.size_in_bytes for m in
+              FileSystems.match([config.events])[0].metadata_list)
+  return max(1, -(-total // SHARD_INPUT_BYTES))
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig,
+                   root: Optional[str] = None,
+                   range_bytes: int = RANGE_BYTES,
+                   progress_seconds: float = PROGRESS_SECONDS) -> None:
+  """Adds the whole job to `pipeline`.
+
+  Args:
+    pipeline: the Beam pipeline.
+    config: the job's options.
+    root: directory the files are written to (default `config.output`; `run`
+      passes a temporary directory and renames it on success).
+    range_bytes: the most bytes of input one read step handles.
+    progress_seconds: interval of the progress log lines of each worker.
+  """
   cols = config.columns
   if config.samples.protocol not in PROTOCOLS:
     raise ValueError(f"protocol must be one of {PROTOCOLS}, "
@@ -205,137 +618,90 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig) -> None:
   if config.samples.protocol == "labeled" and not (cols.label or cols.rating):
     raise ValueError("the labeled protocol needs --label_column or "
                      "--rating_column")
-  out = config.output.rstrip("/")
-  counts = []
-
-  def count(pcoll, name):
-    counts.append(pcoll | f"Count_{name}" >> beam.combiners.Count.Globally()
-                  | f"Name_{name}" >> beam.Map(lambda n, k=name: (k, n)))
-
-  item_table = None
+  root = (root or config.output).rstrip("/")
+  num_shards = num_shards_for(config)
+  small = []  # counts, reasons, sizes and files: inputs of the last step
   dead = []
+
+  def header_of(pattern, fmt):
+    if fmt in ("csv", "tsv"):
+      return read_header(pattern, "\t" if fmt == "tsv" else ",")
+    return None
+
+  item_side = []
   if config.items:
-    item_rows = read_rows(pipeline, config.items,
-                          detect_format(config.items, config.input_format), "Items")
-    entries = item_rows | "ItemEntries" >> beam.Map(
-        item_table_entries, cols, cols.item_features)
-    bad_items = (entries | "BadItems" >> beam.Filter(lambda kv: kv[0] is None)
-                 | "BadItemRows" >> beam.Map(lambda kv: kv[1]))
-    grouped = (entries | "GoodItems" >> beam.Filter(lambda kv: kv[0] is not None)
-               | "GroupItems" >> beam.GroupByKey()
-               | "UniqueItems" >> beam.ParDo(_SplitDuplicateItems()
-                                             ).with_outputs(DEAD, main="items"))
-    item_table = beam.pvalue.AsDict(grouped.items)
-    dead += [bad_items, grouped[DEAD]]
-    count(item_rows, "items_read")
-    count((bad_items, grouped[DEAD]) | "AllBadItems" >> beam.Flatten(),
-          "items_rejected")
+    fmt = detect_format(config.items, config.input_format)
+    items = (pipeline
+             | "ItemRanges" >> beam.Create(_ranges(
+                 config.items, fmt, _range_bytes(config.items, range_bytes)))
+             | "ReadItems" >> beam.ParDo(ReadItems(
+                 cols, fmt, header_of(config.items, fmt)))
+             | "GroupItems" >> beam.GroupByKey()
+             | "UniqueItems" >> beam.ParDo(UniqueItems()))
+    good = items | "GoodItems" >> beam.Filter(_only("item")) | (
+        "ItemValues" >> beam.Values())
+    item_side = [beam.pvalue.AsDict(good)]
+    item_dead = items | "BadItems" >> beam.Filter(_only(DEAD_TAG))
+    dead.append(item_dead)
+    small.append(items | "ItemCounts" >> beam.Filter(_only(COUNT)))
+    small.append(
+        _to_one_key(item_dead, "ItemsRejected")
+        | "ItemsRejectedCount" >> beam.Map(
+            lambda xs: (COUNT, ("items_rejected", len(xs)))))
+    small.append(_to_one_key(good, "ItemTable")
+                 | "WriteItemTable" >> beam.Map(lambda rows: _write_file(
+                     f"{root}/item_table.tsv",
+                     item_table_tsv(rows, cols.item_features))
+                                                or (FILE, "item_table.tsv")))
+  fmt = detect_format(config.events, config.input_format)
+  users = (pipeline
+           | "EventRanges" >> beam.Create(_ranges(
+               config.events, fmt, _range_bytes(config.events, range_bytes)))
+           | "ReadEvents" >> beam.ParDo(ReadEvents(
+               cols, fmt, header_of(config.events, fmt), progress_seconds),
+                                        *item_side)
+           | "GroupUser" >> beam.GroupByKey()
+           | "CleanUser" >> beam.ParDo(CleanUser(config.max_events_per_user,
+                                                 cols)))
+  dead.append(users | "UserDead" >> beam.Filter(_only(DEAD_TAG)))
+  small.append(users | "ReadCounts" >> beam.Filter(_only(COUNT)))
+  catalogue = (users | "Stats" >> beam.Filter(_only(STATS))
+               | "StatValues" >> beam.Values()
+               | "MergeStats" >> beam.CombineGlobally(_MergeStats())
+               .without_defaults()
+               | "Catalogue" >> beam.Map(_catalogue, config))
+  small.append(catalogue | "WriteVocab" >> beam.FlatMap(_write_vocabularies,
+                                                        root))
+  if not config.items:
+    # Serving looks items up by raw id: the whole item table when one is given
+    # (items without events included), else each item's side features as used
+    # for negatives.
+    small.append(catalogue | "WriteItemTable" >> beam.Map(
+        lambda c: _write_file(f"{root}/item_table.tsv",
+                              item_table_tsv(c[3], cols.item_features))
+        or (FILE, "item_table.tsv")))
 
-  rows = read_rows(pipeline, config.events,
-                   detect_format(config.events, config.input_format), "Events")
-  count(rows, "events_read")
-  validated = rows | "Validate" >> beam.ParDo(
-      ValidateEvents(cols), *([item_table] if item_table else [])
-  ).with_outputs(DEAD, main="events")
-  events = validated.events
-  dead.append(validated[DEAD])
-
-  cleaned = (events
-             | "ByUser" >> beam.Map(lambda e: (e.user, e))
-             | "GroupUser" >> beam.GroupByKey()
-             | "CleanUser" >> beam.ParDo(CleanUserEvents(
-                 config.max_events_per_user)).with_outputs(DEAD, main="users"))
-  dead.append(cleaned[DEAD])
-  kept = cleaned.users | "KeptEvents" >> beam.FlatMap(lambda kv: kv[1])
-
-  vocabs = (kept
-            | "FeatureValues" >> beam.FlatMap(lambda e: list(_feature_values(e)))
-            | "CountValues" >> beam.combiners.Count.PerElement()
-            | "ByFeature" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
-            | "GroupFeature" >> beam.GroupByKey()
-            | "Vocabulary" >> beam.MapTuple(
-                lambda name, c: (name, Vocabulary.from_counts(
-                    name, c, config.min_count))))
-  _ = vocabs | "WriteVocab" >> beam.MapTuple(
-      lambda name, v: _write_file(f"{out}/vocab/{name}.tsv", v.to_tsv()))
-  vocab_side = beam.pvalue.AsDict(vocabs)
-
-  one_side = (kept
-              | "ItemSide" >> beam.Map(lambda e: (e.item, e.item_features))
-              | "OneSidePerItem" >> beam.CombinePerKey(min))
-  item_side = one_side | "SideList" >> beam.combiners.ToList()
-  # Serving looks items up by raw id: the whole item table when one is given
-  # (items without events included), else each item's side features as used
-  # for negatives above.
-  table_rows = grouped.items if config.items else one_side
-  _ = (table_rows | "ItemTableList" >> beam.combiners.ToList()
-       | "WriteItemTable" >> beam.Map(lambda rows: _write_file(
-           f"{out}/item_table.tsv",
-           item_table_tsv(rows, cols.item_features))))
-  catalogue = (pipeline | "Seed" >> beam.Create([None])
-               | "Catalogue" >> beam.Map(
-                   lambda _, v, s: _catalogue(v, s, config.negative_power,
-                                              cols.item_features),
-                   vocab_side, beam.pvalue.AsSingleton(item_side)))
-
-  built = (cleaned.users
+  built = (users | "Users" >> beam.Filter(_only(USER))
            | "Samples" >> beam.ParDo(
-               BuildUserSamples(config), vocab_side,
-               beam.pvalue.AsSingleton(catalogue)
-           ).with_outputs(DEAD, "used", main="samples"))
-  dead.append(built[DEAD])
-  counts.append(built.used | "SumUsed" >> beam.CombineGlobally(sum)
-                | "NameUsed" >> beam.Map(lambda n: ("events_used", n)))
+               BuildUserSamples(config, num_shards, progress_seconds),
+               beam.pvalue.AsSingleton(catalogue)))
+  dead.append(built | "SampleDead" >> beam.Filter(_only(DEAD_TAG)))
+  small.append(built | "UsedCounts" >> beam.Filter(_only(COUNT)))
+  small.append(built | "Records" >> beam.Filter(_only(RECORDS))
+               | "RecordValues" >> beam.Values()
+               | "GroupShard" >> beam.GroupByKey()
+               | "WriteShards" >> beam.ParDo(WriteShard(root, num_shards)))
 
-  for split in ("train", "test"):
-    examples = (built.samples
-                | f"Only_{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
-                | f"Bytes_{split}" >> beam.Values())
-    count(examples, f"samples_{split}")
-    _ = examples | f"Write_{split}" >> beam.io.WriteToTFRecord(
-        f"{out}/{split}/part", file_name_suffix=".tfrecord.gz",
-        num_shards=config.num_shards,
-        compression_type=beam.io.filesystem.CompressionTypes.GZIP)
-
-  all_dead = tuple(dead) | "AllDead" >> beam.Flatten()
-  event_dead = all_dead | "EventDead" >> beam.Filter(
-      lambda d: d["source"] == "events")
-  count(event_dead, "events_rejected")
-  _ = (all_dead | "DeadJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
-       | "WriteDead" >> beam.io.WriteToText(f"{out}/dead_letter/part",
-                                            file_name_suffix=".jsonl"))
-  reasons = (all_dead
-             | "Reason" >> beam.Map(lambda d: (d["source"], d["reason"]))
-             | "CountReasons" >> beam.combiners.Count.PerElement()
-             | "ReasonList" >> beam.combiners.ToList())
-  counts.append(reasons | "NameReasons" >> beam.Map(
-      lambda r: ("rejected_by_reason",
-                 sorted([{"source": s, "reason": why, "count": n}
-                         for (s, why), n in r],
-                        key=lambda x: (x["source"], x["reason"])))))
-  all_counts = tuple(counts) | "AllCounts" >> beam.Flatten()
-  _ = (pipeline | "MetaSeed" >> beam.Create([None])
-       | "Metadata" >> beam.Map(_metadata, config, vocab_side,
-                                beam.pvalue.AsList(all_counts))
-       | "WriteMetadata" >> beam.Map(
-           lambda text: _write_file(f"{out}/metadata.json", text)))
-
-
-class _SplitDuplicateItems(beam.DoFn):
-  """Keeps the smallest row of each item id and dead-letters the others.
-
-  File order is not preserved by distributed runners, so "the first row in the
-  file" would not be deterministic; the smallest row is.
-  """
-
-  def process(self, element):
-    item, rows = element
-    rows = sorted(rows)
-    yield item, rows[0]
-    for extra in rows[1:]:
-      yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
-          "items", f"duplicate item {item!r} in the item table",
-          {"item": item, "features": dict(extra)}))
+  small.append(tuple(dead) | "AllDead" >> beam.Flatten()
+               | "DeadJson" >> beam.MapTuple(
+                   lambda _, d: json.dumps(d, sort_keys=True))
+               | "DeadShard" >> beam.Map(
+                   lambda line: (stable_hash(line) % num_shards, line))
+               | "GroupDead" >> beam.GroupByKey()
+               | "WriteDead" >> beam.ParDo(WriteDeadLetters(root, num_shards)))
+  # The last step; it depends on every writer.
+  _ = (_to_one_key(tuple(small) | "AllSmall" >> beam.Flatten(), "Commit")
+       | "WriteMetadata" >> beam.Map(_write_metadata, root, config))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
@@ -412,36 +778,150 @@ def config_from_args(args) -> PrepareConfig:
       overwrite=args.overwrite)
 
 
-def run(config: PrepareConfig, beam_args: Sequence[str] = ()) -> dict:
-  """Runs the job to completion and returns the metadata it wrote."""
+OUTPUTS = (schema.METADATA_FILE, "item_table.tsv", "train", "test",
+           schema.VOCABULARY_DIR, "dead_letter", SUCCESS_FILE)
+_RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+
+
+class PrepareFailed(RuntimeError):
+  """The pipeline failed; the output directory was left as it was."""
+
+
+def _runner_args(beam_args: Sequence[str]) -> List[str]:
+  """`--runner=DaskRunner` -> Beam's fully qualified name (Beam 2.77 does not
+  know the short name)."""
+  out = []
+  for arg in beam_args:
+    for short, full in _RUNNER_ALIASES.items():
+      if arg in (f"--runner={short}",):
+        arg = f"--runner={full}"
+    out.append(arg)
+  return out
+
+
+def _mkdirs(path: str) -> None:
+  try:
+    FileSystems.mkdirs(path)
+  except IOError:
+    pass  # exists
+
+
+def _fill_missing_shards(tmp: str, num_shards: int) -> None:
+  """Writers only create the shards that got data; the empty ones complete
+  the `-of-N` set (an empty gzip TFRecord file, an empty JSON-lines file)."""
+  for directory, suffix, compression in (
+      ("train", schema.TFRECORD_SUFFIX, CompressionTypes.GZIP),
+      ("test", schema.TFRECORD_SUFFIX, CompressionTypes.GZIP),
+      ("dead_letter", ".jsonl", CompressionTypes.UNCOMPRESSED)):
+    _mkdirs(f"{tmp}/{directory}")
+    for shard in range(num_shards):
+      path = shard_name(f"{tmp}/{directory}/part", shard, num_shards, suffix)
+      if not FileSystems.exists(path):
+        FileSystems.create(path, compression_type=compression).close()
+
+
+def _commit(tmp: str, out: str, num_shards: int) -> None:
+  """Moves a finished run from `tmp` into `out`, replacing what is there, and
+  writes `_SUCCESS` last. Readers (`load_metadata`) refuse a directory without
+  it, so a crash at any point never leaves a data set that looks complete."""
+  _fill_missing_shards(tmp, num_shards)
+  if FileSystems.exists(f"{out}/{SUCCESS_FILE}"):
+    FileSystems.delete([f"{out}/{SUCCESS_FILE}"])
+  old = [f"{out}/{p}" for p in OUTPUTS if FileSystems.exists(f"{out}/{p}")]
+  if old:
+    FileSystems.delete(old)
+  sources, targets = [], []
+  for name in OUTPUTS[:-1]:
+    path = f"{tmp}/{name}"
+    if name.endswith((".json", ".tsv")):
+      if FileSystems.exists(path):
+        sources.append(path)
+        targets.append(f"{out}/{name}")
+      continue
+    _mkdirs(f"{out}/{name}")
+    for meta in FileSystems.match([f"{path}/*"])[0].metadata_list:
+      sources.append(meta.path)
+      targets.append(f"{out}/{name}/{meta.path.rsplit('/', 1)[-1]}")
+  FileSystems.rename(sources, targets)
+  _write_file(f"{out}/{SUCCESS_FILE}", "")
+  FileSystems.delete([tmp])
+
+
+def run(config: PrepareConfig, beam_args: Sequence[str] = (),
+        progress_seconds: float = PROGRESS_SECONDS,
+        range_bytes: int = RANGE_BYTES) -> dict:
+  """Runs the job to completion and returns the metadata it wrote.
+
+  The pipeline writes into `<output>/_temporary/<run id>/`; only when it has
+  succeeded are the files moved into `<output>` and `_SUCCESS` written. If it
+  fails, the temporary files are removed and `<output>` is left as it was.
+
+  Args:
+    config: the job's options.
+    beam_args: Beam pipeline options (`--runner=DaskRunner` is accepted).
+    progress_seconds: interval of the progress log lines.
+    range_bytes: the most bytes of input one read step handles.
+
+  Raises:
+    ValueError: bad options or inputs (before anything runs).
+    PrepareFailed: the pipeline failed.
+  """
   if not FileSystems.match([config.events])[0].metadata_list:
     raise ValueError(f"--events: no file matches {config.events!r}")
   if config.items and not FileSystems.match([config.items])[0].metadata_list:
     raise ValueError(f"--items: no file matches {config.items!r}")
   out = config.output.rstrip("/")
-  existing = [p for p in ("metadata.json", "item_table.tsv", "train", "test",
-                          "vocab", "dead_letter")
-              if FileSystems.exists(f"{out}/{p}")]
+  existing = [p for p in OUTPUTS if FileSystems.exists(f"{out}/{p}")]
   if existing and not config.overwrite:
     raise ValueError(f"--output: {config.output!r} already holds a prepared data "
                      f"set ({', '.join(existing)}); pass --overwrite to replace it")
-  if existing:
-    FileSystems.delete([f"{out}/{p}" for p in existing])
-  options = PipelineOptions(list(beam_args))
-  with beam.Pipeline(options=options) as pipeline:
-    build_pipeline(pipeline, config)
-  with FileSystems.open(f"{config.output.rstrip('/')}/metadata.json") as handle:
-    return json.loads(handle.read().decode("utf-8"))
+  tmp = f"{out}/{TEMPORARY_DIR}/{uuid.uuid4().hex}"
+  options = PipelineOptions(_runner_args(beam_args))
+  _Progress.reset()
+  start = time.monotonic()
+  _LOG.info("prepare: %s -> %s (temporary %s)", config.events, out, tmp)
+  pipeline = beam.Pipeline(options=options)
+  try:
+    with pipeline:
+      build_pipeline(pipeline, config, root=tmp, range_bytes=range_bytes,
+                     progress_seconds=progress_seconds)
+  except Exception as error:  # pylint: disable=broad-except
+    if FileSystems.exists(tmp):
+      FileSystems.delete([tmp])
+    raise PrepareFailed(
+        f"prepare failed, {config.output!r} was left as it was (its partial "
+        f"files were removed): {type(error).__name__}: {error}") from error
+  finally:
+    client = getattr(getattr(pipeline, "result", None), "client", None)
+    if client is not None:  # the DaskRunner's; it would outlive the job
+      client.close()
+  _commit(tmp, out, num_shards_for(config))
+  parent = f"{out}/{TEMPORARY_DIR}"
+  if not FileSystems.match([f"{parent}/*"])[0].metadata_list:
+    FileSystems.delete([parent])
+  with FileSystems.open(f"{out}/{schema.METADATA_FILE}") as handle:
+    metadata = json.loads(handle.read().decode("utf-8"))
+  _LOG.info("prepare: done in %.1f s: %s", time.monotonic() - start,
+            json.dumps(metadata["counts"], sort_keys=True)[:300])
+  return metadata
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.getLogger().setLevel(logging.WARNING)
+  if not _LOG.handlers:  # progress lines, without Beam's INFO chatter
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    _LOG.addHandler(handler)
+  _LOG.setLevel(logging.INFO)
   args, beam_args = parse_args(argv)
   try:
     metadata = run(config_from_args(args), beam_args)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
+  except PrepareFailed as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
   print(json.dumps(metadata["counts"], indent=2, sort_keys=True))
   return 0
 

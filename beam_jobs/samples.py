@@ -15,11 +15,11 @@ auxiliary negatives give one sampled item per behaviour position.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Dict, Iterator, List, Sequence, Tuple
 
-import tensorflow as tf
-
-from beam_jobs.events import Event
+from beam_jobs import encoding
+from beam_jobs.events import Event, EventRecord
 from beam_jobs.sampling import NegativeSampler, stable_hash, user_rng
 from beam_jobs.vocabulary import Vocabulary
 from tfrs_din.schema import (ITEM_ID, LABEL, OOV_INDEX, USER_ID, history_name,
@@ -46,7 +46,8 @@ class SampleOptions:
   seed: int = 0
 
 
-def _int_feature(values: Sequence[int]) -> tf.train.Feature:
+def _int_feature(values: Sequence[int]):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
 
@@ -82,6 +83,7 @@ class UserSampleBuilder:
       feats[history_name(name)] = _int_feature([h[j] for h in history])
       if self.options.aux_negatives:
         feats[negative_name(name)] = _int_feature([n[j] for n in negatives])
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     feats[LABEL] = tf.train.Feature(
         float_list=tf.train.FloatList(value=[float(label)]))
     return tf.train.Example(
@@ -89,7 +91,11 @@ class UserSampleBuilder:
             deterministic=True)  # map order fixed: byte-identical on any worker
 
   def build(self, user: str, events: List[Event]) -> Iterator[Tuple[str, bytes]]:
-    """Yields ("train" | "test", serialized Example) for a user's sorted events."""
+    """Yields ("train" | "test", serialized Example) for a user's sorted events.
+
+    The reference implementation (one `tf.train.Example` message per sample);
+    the job uses `encode`, which writes the same bytes faster.
+    """
     opts = self.options
     rows = [self._item_row(e) for e in events]
     user_row = {USER_ID: self.vocabs[USER_ID].index(user)}
@@ -123,3 +129,161 @@ class UserSampleBuilder:
         yield split, self._example(user_row, row, positives[lo:count],
                                    aux[lo:count], event.label)
       count += event.label
+
+
+SPLITS = ("train", "test")
+
+
+class FastUserSampleBuilder(UserSampleBuilder):
+  """`UserSampleBuilder` whose `encode` writes the bytes of `build` directly.
+
+  Per user: the behaviours are encoded once and each history is a slice of
+  them; each item's features are encoded once per builder (cached), and the
+  user's features once per user. Negatives are drawn in one vectorised batch
+  with the same generator stream (`NegativeSampler.sample_calls`).
+  """
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.item_names = [ITEM_ID] + self.item_feature_names
+    names = list(self.item_names) + [history_name(n) for n in self.item_names]
+    if self.options.aux_negatives:
+      names += [negative_name(n) for n in self.item_names]
+    names += [USER_ID] + self.user_feature_names + [LABEL]
+    self.encoder = encoding.ExampleEncoder(names)
+    self._order = {name: i for i, name in enumerate(self.encoder.names)}
+    self._label = [self.encoder.entry(LABEL, encoding.float_feature([0.0])),
+                   self.encoder.entry(LABEL, encoding.float_feature([1.0]))]
+    self._target_cache: Dict[Tuple[int, int], bytes] = {}
+    self._lookup = {n: self.vocabs[n].index for n in self.item_names}
+
+  def _value_entry(self, j: int, value: int) -> bytes:
+    key = (j, value)
+    entry = self._target_cache.get(key)
+    if entry is None:
+      entry = self.encoder.entry(self.item_names[j],
+                                 encoding.int64_feature(encoding.varint(value)))
+      self._target_cache[key] = entry
+    return entry
+
+  def _rows(self, records: Sequence[EventRecord]) -> List[Tuple[int, ...]]:
+    item_index = self._lookup[ITEM_ID]
+    side = [self._lookup[n] for n in self.item_feature_names]
+    rows = []
+    for rec in records:
+      feats = dict(rec[3])
+      rows.append((item_index(rec[1]),) + tuple(
+          index(feats[n]) for n, index in zip(self.item_feature_names, side)))
+    return rows
+
+  def encode(self, user: str, records: Sequence[EventRecord]
+             ) -> Dict[str, Tuple[int, bytes]]:
+    """{split: (number of Examples, their TFRecord frames concatenated)}.
+
+    The Examples and their order are those of `build` on the same events.
+
+    Args:
+      user: the raw user id.
+      records: the user's time-ordered events as `EventRecord`s.
+
+    Raises:
+      ValueError: no negative can be drawn (every item is in the history).
+    """
+    opts = self.options
+    enc = self.encoder
+    rows = self._rows(records)
+    user_entries = [(USER_ID, enc.entry(USER_ID, encoding.int64_feature(
+        encoding.varint(self.vocabs[USER_ID].index(user)))))]
+    if self.user_feature_names:
+      last = dict(records[-1][4])
+      for name in self.user_feature_names:
+        user_entries.append((name, enc.entry(name, encoding.int64_feature(
+            encoding.varint(self.vocabs[name].index(last[name]))))))
+    seen = {r[0] for r in rows}
+    positives = [r for r, rec in zip(rows, records) if rec[2]]
+    aux_rng = user_rng(opts.seed, user, "aux")
+    aux = [(i,) + self._side(i) for i in
+           self.sampler.sample_calls(aux_rng, seen, len(positives), 1)[0]]
+    L = opts.max_history
+    width = len(self.item_names)
+    hist = [encoding.packed_offsets([r[j] for r in positives])
+            for j in range(width)]
+    negs = ([encoding.packed_offsets([r[j] for r in aux]) for j in range(width)]
+            if opts.aux_negatives else [])
+    hist_names = [history_name(n) for n in self.item_names]
+    neg_names = [negative_name(n) for n in self.item_names]
+    order = self._order
+    slots = [b""] * len(enc.names)
+    for name, entry in user_entries:
+      slots[order[name]] = entry
+    label_slot = order[LABEL]
+    target_slots = [order[n] for n in self.item_names]
+    hist_slots = [order[n] for n in hist_names]
+    neg_slots = [order[n] for n in neg_names] if opts.aux_negatives else []
+
+    small = encoding._SMALL  # pylint: disable=protected-access
+    varint = encoding.varint
+    hist_prefix = [enc._prefix[n] for n in hist_names]  # pylint: disable=protected-access
+    neg_prefix = [enc._prefix[n] for n in neg_names  # pylint: disable=protected-access
+                  if opts.aux_negatives]
+    columns = ([(hist_slots[j], hist_prefix[j]) + hist[j] for j in range(width)]
+               + [(neg_slots[j], neg_prefix[j]) + negs[j]
+                  for j in range(len(neg_slots))])
+
+    def set_history(lo: int, hi: int) -> None:
+      # enc.entry(name, int64_feature(packed)), inlined: the hot loop.
+      for slot, prefix, blob, off in columns:
+        packed = blob[off[lo]:off[hi]]
+        n = len(packed)
+        if n:
+          inner = b"\x0a" + (small[n] if n < 128 else varint(n)) + packed
+          n = len(inner)
+          feature = b"\x1a" + (small[n] if n < 128 else varint(n)) + inner
+        else:
+          feature = b"\x1a\x00"
+        body = prefix + small[len(feature)] + feature if len(feature) < 128 \
+            else prefix + varint(len(feature)) + feature
+        n = len(body)
+        slots[slot] = b"\x0a" + (small[n] if n < 128 else varint(n)) + body
+
+    cache = self._target_cache
+    labels = self._label
+    crc = encoding._masked_crc  # pylint: disable=protected-access
+    pack = struct.pack
+
+    def frame(target: Tuple[int, ...], label: int) -> bytes:
+      # encoding.tfrecord(enc.example(slots)), inlined.
+      for j in range(width):
+        slots[target_slots[j]] = (cache.get((j, target[j]))
+                                  or self._value_entry(j, target[j]))
+      slots[label_slot] = labels[label]
+      features = b"".join(slots)
+      n = len(features)
+      record = b"\x0a" + (small[n] if n < 128 else varint(n)) + features
+      length = pack("<Q", len(record))
+      return b"".join((length, pack("<I", crc(length)), record,
+                       pack("<I", crc(record))))
+
+    out: Dict[str, List[bytes]] = {"train": [], "test": []}
+    if opts.protocol == "next_item":
+      n = len(positives)
+      target_rng = user_rng(opts.seed, user, "target")
+      negatives = self.sampler.sample_calls(target_rng, seen,
+                                            opts.num_negatives, n - 1)
+      for k in range(1, n):
+        split = out["test" if k == n - 1 else "train"]
+        set_history(max(0, k - L), k)
+        split.append(frame(positives[k], 1))
+        for item in negatives[k - 1]:
+          split.append(frame((item,) + self._side(item), 0))
+    else:
+      split = out["test" if stable_hash(opts.seed, user, "split") % 10_000
+                  < opts.test_fraction * 10_000 else "train"]
+      count = 0
+      for row, rec in zip(rows, records):
+        if count:
+          set_history(max(0, count - L), count)
+          split.append(frame(row, rec[2]))
+        count += rec[2]
+    return {name: (len(frames), b"".join(frames))
+            for name, frames in out.items() if frames}

@@ -5,6 +5,7 @@ use it without loading TensorFlow's Keras stack.
 
 A prepared directory holds:
 
+  _SUCCESS                  empty; written last, once the rest is complete
   metadata.json             {"version": SCHEMA_VERSION, "feature_spec": ...,
                              "counts": ..., "vocabulary_sizes": ..., ...}
   vocab/<feature>.tsv       vocabulary of a categorical feature
@@ -49,6 +50,9 @@ NEGATIVE_PREFIX = "neg_hist_"
 HISTORY_LENGTH = "hist_length"
 
 METADATA_FILE = "metadata.json"
+# Written last by `tfrs-din prepare`, once every other file is in place;
+# readers refuse a directory without it (a failed or running job).
+SUCCESS_FILE = "_SUCCESS"
 VOCABULARY_DIR = "vocab"
 VOCABULARY_HEADER = ("index", "id", "count")
 SPLITS = ("train", "test")

@@ -73,6 +73,7 @@ def _write_metadata(directory, version):
   (directory / "vocab" / "item_id.tsv").write_text(
       "index\tid\tcount\n0\t<pad>\t0\n1\t<oov>\t0\n2\tx\t4\n")
   (directory / schema.METADATA_FILE).write_text(json.dumps(metadata))
+  (directory / schema.SUCCESS_FILE).write_text("")
 
 
 def test_current_version_loads(tmp_path):

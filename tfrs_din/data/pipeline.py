@@ -21,13 +21,19 @@ def load_metadata(directory: str) -> dict:
 
   Raises:
     FileNotFoundError: there is no metadata.json.
-    ValueError: the data was written under another `schema.SCHEMA_VERSION`.
+    ValueError: there is no `_SUCCESS` marker (the job failed or is still
+      running), or the data was written under another `schema.SCHEMA_VERSION`.
   """
   path = os.path.join(directory, schema.METADATA_FILE)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(
         f"{path} does not exist: is {directory!r} the output of `tfrs-din "
         "prepare` (beam_jobs.prepare)?")
+  if not tf.io.gfile.exists(os.path.join(directory, schema.SUCCESS_FILE)):
+    raise ValueError(
+        f"{directory!r} has no {schema.SUCCESS_FILE} marker: `tfrs-din prepare` "
+        "did not finish writing it (it failed, was killed or is still running), "
+        "so the data may be incomplete; re-run prepare with --overwrite.")
   with tf.io.gfile.GFile(path) as handle:
     metadata = json.load(handle)
   schema.check_version(metadata, path)
