@@ -41,7 +41,7 @@ class TrainConfig:
   second training run.
   """
   model: str = "din"
-  epochs: int = 3
+  epochs: int = 5  # at most: validation stops earlier
   validation_fraction: float = 0.1
   monitor: str = "gauc"
   patience: int = 1
