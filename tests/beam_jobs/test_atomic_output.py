@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from output_files import files_under
 from beam_jobs import prepare
 from beam_jobs.samples import SampleOptions
 from tfrs_din import schema
@@ -16,16 +17,6 @@ EVENTS = "".join(["user_id,item_id,category_id,timestamp\n"] + [
     f"u{u},i{(u * 7 + t) % 23},c{(u + t) % 4},{t}\n"
     for u in range(30) for t in range(6)] + ["u1,,c1,3\n"])
 
-
-def _files(directory):
-  """{relative path: bytes} of every file under `directory`."""
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = f.read()
-  return out
 
 
 def _config(tmp_path, **kwargs):
@@ -38,7 +29,7 @@ def _config(tmp_path, **kwargs):
 def test_success_marker_is_written_last_and_nothing_temporary_is_left(tmp_path):
   config = _config(tmp_path)
   metadata = prepare.run(config)
-  files = _files(config.output)
+  files = files_under(config.output)
   assert files[schema.SUCCESS_FILE] == b""
   assert not any(p.startswith(prepare.TEMPORARY_DIR) for p in files)
   assert sorted(files) == sorted([
@@ -75,14 +66,14 @@ def _failing_writer(monkeypatch):
 def test_a_failed_run_leaves_the_previous_output_as_it_was(tmp_path, monkeypatch):
   config = _config(tmp_path)
   prepare.run(config)
-  before = _files(config.output)
+  before = files_under(config.output)
   config.overwrite = True
   config.samples = SampleOptions(max_history=5)
   _failing_writer(monkeypatch)
   with pytest.raises(prepare.PrepareFailed, match=r"left as it was .*"
                      r"disk full \(simulated\)"):
     prepare.run(config)
-  assert _files(config.output) == before  # no temporary files either
+  assert files_under(config.output) == before  # no temporary files either
   load_metadata(config.output)
 
 
@@ -91,7 +82,7 @@ def test_a_failed_first_run_leaves_nothing_readable(tmp_path, monkeypatch):
   _failing_writer(monkeypatch)
   with pytest.raises(prepare.PrepareFailed):
     prepare.run(config)
-  assert _files(config.output) == {}
+  assert files_under(config.output) == {}
   with pytest.raises(FileNotFoundError, match="metadata.json does not exist"):
     load_metadata(config.output)
 

@@ -13,18 +13,10 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
+from output_files import files_under
 from beam_jobs import prepare  # pylint: disable=g-import-not-at-top
 from beam_jobs.samples import SampleOptions
 
-
-def _files(directory):
-  out = {}
-  for root, _, names in os.walk(directory):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = f.read()
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +51,11 @@ def test_dask_writes_the_bytes_of_the_direct_runner(tmp_path, cluster):
       output=str(tmp_path / "out"), negative_power=0.75,
       samples=SampleOptions(max_history=8, num_negatives=2, seed=1))
   direct = prepare.run(config)
-  expected = _files(config.output)
+  expected = files_under(config.output)
   shutil.rmtree(config.output)
   # Small ranges: the events are read by several tasks.
   on_dask = prepare.run(config, _dask_args(cluster), range_bytes=4096)
-  assert _files(config.output) == expected
+  assert files_under(config.output) == expected
   assert on_dask == direct
   counts = on_dask["counts"]
   assert counts["events_read"] == 1505
@@ -77,7 +69,7 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, cluster):
       events=_log(tmp_path / "events.csv", 8000, 200, with_bad_rows=False),
       output=str(tmp_path / "out"), samples=SampleOptions(max_history=20))
   prepare.run(config)
-  expected = _files(config.output)
+  expected = files_under(config.output)
   shutil.rmtree(config.output)
   client = distributed.Client(cluster.scheduler_address)
   victim, pid = sorted(client.run(os.getpid).items())[0]
@@ -96,5 +88,5 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, cluster):
   assert pid not in client.run(os.getpid).values()  # it really died
   client.close()
   # Dask re-ran the lost tasks; every write is deterministic and idempotent.
-  assert _files(config.output) == expected
+  assert files_under(config.output) == expected
   assert result["metadata"]["counts"]["events_read"] == 8000
