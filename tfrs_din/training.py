@@ -132,6 +132,12 @@ def _uses_negatives(config: TrainConfig, metadata: dict) -> bool:
 MONITORS = {"gauc": "max", "auc": "max", "logloss": "min", "loss": "min"}
 
 
+def _every_training_user(config: TrainConfig, data_dir: str, spec: FeatureSpec,
+                         with_negatives: bool) -> tf.data.Dataset:
+  return make_dataset(data_dir, "train", spec, config.batch_size, shuffle=True,
+                      with_negatives=with_negatives, seed=config.seed)
+
+
 def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
                 with_negatives: bool
                 ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset],
@@ -140,8 +146,8 @@ def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
   early-stopping callback of `config` (None and [] without validation)."""
   common = dict(batch_size=config.batch_size, seed=config.seed)
   if not config.validation_fraction:
-    return (make_dataset(data_dir, "train", spec, shuffle=True,
-                         with_negatives=with_negatives, **common), None, [])
+    every_user = _every_training_user(config, data_dir, spec, with_negatives)
+    return every_user, None, []
   if config.monitor not in MONITORS:
     raise ValueError(f"--monitor must be one of {sorted(MONITORS)}, got "
                      f"{config.monitor!r}")
@@ -181,6 +187,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
                                      config.embedding_dim)
   with_negatives = _uses_negatives(config, metadata)
   tf.io.gfile.makedirs(model_dir)
+  refit = bool(config.validation_fraction) and config.refit
   selection_file = os.path.join(model_dir, SELECTION_FILE)
   if tf.io.gfile.exists(selection_file):  # resuming after the selection
     with tf.io.gfile.GFile(selection_file) as f:
@@ -192,16 +199,14 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
                        val_ds, config.epochs, [*stopping, *callbacks])
     best = stopping[0].best_epoch + 1 if stopping else len(logs["loss"])
     selection = {"best_epoch": best, "history": logs}
-    if stopping and config.refit:
+    if refit:
       with tf.io.gfile.GFile(selection_file, "w") as f:
         json.dump(selection, f)
-  if config.validation_fraction and config.refit:
-    train_ds = make_dataset(data_dir, "train", spec, config.batch_size,
-                            shuffle=True, with_negatives=with_negatives,
-                            seed=config.seed)
-    model, refit_logs = _fit(spec, config, model_dir, "checkpoints_refit",
-                             train_ds, None, selection["best_epoch"],
-                             callbacks)
+  if refit:
+    model, refit_logs = _fit(
+        spec, config, model_dir, "checkpoints_refit",
+        _every_training_user(config, data_dir, spec, with_negatives), None,
+        selection["best_epoch"], callbacks)
     selection["refit_history"] = refit_logs
   model.save(os.path.join(model_dir, MODEL_FILE))
   with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), "w") as f:

@@ -191,9 +191,9 @@ class CTRModel(tfrs.models.Model):
       self.gauc.update_state(features[self.spec.group_key], labels, logits)
     # Batch-level terms: each replica contributes 1/replicas of them.
     terms = {"logloss": tf.nn.compute_average_loss(per_example)}
-    if self.embedder.regularization is not None:
-      terms[f"{self.embedder.regularization}_loss"] = (
-          tf.nn.scale_regularization_loss(self.embedder.penalty(features)))
+    if self._penalty_name:
+      terms[self._penalty_name] = tf.nn.scale_regularization_loss(
+          self.embedder.penalty(features))
     if training and self.has_auxiliary_loss:
       terms["aux_loss"] = tf.nn.scale_regularization_loss(
           self.auxiliary_loss(features, intermediates, training=training))
@@ -209,6 +209,12 @@ class CTRModel(tfrs.models.Model):
     """Whether `auxiliary_loss` adds a term in training (DIEN's)."""
     return False
 
+  @property
+  def _penalty_name(self) -> Optional[str]:
+    """Log name of the embedding penalty ("mba_loss", "l2_loss" or None)."""
+    regularization = self.embedder.regularization
+    return None if regularization is None else f"{regularization}_loss"
+
   # Training and evaluation steps ---------------------------------------------
   def _tracks_gauc(self, training: bool) -> bool:
     return (self.gauc is not None and self.spec.group_key is not None
@@ -222,8 +228,8 @@ class CTRModel(tfrs.models.Model):
     terms (under the strategy scope `compile` is called in)."""
     super().compile(*args, **kwargs)
     names = ["loss"]
-    if self.embedder.regularization is not None:
-      names.append(f"{self.embedder.regularization}_loss")
+    if self._penalty_name:
+      names.append(self._penalty_name)
     if self.has_auxiliary_loss:
       names.append("aux_loss")
     # Kept out of Keras' attribute tracking: `metrics` lists them once.
@@ -235,8 +241,8 @@ class CTRModel(tfrs.models.Model):
     trackers = list(self.__dict__.get("_loss_trackers", {}).values())
     return super().metrics + trackers
 
-  def _step_logs(self, terms: Dict[str, tf.Tensor], training: bool
-                 ) -> Dict[str, tf.Tensor]:
+  def _step_logs(self, terms: Dict[str, tf.Tensor], total_loss: tf.Tensor,
+                 training: bool) -> Dict[str, tf.Tensor]:
     """Epoch means of the loss and of each of its terms, and the metrics.
 
     "loss" is the whole objective (what the optimiser minimises: the terms of
@@ -244,8 +250,7 @@ class CTRModel(tfrs.models.Model):
     the penalty and auxiliary loss are logged under their own names. GAUC is
     left out of per-step logs unless it is tracked in training.
     """
-    values = dict(terms, loss=tf.add_n(list(terms.values()))
-                  + self._regularization_loss())
+    values = dict(terms, loss=total_loss)
     # Each replica holds its share of every term; scaled back, the mean over
     # replicas is the global value (equal per-replica batches).
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -265,12 +270,13 @@ class CTRModel(tfrs.models.Model):
       total_loss = tf.add_n(list(terms.values())) + self._regularization_loss()
     gradients = tape.gradient(total_loss, self.trainable_variables)
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-    return self._step_logs(terms, training=True)
+    return self._step_logs(terms, total_loss, training=True)
 
   def test_step(self, inputs):
     with fused_kernels(self.use_fused_kernels):
       terms = self.loss_terms(inputs, training=False)
-    return self._step_logs(terms, training=False)
+    total_loss = tf.add_n(list(terms.values())) + self._regularization_loss()
+    return self._step_logs(terms, total_loss, training=False)
 
   def evaluate(self, *args, return_dict: bool = False, **kwargs):
     """Keras' `evaluate`, with GAUC computed once over all batches at the end."""
