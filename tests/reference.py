@@ -19,7 +19,7 @@ def prelu(x, alpha):
 def gru_step(x, a, h, kernel, rec_kernel, bias, rec_bias, gate):
   """One step of the GRU of tfrs_din/layers/gru_equations.py.
 
-  gate in {'none', 'AGRU', 'AUGRU'}; kernels [D, 3H] / [H, 3H] with columns
+  gate in {'none', 'AGRU', 'AUGRU', 'AUGRU_OFFICIAL'}; kernels [D, 3H] / [H, 3H] with columns
   [update, reset, candidate].
   """
   units = h.shape[-1]
@@ -32,6 +32,8 @@ def gru_step(x, a, h, kernel, rec_kernel, bias, rec_bias, gate):
     u = a[:, None]
   elif gate == "AUGRU":
     u = a[:, None] * u
+  elif gate == "AUGRU_OFFICIAL":   # attention scales the keep gate 1 - u
+    u = 1 - (1 - a[:, None]) * (1 - u)
   return (1 - u) * h + u * cand
 
 

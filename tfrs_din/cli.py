@@ -13,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfrs_din.distribute import STRATEGIES  # noqa: E402  (sets up Keras 2 first)
 from tfrs_din.training import TrainConfig  # noqa: E402
+from tfrs_din.layers.attention_gru import GRU_TYPES  # noqa: E402
+from tfrs_din.layers.interest_extractor import AUX_REDUCTIONS  # noqa: E402
+from tfrs_din.models.dien import ATTENTIONS  # noqa: E402
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
@@ -70,6 +73,12 @@ def _add_training_options(parser: argparse.ArgumentParser,
     default="auto",
     help="also feed the tower the behaviour sum s and item * s (auto: DIN "
     "and DIEN yes, base no, as the official code)")
+  a("--tower_input_normalization", choices=["none", "batch", "affine"],
+    default="none" if d.tower_input_normalization is None
+    else d.tower_input_normalization,
+    help="normalise the tower input: batch (BatchNormalization) or affine "
+    "(what the official code's batch_normalization runs: a learned "
+    "per-feature scale and shift)")
   a("--embedding_stddev", type=float, default=d.embedding_stddev,
     help="stddev of the normal initializer of the embedding tables")
   a("--kernel_initializer", default=d.kernel_initializer,
@@ -78,8 +87,15 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--adam_adaptive_epsilon", type=_boolean, default=d.adam_adaptive_epsilon,
     help="epsilon added after bias correction, as in PyTorch")
   a("--gru_units", type=int, default=d.gru_units)
-  a("--gru_type", choices=["AIGRU", "AGRU", "AUGRU"], default=d.gru_type)
+  a("--gru_type", choices=list(GRU_TYPES), default=d.gru_type)
   a("--aux_loss_weight", type=float, default=d.aux_loss_weight)
+  a("--aux_loss_reduction", choices=list(AUX_REDUCTIONS),
+    default=d.aux_loss_reduction,
+    help="DIEN's auxiliary loss: mean over valid steps, the paper's sum over "
+    "each user's steps, or the official code's mean over padded steps")
+  a("--dien_attention", choices=list(ATTENTIONS), default=d.dien_attention,
+    help="DIEN's attention: the paper's bilinear h W e, or the official "
+    "code's MLP")
   a("--optimizer", choices=["lazy_adam", "adam", "sgd"], default=d.optimizer,
     help="lazy_adam updates only the embedding rows in the batch")
   a("--strategy", choices=STRATEGIES, default=d.strategy)
@@ -102,6 +118,9 @@ def _train_config(args, model: str) -> TrainConfig:
       attention_normalization=none(args.attention_normalization),
       gru_units=args.gru_units, gru_type=args.gru_type,
       aux_loss_weight=args.aux_loss_weight,
+      aux_loss_reduction=args.aux_loss_reduction,
+      dien_attention=args.dien_attention,
+      tower_input_normalization=none(args.tower_input_normalization),
       behaviour_sum_in_tower={"auto": None, "true": True, "false": False}[
           args.behaviour_sum_in_tower],
       embedding_stddev=args.embedding_stddev,

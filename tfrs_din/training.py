@@ -62,8 +62,11 @@ class TrainConfig:
   gru_units: int = 36
   gru_type: str = "AUGRU"
   aux_loss_weight: float = 1.0
+  aux_loss_reduction: str = "step_mean"
+  dien_attention: str = "bilinear"
   # None: as the official code (DIN and DIEN yes, the base model no).
   behaviour_sum_in_tower: Optional[bool] = None
+  tower_input_normalization: Optional[str] = None
   embedding_stddev: float = 0.05
   kernel_initializer: str = "glorot_normal"
   optimizer: str = "lazy_adam"
@@ -86,6 +89,7 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                 embeddings_initializer=tf.keras.initializers.RandomNormal(
                     stddev=config.embedding_stddev),
                 kernel_initializer=config.kernel_initializer,
+                tower_input_normalization=config.tower_input_normalization,
                 behaviour_sum_in_tower=(
                     config.model != "base"
                     if config.behaviour_sum_in_tower is None
@@ -96,7 +100,10 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                   attention_activation=config.attention_activation,
                   attention_normalization=config.attention_normalization),
       "dien": dict(gru_units=config.gru_units, gru_type=config.gru_type,
-                   aux_loss_weight=config.aux_loss_weight),
+                   aux_loss_weight=config.aux_loss_weight,
+                   aux_reduction=config.aux_loss_reduction,
+                   attention=config.dien_attention,
+                   attention_units=config.attention_units),
   }[config.model]
   return MODELS[config.model](spec, **common, **extra)
 

@@ -30,7 +30,7 @@ def _numpy_scan(cell, x, a, mask, gate):
   return h
 
 
-@pytest.mark.parametrize("gate", ["none", "AGRU", "AUGRU"])
+@pytest.mark.parametrize("gate", ["none", "AGRU", "AUGRU", "AUGRU_OFFICIAL"])
 def test_masked_scan_matches_numpy(gate):
   x, a = _data()
   cell = AttentionGRUCell(H, gate=gate)
@@ -55,6 +55,30 @@ def test_cells_work_in_keras_rnn_with_same_equation():
     assert cell.get_config()["gate"] == gate
 
 
+def test_official_augru_is_a_plain_gru_at_zero_and_the_candidate_at_one():
+  """u' = u + a (1 - u): a = 0 gives the GRU's update, a = 1 gives h = h~."""
+  x, _ = _data()
+  gru = AttentionGRUCell(H, gate="none", bias_initializer="random_normal")
+  gru.build([None, D])
+  official = AttentionGRUCell(H, gate="AUGRU_OFFICIAL")
+  official.build([None, D + 1])
+  official.set_weights(gru.get_weights())
+  h = np.random.default_rng(1).normal(size=(B, H)).astype(np.float32)
+  projected = gru.project_inputs(tf.constant(x[:, 0]))
+  np.testing.assert_allclose(
+      official.step(projected, tf.zeros([B]), tf.constant(h)),
+      gru.step(projected, None, tf.constant(h)), rtol=1e-6, atol=1e-6)
+  weights = [w.numpy() for w in (gru.kernel, gru.recurrent_kernel, gru.bias,
+                                 gru.recurrent_bias)]
+  xw = x[:, 0] @ weights[0] + weights[2]
+  hu = h @ weights[1] + weights[3]
+  r = 1 / (1 + np.exp(-(xw[:, H:2 * H] + hu[:, H:2 * H])))
+  candidate = np.tanh(xw[:, 2 * H:] + r * hu[:, 2 * H:])
+  np.testing.assert_allclose(
+      official.step(projected, tf.ones([B]), tf.constant(h)), candidate,
+      rtol=1e-5, atol=1e-6)
+
+
 def test_attention_zero_freezes_agru_and_augru():
   x, _ = _data()
   zeros = np.zeros((B, T), np.float32)
@@ -64,7 +88,8 @@ def test_attention_zero_freezes_agru_and_augru():
     np.testing.assert_allclose(final, 0.0, atol=1e-7)
 
 
-@pytest.mark.parametrize("gru_type", ["AIGRU", "AGRU", "AUGRU"])
+@pytest.mark.parametrize("gru_type",
+                         ["AIGRU", "AGRU", "AUGRU", "AUGRU_OFFICIAL"])
 def test_interest_evolution_matches_numpy_and_ignores_padding(gru_type):
   x, a = _data()
   layer = InterestEvolution(H, gru_type=gru_type)

@@ -49,7 +49,7 @@ def _packed(cell, x, a, fused):
   return run(x, a)
 
 
-@pytest.mark.parametrize("gate", ["none", "AGRU", "AUGRU"])
+@pytest.mark.parametrize("gate", ["none", "AGRU", "AUGRU", "AUGRU_OFFICIAL"])
 def test_every_implementation_gives_the_same_states(gate):
   rng = np.random.default_rng(7)
   x = rng.normal(size=(B, T, D)).astype(np.float32)

@@ -10,7 +10,10 @@ B, T, H = 4, 6, 5
 # Gaps inside rows and an empty row: a masked step is skipped wherever it is.
 MASK = np.array([[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 0, 0],
                  [0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]], bool)
-GATES = {"gru": (False, False), "augru": (True, False), "agru": (True, True)}
+# The gate g of each recurrence gate from u and the scale s (gru_equations).
+GATES = {"gru": lambda u, s: u, "augru": lambda u, s: s * u,
+         "agru": lambda u, s: s + 0.0 * u,
+         "augru_official": lambda u, s: 1.0 - (1.0 - s) * (1.0 - u)}
 
 
 @pytest.fixture(params=["tensorflow_loop", "fused_kernel"])
@@ -35,8 +38,7 @@ def _inputs(seed=0):
   return [tf.constant(v) for v in (x, attention, h0, kernel, bias)]
 
 
-def _reference(x, attention, h0, kernel, bias, scaled, scale_is_update,
-               mask=MASK):
+def _reference(x, attention, h0, kernel, bias, gate, mask=MASK):
   """The equations step by step over padded rows; TensorFlow differentiates."""
   h, states = h0, []
   for t in range(x.shape[1]):
@@ -45,19 +47,18 @@ def _reference(x, attention, h0, kernel, bias, scaled, scale_is_update,
     r = tf.sigmoid(x[:, t, H:2 * H] + p[:, H:2 * H])
     candidate = tf.tanh(x[:, t, 2 * H:] + r * p[:, 2 * H:])
     s = attention[:, t, tf.newaxis]
-    g = (s if scale_is_update else s * u) if scaled else u
+    g = GATES[gate](u, s)
     h = tf.where(mask[:, t, None], (1.0 - g) * h + g * candidate, h)
     states.append(h)
   return tf.stack(states, axis=1)
 
 
-def _ours(x, attention, h0, kernel, bias, scaled, scale_is_update,
-          mask=MASK):
+def _ours(x, attention, h0, kernel, bias, gate, mask=MASK):
   packing = Packing(tf.convert_to_tensor(mask))
-  scale = packing.pack(attention)[:, tf.newaxis] if scaled else None
+  scale = packing.pack(attention)[:, tf.newaxis] if gate != "gru" else None
   packed = packed_gru_recurrence(
       packing.pack(x), scale, packing.step_sizes, packing.initial_rows(h0),
-      kernel, bias, scale_is_update=scale_is_update)
+      kernel, bias, gate=gate)
   return packing.unpack_states(packed, h0), packing.final_states(packed, h0)
 
 
@@ -82,12 +83,12 @@ def test_packing_orders_rows_by_length_and_steps_by_time():
 @pytest.mark.parametrize("gate", sorted(GATES))
 def test_states_and_gradients_match_autodiff_of_the_padded_equations(
     gate, implementation):
-  scaled, scale_is_update = GATES[gate]
+  scaled = gate != "gru"
   inputs = _inputs()
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(inputs)
-    states, final = _ours(*inputs, scaled, scale_is_update)
-    expected = _reference(*inputs, scaled, scale_is_update)
+    states, final = _ours(*inputs, gate)
+    expected = _reference(*inputs, gate)
     ours_loss = _loss(states, final)
     expected_loss = _loss(expected, expected[:, -1])
   np.testing.assert_allclose(states, expected, rtol=1e-5, atol=1e-6)
@@ -113,7 +114,7 @@ def test_all_rows_empty_returns_initial_states_and_their_gradient(
   empty = np.zeros((B, T), bool)
   with tf.GradientTape() as tape:
     tape.watch(h0)
-    states, final = _ours(x, attention, h0, kernel, bias, True, False,
+    states, final = _ours(x, attention, h0, kernel, bias, "augru",
                           mask=empty)
     loss = tf.reduce_sum(final * 3.0)
   np.testing.assert_array_equal(final, h0)
@@ -131,13 +132,13 @@ def test_runs_in_a_graph_with_unknown_batch_and_length(implementation):
   def kernel_gradient(x, attention, h0, kernel, bias, mask):
     with tf.GradientTape() as tape:
       tape.watch(kernel)
-      loss = _loss(*_ours(x, attention, h0, kernel, bias, True, False, mask))
+      loss = _loss(*_ours(x, attention, h0, kernel, bias, "augru", mask))
     return tape.gradient(loss, kernel)
 
   inputs = _inputs(3)
   with tf.GradientTape() as tape:
     tape.watch(inputs[3])
-    expected = _reference(*inputs, True, False)
+    expected = _reference(*inputs, "augru")
     expected = tape.gradient(_loss(expected, expected[:, -1]), inputs[3])
   np.testing.assert_allclose(kernel_gradient(*inputs, tf.constant(MASK)),
                              expected, rtol=1e-4, atol=1e-5)
@@ -149,8 +150,16 @@ def test_runs_in_a_graph_with_unknown_batch_and_length(implementation):
     assert not packed_gru.KERNEL_OPS & ops
 
 
-def test_agru_needs_a_scale():
+@pytest.mark.parametrize("gate", ["agru", "augru", "augru_official"])
+def test_attention_gates_need_a_scale(gate):
   with pytest.raises(ValueError, match="gate_scale"):
     packed_gru_recurrence(tf.zeros([1, 3]), None, tf.constant([1]),
                           tf.zeros([1, 1]), tf.zeros([1, 3]), tf.zeros([3]),
-                          scale_is_update=True)
+                          gate=gate)
+
+
+def test_unknown_gate_is_named():
+  with pytest.raises(ValueError, match="'augru_paper'"):
+    packed_gru_recurrence(tf.zeros([1, 3]), tf.ones([1, 1]), tf.constant([1]),
+                          tf.zeros([1, 1]), tf.zeros([1, 3]), tf.zeros([3]),
+                          gate="augru_paper")

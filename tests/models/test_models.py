@@ -12,11 +12,21 @@ import reference as ref
 
 SMALL = dict(mlp_units=(8, 4), activation="dice")
 OPTIONS = {"base": {}, "din": dict(attention_units=(8, 4)),
-           "dien": dict(gru_units=6, aux_hidden_units=(8, 4))}
+           "dien": dict(gru_units=6, aux_hidden_units=(8, 4)),
+           # The official code's choices where the paper differs (issue 13).
+           "din_official": dict(attention_units=(8, 4),
+                                tower_input_normalization="affine"),
+           "dien_official": dict(gru_units=6, aux_hidden_units=(8, 4),
+                                 gru_type="AUGRU_OFFICIAL", attention="mlp",
+                                 attention_units=(8, 4),
+                                 aux_reduction="padded_mean",
+                                 tower_input_normalization="batch")}
+ALL = ["base", "din", "dien", "din_official", "dien_official"]
 
 
 def _model(name, spec, **kwargs):
-  return MODELS[name](spec, **SMALL, **OPTIONS[name], **kwargs)
+  model_class = MODELS[name.split("_")[0]]
+  return model_class(spec, **SMALL, **OPTIONS[name], **kwargs)
 
 
 def _trained(name, data, steps=3, **kwargs):
@@ -65,7 +75,7 @@ def test_gauc_in_training_reports_the_epoch_gauc(small_data):
   assert history.history["gauc"][-1] == pytest.approx(expected, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["base", "din", "dien"])
+@pytest.mark.parametrize("name", ALL)
 def test_padding_does_not_leak_and_inference_is_batch_independent(
     name, small_data):
   model = _trained(name, small_data)
@@ -85,7 +95,7 @@ def test_padding_does_not_leak_and_inference_is_batch_independent(
   np.testing.assert_allclose(one_by_one, expected[::7], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["base", "din", "dien"])
+@pytest.mark.parametrize("name", ALL)
 def test_score_candidates_equals_tiled_rows(name, small_data):
   model = _trained(name, small_data)
   users = small_data.features(slice(0, 3))
@@ -104,7 +114,7 @@ def test_score_candidates_equals_tiled_rows(name, small_data):
                              rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["din", "dien"])
+@pytest.mark.parametrize("name", ["din", "dien", "dien_official"])
 def test_attention_weights_are_zero_at_padding(name, small_data):
   model = _trained(name, small_data)
   features = small_data.features(slice(0, 20))
@@ -113,7 +123,7 @@ def test_attention_weights_are_zero_at_padding(name, small_data):
   length = features[HISTORY_LENGTH].numpy()
   pad = np.arange(weights.shape[1])[None, :] >= length[:, None]
   np.testing.assert_array_equal(weights[pad], 0.0)
-  if name == "dien":  # masked softmax over the valid steps
+  if name.startswith("dien"):  # masked softmax over the valid steps
     np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
 
 
@@ -154,7 +164,7 @@ def test_regularization_options_change_the_loss_as_documented(small_data):
     _model("base", small_data.spec, regularization="l1")
 
 
-@pytest.mark.parametrize("name", ["base", "din", "dien"])
+@pytest.mark.parametrize("name", ALL)
 def test_keras_format_round_trip_gives_identical_predictions(
     name, small_data, tmp_path):
   model = _trained(name, small_data)

@@ -9,8 +9,11 @@ import tensorflow as tf
 from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.recurrence import Packing, packed_gru_recurrence
 
-GATES = ("none", "AGRU", "AUGRU")
-GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
+GATES = ("none", "AGRU", "AUGRU", "AUGRU_OFFICIAL")
+GRU_TYPES = ("AIGRU", "AGRU", "AUGRU", "AUGRU_OFFICIAL")
+# The cell's gate -> the gate of `packed_gru_recurrence` / the fused kernels.
+_RECURRENCE_GATE = {"none": "gru", "AGRU": "agru", "AUGRU": "augru",
+                    "AUGRU_OFFICIAL": "augru_official"}
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -18,14 +21,17 @@ GRU_TYPES = ("AIGRU", "AGRU", "AUGRU")
 class AttentionGRUCell(tf.keras.layers.Layer):
   """A GRU cell whose update may be driven by an attention score a_t.
 
-      h_t = (1 - g_t) * h_{t-1} + g_t * h~_t,   g_t = u_t | a_t | a_t * u_t
+      h_t = (1 - g_t) * h_{t-1} + g_t * h~_t,
+      g_t = u_t | a_t | a_t * u_t | u_t + a_t * (1 - u_t)
 
-  for gate "none" (plain GRU), "AGRU" and "AUGRU": the equations and the
+  for gate "none" (plain GRU), "AGRU", "AUGRU" (the paper's) and
+  "AUGRU_OFFICIAL" (the official code's `VecAttGRUCell`, where a_t scales the
+  keep gate: 1 - g_t = (1 - a_t)(1 - u_t)): the equations and the
   [update, reset, candidate] weight layout are stated once in
   `tfrs_din.layers.gru_equations`.
 
   References: DIEN, arXiv:1809.03672, eq. 1-4 (GRU), eq. 9 (AGRU), eq. 10-11
-  (AUGRU).
+  (AUGRU); github.com/mouna99/dien `script/utils.py` (VecAttGRUCell).
 
   Input: [B, D] = x_t, or [B, D + 1] = [x_t ; a_t] for the attention gates;
   state [B, units]. Output: the new state [B, units] (and [state]).
@@ -38,7 +44,7 @@ class AttentionGRUCell(tf.keras.layers.Layer):
 
   Args:
     units: size of the hidden state.
-    gate: "none", "AGRU" or "AUGRU".
+    gate: "none", "AGRU", "AUGRU" or "AUGRU_OFFICIAL".
     kernel_initializer: initializer of W (input kernel, [D, 3H]).
     recurrent_initializer: initializer of U (recurrent kernel, [H, 3H]).
     bias_initializer: initializer of b and c.
@@ -99,6 +105,8 @@ class AttentionGRUCell(tf.keras.layers.Layer):
       u = tf.expand_dims(attention, -1)
     elif self.gate == "AUGRU":
       u = tf.expand_dims(attention, -1) * u
+    elif self.gate == "AUGRU_OFFICIAL":
+      u = u + tf.expand_dims(attention, -1) * (1.0 - u)
     return (1.0 - u) * h + u * candidate
 
   def call(self, inputs: tf.Tensor, states) -> Tuple[tf.Tensor, list]:
@@ -204,7 +212,7 @@ def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
   states = packed_gru_recurrence(
       inputs, scale, packing.step_sizes, packing.initial_rows(initial_state),
       cell.recurrent_kernel, cell.recurrent_bias,
-      scale_is_update=cell.gate == "AGRU")
+      gate=_RECURRENCE_GATE[cell.gate])
   return (packing.unpack_states(states, initial_state),
           packing.final_states(states, initial_state))
 
@@ -215,7 +223,8 @@ class InterestEvolution(tf.keras.layers.Layer):
   """DIEN's interest evolving layer: an attention GRU over interest states.
 
       AIGRU: i'_t = a_t * h_t fed to a plain GRU
-      AGRU / AUGRU: a_t drives the cell's update (see `AttentionGRUCell`)
+      AGRU / AUGRU / AUGRU_OFFICIAL: a_t drives the cell's update (see
+        `AttentionGRUCell`)
 
   Returns the final evolved state h'_T (the state after the last valid step).
 
@@ -228,7 +237,8 @@ class InterestEvolution(tf.keras.layers.Layer):
 
   Args:
     units: size of the evolved state.
-    gru_type: "AIGRU", "AGRU" or "AUGRU".
+    gru_type: "AIGRU", "AGRU", "AUGRU" (the paper's) or "AUGRU_OFFICIAL"
+      (the official code's).
     kernel_initializer, recurrent_initializer, bias_initializer: those of the
       cell (see `AttentionGRUCell`).
 

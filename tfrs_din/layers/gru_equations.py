@@ -25,9 +25,17 @@ x_t [D], state h_{t-1} [H] and attention score a_t (a scalar):
                                                   cuDNN / Keras reset_after=True)
     g_t  = u_t                                   GRU  (gate "none")
            a_t                                   AGRU
-           a_t * u_t                             AUGRU
+           a_t * u_t                             AUGRU (the paper's eq. 10-11)
+           u_t + a_t * (1 - u_t)                 AUGRU_OFFICIAL
     h_t  = (1 - g_t) * h_{t-1} + g_t * h~_t
          = h_{t-1} + g_t * (h~_t - h_{t-1})
+
+AUGRU_OFFICIAL is the form of the official code (github.com/mouna99/dien,
+`script/utils.py`, `VecAttGRUCell`): TensorFlow's GRU gate there is the keep
+gate k_t = 1 - u_t (h_t = k_t h_{t-1} + (1 - k_t) h~_t) and the attention
+scales it, k'_t = (1 - a_t) k_t, so 1 - g_t = (1 - a_t)(1 - u_t). With a_t = 0
+it is a plain GRU step (the paper's AUGRU keeps the state instead); with
+a_t = 1 the state is replaced by the candidate.
 
 Gate layout: the 3H columns of W, U, b and c are the update gate, the reset
 gate, then the candidate, in that order (`GATE_ORDER`), each H wide.
@@ -42,4 +50,5 @@ from __future__ import annotations
 # Column blocks of the [., 3H] kernels and biases, in order.
 GATE_ORDER = ("update", "reset", "candidate")
 # Values of `AttentionGRUCell(gate=...)` and the g_t each selects.
-GATES = {"none": "u_t", "AGRU": "a_t", "AUGRU": "a_t * u_t"}
+GATES = {"none": "u_t", "AGRU": "a_t", "AUGRU": "a_t * u_t",
+         "AUGRU_OFFICIAL": "u_t + a_t * (1 - u_t)"}

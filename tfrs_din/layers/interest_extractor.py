@@ -10,6 +10,9 @@ from tfrs_din.layers.arrays import accepts_arrays, to_tensors
 from tfrs_din.layers.attention_gru import AttentionGRUCell, masked_scan
 from tfrs_din.layers.mlp import MLP
 
+# Values of `InterestExtractor(aux_reduction=...)`.
+AUX_REDUCTIONS = ("step_mean", "user_sum", "padded_mean")
+
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
 @accepts_arrays
@@ -21,9 +24,14 @@ class InterestExtractor(tf.keras.layers.Layer):
       s(h, e) = sigmoid(net([h ; e])),  net = BN -> 100 -> 50 -> 1 (sigmoid hidden)
 
   V holds the steps t whose behaviour t and next behaviour t+1 are both valid;
-  the loss is averaged over them (the per-valid-step form of DIEN's
-  -(1/N) sum_i sum_t). e' are sampled negatives given as input, aligned with
-  the behaviours (negatives[:, t] is the negative for behaviour t).
+  by default the loss is averaged over them (`aux_reduction="step_mean"`).
+  The paper's eq. 5, -(1/N) sum_i sum_t, sums over each user's steps and
+  averages over the B users of the batch ("user_sum": the sum over V divided
+  by B); the official code (script/model.py, `auxiliary_loss`) averages over
+  every padded position of the batch, B * (T_max - 1) with T_max the longest
+  history in the batch ("padded_mean"). e' are sampled negatives given as
+  input, aligned with the behaviours (negatives[:, t] is the negative for
+  behaviour t).
 
   References: DIEN, arXiv:1809.03672, eq. 1-4 (GRU, see
   `tfrs_din.layers.gru_equations`) and eq. 5 (auxiliary loss).
@@ -35,6 +43,7 @@ class InterestExtractor(tf.keras.layers.Layer):
     units: size of the interest state (36 in the official DIEN code).
     aux_hidden_units: hidden sizes of the auxiliary net.
     aux_activation: activation of the auxiliary net's hidden layers.
+    aux_reduction: "step_mean", "user_sum" or "padded_mean" (see above).
     kernel_initializer, recurrent_initializer, bias_initializer: those of the
       GRU cell (see `AttentionGRUCell`).
 
@@ -49,10 +58,15 @@ class InterestExtractor(tf.keras.layers.Layer):
   def __init__(self, units: int = 36,
                aux_hidden_units: Sequence[int] = (100, 50),
                aux_activation: str = "sigmoid",
+               aux_reduction: str = "step_mean",
                kernel_initializer: Any = "glorot_uniform",
                recurrent_initializer: Any = "orthogonal",
                bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
+    if aux_reduction not in AUX_REDUCTIONS:
+      raise ValueError(f"aux_reduction must be one of {AUX_REDUCTIONS}, got "
+                       f"{aux_reduction!r}.")
+    self.aux_reduction = aux_reduction
     self.units = int(units)
     self.aux_hidden_units = tuple(int(u) for u in aux_hidden_units)
     self.aux_activation = aux_activation
@@ -73,7 +87,7 @@ class InterestExtractor(tf.keras.layers.Layer):
   def auxiliary_loss(self, states: tf.Tensor, behaviours: tf.Tensor,
                      negatives: tf.Tensor, mask: tf.Tensor,
                      training: Optional[bool] = None) -> tf.Tensor:
-    """Mean next-behaviour log loss over valid steps (0 when there are none).
+    """Next-behaviour log loss, normalised by `aux_reduction` (0 without steps).
 
     Args:
       states: [B, T, H] from `call`.
@@ -100,14 +114,23 @@ class InterestExtractor(tf.keras.layers.Layer):
                       training=training), -1)
     pos_logits, neg_logits = tf.split(logits, 2)
     per_step = tf.nn.softplus(-pos_logits) + tf.nn.softplus(neg_logits)
-    count = tf.cast(tf.shape(per_step)[0], per_step.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_step), count)
+    if self.aux_reduction == "step_mean":
+      count = tf.shape(per_step)[0]
+    elif self.aux_reduction == "user_sum":
+      count = tf.shape(mask)[0]
+    else:   # "padded_mean": B * (T_max - 1), T_max the batch's longest row
+      longest = tf.reduce_max(
+          tf.concat([tf.reduce_sum(tf.cast(mask, tf.int32), 1), [1]], 0))
+      count = tf.shape(mask)[0] * (longest - 1)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_step),
+                                 tf.cast(count, per_step.dtype))
 
   def get_config(self) -> dict:
     config = super().get_config()
     cell = self.cell.get_config()
     config.update(units=self.units, aux_hidden_units=self.aux_hidden_units,
                   aux_activation=self.aux_activation,
+                  aux_reduction=self.aux_reduction,
                   **{k: cell[k] for k in ("kernel_initializer",
                                           "recurrent_initializer",
                                           "bias_initializer")})

@@ -24,6 +24,10 @@ import tensorflow as tf
 
 from tfrs_din.ops import fused_recurrence
 
+# Gates driven by a per-step scale s_t (the attention score), as the fused
+# kernels name them; see `tfrs_din.layers.gru_equations`.
+SCALED_GATES = ("augru", "agru", "augru_official")
+
 
 class Packing:
   """Maps [B, T] padded sequences to a step-major packed layout and back.
@@ -96,12 +100,12 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
                           step_sizes: tf.Tensor, initial_state: tf.Tensor,
                           recurrent_kernel: tf.Tensor,
                           recurrent_bias: tf.Tensor,
-                          scale_is_update: bool = False) -> tf.Tensor:
+                          gate: Optional[str] = None) -> tf.Tensor:
   """Runs a (scaled-update) GRU over packed, already projected inputs.
 
   The equations of `tfrs_din.layers.gru_equations`, from the projected input
-  x_t = W x + b: g = u (GRU), s_t * u (AUGRU) or s_t (AGRU,
-  `scale_is_update`), h_t = h_{t-1} + g * (h~ - h_{t-1}).
+  x_t = W x + b: g = u ("gru"), s_t * u ("augru"), s_t ("agru") or
+  u + s_t * (1 - u) ("augru_official"); h_t = h_{t-1} + g * (h~ - h_{t-1}).
 
   Differentiable in inputs, gate scale, initial state, kernel and bias.
 
@@ -114,7 +118,8 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
     initial_state: [n_0, H].
     recurrent_kernel: U, [H, 3H].
     recurrent_bias: c, [3H].
-    scale_is_update: use s_t as the update gate itself (AGRU).
+    gate: "gru", "augru", "agru" or "augru_official" (`SCALED_GATES`); None
+      means "gru" without a gate scale and "augru" with one.
 
   Returns:
     The packed states h_t, [P, H].
@@ -133,10 +138,16 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
   """
   units = int(recurrent_kernel.shape[0])
   scaled = gate_scale is not None
-  if not scaled and scale_is_update:
-    raise ValueError("scale_is_update needs a gate_scale.")
+  if gate is None:
+    gate = "augru" if scaled else "gru"
+  if gate not in ("gru",) + SCALED_GATES:
+    raise ValueError(f"gate must be one of {('gru',) + SCALED_GATES}, "
+                     f"got {gate!r}.")
+  if scaled != (gate != "gru"):
+    raise ValueError(f"gate {gate!r} needs a gate_scale" if not scaled else
+                     "a plain GRU takes no gate_scale.")
   fused = fused_recurrence(inputs, gate_scale, step_sizes, initial_state,
-                           recurrent_kernel, recurrent_bias, scale_is_update)
+                           recurrent_kernel, recurrent_bias, gate)
   if fused is not None:
     return fused
   if not scaled:
@@ -149,10 +160,9 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
     u, r = tf.split(ur, 2, axis=1)
     return ur, u, r, p_h, tf.tanh(x_h + r * p_h)
 
-  def gate(u, s):
-    if not scaled:
-      return u
-    return s if scale_is_update else s * u
+  def gate_of(u, s):
+    return {"gru": lambda: u, "augru": lambda: s * u, "agru": lambda: s,
+            "augru_official": lambda: u + s * (1.0 - u)}[gate]()
 
   # Each loop reads one array and writes one: every loop variable costs
   # control-flow ops at every step, so per-step tensors travel side by side.
@@ -181,7 +191,7 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
       x_ur, x_h, s = tf.split(in_steps.read(k), [2 * units, units, s_width], 1)
       h = h[:tf.shape(x_h)[0]]            # rows that are still running
       _, u, _, _, candidate = gates(x_ur, x_h, h, kernel, bias)
-      h = h + gate(u, s) * (candidate - h)
+      h = h + gate_of(u, s) * (candidate - h)
       return k + 1, h, out.write(k, h)
 
     _, _, out = tf.while_loop(lambda k, *_: k < num_steps, forward,
@@ -213,16 +223,19 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
             in_steps.read(k), [units, units, 2 * units, units, s_width], 1)
         dh = dh + d_state
         ur, u, r, p_h, candidate = gates(x_ur, x_h, h, kernel, bias)
-        g = gate(u, s)
+        g = gate_of(u, s)
         d_gated = dh * g                                 # dL/dh~ * g
         d_candidate = d_gated * (1.0 - candidate * candidate)
         d_g = dh * (candidate - h)                       # dL/dg
-        if not scaled:
+        if gate == "gru":
           d_u, d_s = d_g, []
-        elif scale_is_update:
+        elif gate == "agru":
           d_u, d_s = tf.zeros_like(u), [tf.reduce_sum(d_g, 1, keepdims=True)]
-        else:
+        elif gate == "augru":
           d_u, d_s = d_g * s, [tf.reduce_sum(d_g * u, 1, keepdims=True)]
+        else:   # g = u + s (1 - u): dg/du = 1 - s, dg/ds = 1 - u
+          d_u = d_g * (1.0 - s)
+          d_s = [tf.reduce_sum(d_g * (1.0 - u), 1, keepdims=True)]
         d_ur = tf.concat([d_u, d_candidate * p_h], 1) * (ur * (1.0 - ur))
         d_projected = tf.concat([d_ur, d_candidate * r], 1)   # d(hU + c)
         dh = dh - d_gated + tf.matmul(d_projected, kernel_t)

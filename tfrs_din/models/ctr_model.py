@@ -16,6 +16,10 @@ from tfrs_din.models.embedding import (DEFAULT_EMBEDDINGS_INITIALIZER,
                                        EmbeddedFeatures, FeatureEmbedder)
 
 
+# Values of `CTRModel(tower_input_normalization=...)`.
+TOWER_INPUT_NORMALIZATIONS = (None, "batch", "affine")
+
+
 def _under_parameter_servers() -> bool:
   return isinstance(tf.distribute.get_strategy(),
                     tf.distribute.experimental.ParameterServerStrategy)
@@ -62,6 +66,15 @@ class CTRModel(tfrs.models.Model):
       embeddings, and e_A * s (e_A: the candidate), as the official code
       does for DIN and DIEN (DIEN repository, script/model.py); a model whose
       interest is already s (the base model) adds only e_A * s.
+    tower_input_normalization: None (the papers), "batch" or "affine": a
+      batch normalisation of the tower input, as both official codebases
+      have (`build_fcn_net` in DIEN's script/model.py, the DIN repository's
+      din/model.py). "batch" is Keras' BatchNormalization (batch statistics
+      in training, moving statistics at inference). "affine" is what the
+      official code actually runs: `tf.layers.batch_normalization` is called
+      there without `training=True`, so it always normalises with its
+      initial statistics (mean 0, variance 1) and learns only a per-feature
+      scale and shift, y = gamma * x / sqrt(1 + 1e-3) + beta.
     gauc_in_training: also update and report GAUC at every training step.
       Off by default: GAUC is exact only over whole users, so its value is
       computed from every buffered impression, which makes each step's report
@@ -82,8 +95,17 @@ class CTRModel(tfrs.models.Model):
                seed: Optional[int] = None, gauc_in_training: bool = False,
                embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
                kernel_initializer="glorot_normal",
-               behaviour_sum_in_tower: bool = False, **kwargs):
+               behaviour_sum_in_tower: bool = False,
+               tower_input_normalization: Optional[str] = None, **kwargs):
     super().__init__(**kwargs)
+    if tower_input_normalization not in TOWER_INPUT_NORMALIZATIONS:
+      raise ValueError(
+          f"tower_input_normalization must be one of "
+          f"{TOWER_INPUT_NORMALIZATIONS}, got {tower_input_normalization!r}.")
+    self.tower_input_normalization = tower_input_normalization
+    self.tower_norm = (
+        None if tower_input_normalization is None else
+        tf.keras.layers.BatchNormalization(epsilon=1e-3, name="tower_norm"))
     self.behaviour_sum_in_tower = bool(behaviour_sum_in_tower)
     self.spec = spec
     self.mlp_units = tuple(mlp_units)
@@ -147,6 +169,11 @@ class CTRModel(tfrs.models.Model):
     tower_input = tf.concat([per_candidate(embedded.user), embedded.candidate,
                              interest, per_candidate(embedded.numeric),
                              *self.extra_tower_inputs(embedded)], -1)
+    if self.tower_norm is not None:
+      tower_input = self.tower_norm(
+          tower_input,
+          training=training if self.tower_input_normalization == "batch"
+          else False)
     logits = tf.squeeze(self.tower(tower_input, training=training), -1)
     intermediates["embedded"] = embedded
     return logits, intermediates
@@ -301,6 +328,7 @@ class CTRModel(tfrs.models.Model):
                 kernel_initializer=tf.keras.initializers.serialize(
                     self.kernel_initializer),
                 behaviour_sum_in_tower=self.behaviour_sum_in_tower,
+                tower_input_normalization=self.tower_input_normalization,
                 name=self.name)
 
   @classmethod

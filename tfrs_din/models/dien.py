@@ -7,13 +7,17 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 from tfrs_din.features import NEGATIVE_PREFIX
+from tfrs_din.layers.activation_unit import LocalActivationUnit
 from tfrs_din.layers.attention_gru import InterestEvolution
 from tfrs_din.layers.interest_extractor import InterestExtractor
 from tfrs_din.layers.arrays import accepts_arrays
+from tfrs_din.layers.mlp import make_activation
 from tfrs_din.models.ctr_model import CTRModel
 from tfrs_din.models.embedding import EmbeddedFeatures
 
 _NEG_INF = -1e9
+# Values of `DIENModel(attention=...)`.
+ATTENTIONS = ("bilinear", "mlp")
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -26,14 +30,26 @@ class DIENModel(CTRModel):
       h'_T  = {AIGRU | AGRU | AUGRU}(h_t, a_t)             (interest evolving)
       loss  = logloss + alpha * L_aux (training only)      (see InterestExtractor)
 
+  The attention above is the paper's (eq. 7, bilinear). `attention="mlp"` is
+  the official code's `din_fcn_attention` instead: q = PReLU(V e_A + c), then
+  a_t = softmax_t(net([q, h_t, q - h_t, q * h_t])) with a sigmoid 80-40-1 net
+  (DIN's local activation unit, normalised over the valid steps).
+
   The auxiliary loss needs sampled negatives `neg_hist_<item feature>` in the
   training batches; prediction and export need none.
 
   Args:
     gru_units: size of the interest states (36 in the official code).
-    gru_type: "AIGRU", "AGRU" or "AUGRU" (the paper's choice).
+    gru_type: "AIGRU", "AGRU", "AUGRU" (the paper's choice) or
+      "AUGRU_OFFICIAL" (the official code's form, see
+      `tfrs_din.layers.gru_equations`).
     aux_loss_weight: alpha; 0 disables the auxiliary loss.
     aux_hidden_units: hidden sizes of the auxiliary net.
+    aux_reduction: how the auxiliary loss is normalised, see
+      `InterestExtractor`: "step_mean" (over valid steps), "user_sum" (the
+      paper's eq. 5) or "padded_mean" (the official code's).
+    attention: "bilinear" (the paper's eq. 7) or "mlp" (the official code).
+    attention_units: hidden sizes of the "mlp" attention net (80, 40).
     behaviour_sum_in_tower: see `CTRModel`; on by default, as in the
       official code.
     **kwargs: see `CTRModel`.
@@ -50,25 +66,50 @@ class DIENModel(CTRModel):
   def __init__(self, spec, gru_units: int = 36, gru_type: str = "AUGRU",
                aux_loss_weight: float = 1.0,
                aux_hidden_units: Sequence[int] = (100, 50),
+               aux_reduction: str = "step_mean",
+               attention: str = "bilinear",
+               attention_units: Sequence[int] = (80, 40),
                behaviour_sum_in_tower: bool = True, **kwargs):
     super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
                      **kwargs)
+    if attention not in ATTENTIONS:
+      raise ValueError(
+          f"attention must be one of {ATTENTIONS}, got {attention!r}.")
     self.gru_units = int(gru_units)
     self.gru_type = gru_type
     self.aux_loss_weight = float(aux_loss_weight)
     self.aux_hidden_units = tuple(aux_hidden_units)
+    self.aux_reduction = aux_reduction
+    self.attention = attention
+    self.attention_units = tuple(attention_units)
     self.extractor = InterestExtractor(gru_units, aux_hidden_units,
+                                       aux_reduction=aux_reduction,
                                        name="interest_extractor")
     self.evolution = InterestEvolution(gru_units, gru_type,
                                        name="interest_evolution")
-    item_dim = sum(f.embedding_dim for f in spec.item_features)
-    self.attention_kernel = self.add_weight(
-        name="attention_kernel", shape=(self.gru_units, item_dim),
-        initializer="glorot_uniform")
+    if attention == "bilinear":
+      item_dim = sum(f.embedding_dim for f in spec.item_features)
+      self.attention_kernel = self.add_weight(
+          name="attention_kernel", shape=(self.gru_units, item_dim),
+          initializer="glorot_uniform")
+    else:
+      kernel = tf.keras.initializers.serialize(self.kernel_initializer)
+      self.attention_query = tf.keras.Sequential(
+          [tf.keras.layers.Dense(self.gru_units, kernel_initializer=kernel),
+           make_activation("prelu")], name="attention_query")
+      self.attention_unit = LocalActivationUnit(
+          self.attention_units, activation="sigmoid", normalization="softmax",
+          kernel_initializer=kernel, name="attention_unit")
 
   def attention_scores(self, states: tf.Tensor, candidate: tf.Tensor,
                        mask: tf.Tensor) -> tf.Tensor:
-    """a [B, N, T] = masked softmax_t(h_t W e_A) for candidates [B, N, Di]."""
+    """a [B, N, T]: attention of candidates [B, N, Di] to the states [B, T, H],
+    a masked softmax over the valid steps (`attention` selects the score)."""
+    if self.attention == "mlp":
+      query = self.attention_query(candidate)                    # [B, N, H]
+      _, weights = self.attention_unit(query, states, mask=mask,
+                                       return_weights=True)
+      return weights
     # (e_A W^T) first, as one 2-D matmul, then one batched product with h.
     query = tf.reshape(
         tf.matmul(tf.reshape(candidate, [-1, tf.shape(candidate)[-1]]),
@@ -122,4 +163,6 @@ class DIENModel(CTRModel):
     return dict(super().get_config(),
                 gru_units=self.gru_units,
                 gru_type=self.gru_type, aux_loss_weight=self.aux_loss_weight,
-                aux_hidden_units=self.aux_hidden_units)
+                aux_hidden_units=self.aux_hidden_units,
+                aux_reduction=self.aux_reduction, attention=self.attention,
+                attention_units=self.attention_units)

@@ -38,7 +38,9 @@ using MatrixMap = Eigen::Map<Matrix>;
 using ConstMatrixMap = Eigen::Map<const Matrix>;
 using RowVectorMap = Eigen::Map<const Eigen::RowVectorXf>;
 
-enum class Gate { kUpdate, kScaledUpdate, kScale };
+// g = u (GRU), s * u (AUGRU), s (AGRU), u + s * (1 - u) (AUGRU, the
+// official code's form: s scales the keep gate 1 - u).
+enum class Gate { kUpdate, kScaledUpdate, kScale, kScaledKeep };
 
 Status ParseGate(const std::string& name, Gate* gate) {
   if (name == "gru") {
@@ -47,8 +49,11 @@ Status ParseGate(const std::string& name, Gate* gate) {
     *gate = Gate::kScaledUpdate;
   } else if (name == "agru") {
     *gate = Gate::kScale;
+  } else if (name == "augru_official") {
+    *gate = Gate::kScaledKeep;
   } else {
-    return InvalidArgument("gate must be gru, augru or agru, got ", name);
+    return InvalidArgument(
+        "gate must be gru, augru, agru or augru_official, got ", name);
   }
   return Status();
 }
@@ -139,6 +144,9 @@ Matrix StepGate(const Sequence& seq, Gate gate, int64_t k,
   Eigen::Map<const Eigen::VectorXf> s(seq.scale + seq.offsets[k], n);
   if (gate == Gate::kScaledUpdate) {
     return (u.array().colwise() * s.array()).matrix();
+  }
+  if (gate == Gate::kScaledKeep) {
+    return (u.array() + (1.0f - u.array()).colwise() * s.array()).matrix();
   }
   return s.replicate(1, seq.units);
 }
@@ -289,6 +297,11 @@ class PackedGruBackwardOp : public PackedGruOp {
           d_step.leftCols(h).setZero();
           d_s = d_g.rowwise().sum();
           break;
+        case Gate::kScaledKeep:
+          d_step.leftCols(h) = (d_g.array().colwise() * (1.0f - s.array())) *
+                               u * (1.0f - u);
+          d_s = (d_g.array() * (1.0f - u)).rowwise().sum();
+          break;
       }
       d_step.middleCols(h, h) = d_candidate.array() * p_h * r * (1.0f - r);
       d_step.rightCols(h) = d_candidate.array() * r;
@@ -306,7 +319,8 @@ class PackedGruBackwardOp : public PackedGruOp {
 
 };
 
-constexpr char kGateAttr[] = "gate: {'gru', 'augru', 'agru'}";
+constexpr char kGateAttr[] =
+    "gate: {'gru', 'augru', 'agru', 'augru_official'}";
 
 Status ForwardShape(shape_inference::InferenceContext* c) {
   const auto units = c->Dim(c->input(4), 0);

@@ -35,7 +35,6 @@ from tfrs_din.ops import build
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = pathlib.Path(__file__).with_name("packed_gru.cc")
-_GATES = {(False, False): "gru", (True, False): "augru", (True, True): "agru"}
 # The op types the kernels add to a graph (e.g. to check an export has none).
 KERNEL_OPS = frozenset({"TfrsDinPackedGruForward", "TfrsDinPackedGruBackward"})
 
@@ -111,7 +110,7 @@ def is_usable(dtype: tf.DType) -> bool:
 def fused_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
                      step_sizes: tf.Tensor, initial_state: tf.Tensor,
                      recurrent_kernel: tf.Tensor, recurrent_bias: tf.Tensor,
-                     scale_is_update: bool = False) -> Optional[tf.Tensor]:
+                     gate: str = "gru") -> Optional[tf.Tensor]:
   """`packed_gru_recurrence` by the fused kernels, or None where not usable.
 
   Same arguments and result as `tfrs_din.layers.recurrence`'s function.
@@ -119,7 +118,6 @@ def fused_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
   if not is_usable(inputs.dtype):
     return None
   ops = library()
-  gate = _GATES[(gate_scale is not None, scale_is_update)]
   if gate_scale is None:
     gate_scale = tf.zeros([0, 1], inputs.dtype)
   step_sizes = tf.cast(step_sizes, tf.int32)
