@@ -146,3 +146,18 @@ def test_behaviour_sum_follows_the_official_code_unless_forced(
   config = training.TrainConfig(model=model, behaviour_sum_in_tower=forced,
                                 **SMALL)
   assert training.build_model(spec, config).behaviour_sum_in_tower == expected
+
+
+def test_official_code_options_reach_the_dien_model(prepared):
+  spec, _ = load_feature_spec(prepared)
+  config = training.TrainConfig(
+      model="dien", gru_type="AUGRU_OFFICIAL", dien_attention="mlp",
+      aux_loss_reduction="user_sum", tower_input_normalization="affine",
+      **SMALL)
+  model = training.build_model(spec, config)
+  assert model.evolution.cell.gate == "AUGRU_OFFICIAL"
+  assert model.attention == "mlp"
+  assert model.attention_unit.hidden_units == config.attention_units
+  assert model.extractor.aux_reduction == "user_sum"
+  assert model.tower_norm is not None
+  assert model.tower_input_normalization == "affine"

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import reference as ref
@@ -85,3 +86,35 @@ def test_loss_prefers_true_next_behaviour_after_training():
     opt.apply_gradients(zip(grads, layer.trainable_variables))
   assert first > 1.2 and float(loss) < 0.6 * first
   assert InterestExtractor.from_config(layer.get_config()).units == 8
+
+
+def test_auxiliary_loss_normalisations_follow_their_formulas():
+  """step_mean: sum / |V|; user_sum (paper eq. 5): sum / B; padded_mean (the
+  official code): sum / (B * (T_max - 1)), T_max the longest history."""
+  behaviours, negatives = _data()
+  losses = {}
+  reference = None
+  for reduction in ("step_mean", "user_sum", "padded_mean"):
+    layer = InterestExtractor(H, aux_reduction=reduction)
+    states = layer(tf.constant(behaviours), mask=tf.constant(MASK))
+    layer.auxiliary_loss(states, behaviours, negatives, MASK)
+    if reference is None:
+      reference = layer
+    else:
+      layer.set_weights(reference.get_weights())
+    states = layer(tf.constant(behaviours), mask=tf.constant(MASK))
+    losses[reduction] = float(layer.auxiliary_loss(
+        states, behaviours, negatives, MASK, training=False))
+    assert layer.get_config()["aux_reduction"] == reduction
+  total = losses["step_mean"] * (2 + 4 + 0)         # |V| = 6 steps
+  assert losses["user_sum"] == pytest.approx(total / B, rel=1e-5)
+  assert losses["padded_mean"] == pytest.approx(total / (B * (5 - 1)),
+                                                rel=1e-5)
+  empty = np.zeros((B, T), bool)
+  for reduction in losses:
+    layer = InterestExtractor(H, aux_reduction=reduction)
+    states = layer(tf.constant(behaviours), mask=tf.constant(empty))
+    assert float(layer.auxiliary_loss(states, behaviours, negatives,
+                                      empty)) == 0.0
+  with pytest.raises(ValueError, match="aux_reduction"):
+    InterestExtractor(H, aux_reduction="sum")

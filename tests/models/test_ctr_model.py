@@ -72,3 +72,66 @@ def test_behaviour_sum_reaches_the_tower(small_data):
   base = BaseModel(small_data.spec, behaviour_sum_in_tower=True, **SMALL)
   plain_base(features), base(features)
   assert width(base) == width(plain_base) + dims
+
+
+def _tower_input(model, features):
+  """The tower's input as `forward` builds it (before any normalisation)."""
+  captured = {}
+  norm = model.tower_norm
+  original = norm.call
+
+  def spy(x, *args, **kwargs):
+    captured["x"] = x
+    return original(x, *args, **kwargs)
+
+  norm.call = spy
+  try:
+    model.forward(features, training=False)
+  finally:
+    norm.call = original
+  return captured["x"].numpy()
+
+
+def test_affine_tower_normalization_is_the_official_codes_scale_and_shift(
+    small_data):
+  model = DINModel(small_data.spec, attention_units=(8, 4),
+                   tower_input_normalization="affine", **SMALL)
+  model.compile(tf.keras.optimizers.Adam(0.05))
+  model.fit(_batches(small_data), epochs=1, verbose=0)
+  norm = model.tower_norm
+  # Trained in inference mode, as tf.layers.batch_normalization without
+  # training=True: statistics stay at (0, 1), gamma and beta learn.
+  np.testing.assert_array_equal(norm.moving_mean.numpy(), 0.0)
+  np.testing.assert_array_equal(norm.moving_variance.numpy(), 1.0)
+  assert np.abs(norm.gamma.numpy() - 1.0).max() > 1e-3
+  features = small_data.features(slice(0, 8))
+  x = _tower_input(model, features)
+  expected = norm.gamma.numpy() * x / np.sqrt(1.0 + 1e-3) + norm.beta.numpy()
+  np.testing.assert_allclose(norm(x, training=False), expected, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_batch_tower_normalization_learns_statistics_and_serves_with_them(
+    small_data):
+  model = DINModel(small_data.spec, attention_units=(8, 4),
+                   tower_input_normalization="batch", **SMALL)
+  model.compile(tf.keras.optimizers.Adam(1e-3))
+  model.fit(_batches(small_data), epochs=1, verbose=0)
+  norm = model.tower_norm
+  assert np.abs(norm.moving_mean.numpy()).max() > 1e-4
+  features = small_data.features(slice(0, 8))
+  x = _tower_input(model, features)
+  expected = ((x - norm.moving_mean.numpy())
+              / np.sqrt(norm.moving_variance.numpy() + norm.epsilon)
+              * norm.gamma.numpy() + norm.beta.numpy())
+  np.testing.assert_allclose(norm(x, training=False), expected, rtol=1e-4,
+                             atol=1e-5)
+  # Predictions use the moving statistics: one row alone scores the same.
+  alone = model({k: v[:1] for k, v in features.items()}, training=False)
+  np.testing.assert_allclose(alone[0], model(features, training=False)[0],
+                             rtol=1e-5)
+
+
+def test_tower_input_normalization_is_validated(small_data):
+  with pytest.raises(ValueError, match="tower_input_normalization"):
+    BaseModel(small_data.spec, tower_input_normalization="layer")

@@ -1,0 +1,86 @@
+"""DIEN's options from the official code: MLP attention, aux normalisation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import reference as ref
+from tfrs_din.features import HISTORY_LENGTH
+from tfrs_din.models import DIENModel
+
+SMALL = dict(mlp_units=(8, 4), activation="prelu", gru_units=6,
+             aux_hidden_units=(8, 4))
+
+
+def _numpy_mlp_attention(model, candidate, states, length):
+  """din_fcn_attention by hand: q = PReLU(V e + c), a 80-40-1 sigmoid net on
+  [q, h, q - h, q * h], softmax over the valid steps."""
+  dense, prelu = model.attention_query.layers
+  kernel, bias = (w.numpy() for w in dense.weights)
+  q = candidate @ kernel + bias
+  q = np.maximum(q, 0) + prelu.alpha.numpy() * np.minimum(q, 0)
+  unit = model.attention_unit
+  h = states[:length]
+  q = np.repeat(q[None], length, 0)
+  hidden = np.concatenate([q, h, q - h, q * h], -1)
+  hidden = ref.sigmoid(hidden @ unit.first_kernel.numpy()
+                       + unit.first_bias.numpy())
+  for layer in unit._rest._dense:
+    w, b = (v.numpy() for v in layer.weights)
+    hidden = ref.sigmoid(hidden @ w + b)
+  w, b = (v.numpy() for v in unit._rest._output.weights)
+  scores = (hidden @ w + b)[:, 0]
+  weights = np.exp(scores - scores.max())
+  return weights / weights.sum()
+
+
+def test_mlp_attention_matches_the_official_formula(small_data):
+  model = DIENModel(small_data.spec, attention="mlp", attention_units=(5, 3),
+                    **SMALL)
+  features = small_data.features(slice(0, 6))
+  weights = model.attention_weights(features).numpy()
+  embedded = model.embedder(features)
+  states = model.extractor(embedded.history, embedded.mask).numpy()
+  lengths = features[HISTORY_LENGTH].numpy()
+  assert (lengths > 1).sum() >= 3
+  for row, length in enumerate(lengths):
+    expected = _numpy_mlp_attention(
+        model, embedded.candidate[row, 0].numpy(), states[row], length)
+    np.testing.assert_allclose(weights[row, :length], expected, rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_array_equal(weights[row, length:], 0.0)
+  # The attention nets are trained: they receive gradients from the loss.
+  with tf.GradientTape() as tape:
+    loss = model.compute_loss(features, training=True)
+  nets = (model.attention_unit.trainable_variables
+          + model.attention_query.trainable_variables)
+  gradients = tape.gradient(loss, nets)
+  assert len(nets) >= 8 and all(g is not None for g in gradients)
+  assert not hasattr(model, "attention_kernel")
+
+
+def test_attention_option_is_validated(small_data):
+  with pytest.raises(ValueError, match="attention must be one of"):
+    DIENModel(small_data.spec, attention="dot", **SMALL)
+
+
+@pytest.mark.parametrize("reduction", ["user_sum", "padded_mean"])
+def test_aux_reduction_reaches_the_extractor(reduction, small_data):
+  features = small_data.features(slice(0, 16))
+  models = {r: DIENModel(small_data.spec, aux_reduction=r, seed=0, **SMALL)
+            for r in ("step_mean", reduction)}
+  base = models["step_mean"]
+  for model in models.values():
+    model.build_all()     # the auxiliary net too
+  models[reduction].set_weights(base.get_weights())
+  terms = {r: float(m.loss_terms(features, training=True)["aux_loss"])
+           for r, m in models.items()}
+  mask = np.arange(small_data.spec.max_history)[None, :] < features[
+      HISTORY_LENGTH].numpy()[:, None]
+  steps = np.logical_and(mask[:, :-1], mask[:, 1:]).sum()
+  count = {"user_sum": mask.shape[0],
+           "padded_mean": mask.shape[0] * (mask.sum(1).max() - 1)}[reduction]
+  # Training-mode aux BN: the same batch gives the same per-step losses.
+  assert terms[reduction] == pytest.approx(
+      terms["step_mean"] * steps / count, rel=1e-5)
+  assert models[reduction].get_config()["aux_reduction"] == reduction
