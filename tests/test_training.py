@@ -13,6 +13,7 @@ from tfrs_din import training
 from tfrs_din.data.pipeline import in_holdout, load_feature_spec, make_dataset
 from prepared_log import prepared_log
 from tfrs_din.data.synthetic import SyntheticConfig
+import reference as ref
 
 SMALL = dict(batch_size=64, mlp_units=(8, 4), attention_units=(8, 4),
              activation="prelu", attention_activation="prelu", verbose=0)
@@ -161,3 +162,39 @@ def test_official_code_options_reach_the_dien_model(prepared):
   assert model.extractor.aux_reduction == "user_sum"
   assert model.tower_norm is not None
   assert model.tower_input_normalization == "affine"
+
+
+@pytest.mark.parametrize("protocol,validation,expected", [
+    ("next_item", "auto", "last"), ("labeled", "auto", "users"),
+    ("next_item", "users", "users"), ("labeled", "last", "last")])
+def test_validation_mirrors_the_protocols_test_split(protocol, validation,
+                                                     expected):
+  metadata = {"options": {"samples": {"protocol": protocol}}}
+  config = training.TrainConfig(validation=validation)
+  assert training.validation_split(config, metadata) == expected
+
+
+def test_unknown_validation_is_refused():
+  with pytest.raises(ValueError, match="--validation must be one of"):
+    training.validation_split(training.TrainConfig(validation="time"), {})
+
+
+def test_next_item_training_validates_on_each_users_last_target(tmp_path):
+  data = prepared_log(tmp_path, SyntheticConfig(num_users=60, max_steps=20,
+                                                seed=5),
+                      "--protocol", "next_item", "--max_history", "6",
+                      "--embedding_dim", "4")
+  spec, _ = load_feature_spec(data)
+  held = make_dataset(data, "train", spec, 64, holdout="only",
+                      holdout_by="last")
+  users = np.concatenate([b["user_id"].numpy() for b in held])
+  config = training.TrainConfig(model="base", epochs=2, refit=False, **{
+      k: v for k, v in SMALL.items() if k != "attention_units"
+      and k != "attention_activation"})
+  model, logs = training.train(data, str(tmp_path / "model"), config)
+  # The best validation GAUC (whose weights are kept) is the GAUC of the
+  # final model on exactly the held-out targets.
+  scores = np.concatenate([model(b, training=False).numpy() for b in held])
+  labels = np.concatenate([b["label"].numpy() for b in held])
+  assert max(logs["val_gauc"]) == pytest.approx(
+      ref.gauc(users, labels, scores), abs=1e-5)

@@ -47,6 +47,10 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--validation_fraction", type=float, default=d.validation_fraction,
     help="share of training users held out to choose the epoch; 0 trains "
     "--epochs epochs on every user")
+  a("--validation", choices=["auto", "users", "last"], default=d.validation,
+    help="held out to choose the epoch: whole users (--validation_fraction "
+    "of them), or every user's last training target (as next_item's test "
+    "split); auto: last for next_item data, users otherwise")
   a("--monitor", choices=["gauc", "auc", "logloss", "loss"], default=d.monitor,
     help="validation metric that early stopping follows")
   a("--patience", type=int, default=d.patience,
@@ -107,7 +111,8 @@ def _train_config(args, model: str) -> TrainConfig:
   none = lambda v: None if v == "none" else v
   return TrainConfig(
       model=model, epochs=args.epochs,
-      validation_fraction=args.validation_fraction, monitor=args.monitor,
+      validation_fraction=args.validation_fraction,
+      validation=args.validation, monitor=args.monitor,
       patience=args.patience, refit=args.refit, batch_size=args.batch_size,
       learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
       max_history=args.max_history, mlp_units=args.mlp_units,

@@ -29,9 +29,14 @@ class TrainConfig:
   `model` is "base", "din" or "dien"; the other fields map to the model
   arguments of `tfrs_din.models` (only those of the chosen model are used).
 
-  The schedule is chosen on a validation split, never on the test split:
-  `validation_fraction` of the training users (whole users, by a seeded hash)
-  are held out of training; after every epoch the model is scored on them,
+  The schedule is chosen on a validation split, never on the test split.
+  `validation` says which: "users" holds out `validation_fraction` of the
+  training users (whole users, by a seeded hash), the analogue of the
+  labelled protocol's test split of other users; "last" holds out every
+  user's last training target, the analogue of the `next_item` protocol's
+  test split (each user's last behaviour); "auto" (the default) picks "last"
+  for data prepared with `--protocol next_item` and "users" otherwise.
+  After every epoch the model is scored on the held-out examples,
   training stops once `monitor` has not improved for `patience` epochs, and
   the weights of the best epoch are kept (at most `epochs` epochs). With
   `validation_fraction=0` every training example is used for exactly
@@ -43,6 +48,7 @@ class TrainConfig:
   model: str = "din"
   epochs: int = 5  # at most: validation stops earlier
   validation_fraction: float = 0.1
+  validation: str = "auto"
   monitor: str = "gauc"
   patience: int = 1
   refit: bool = True
@@ -145,8 +151,22 @@ def _every_training_user(config: TrainConfig, data_dir: str, spec: FeatureSpec,
                       with_negatives=with_negatives, seed=config.seed)
 
 
+VALIDATIONS = ("auto", "users", "last")
+
+
+def validation_split(config: TrainConfig, metadata: dict) -> str:
+  """"users" or "last": what `config.validation` holds out on this data."""
+  if config.validation not in VALIDATIONS:
+    raise ValueError(f"--validation must be one of {VALIDATIONS}, got "
+                     f"{config.validation!r}")
+  if config.validation != "auto":
+    return config.validation
+  protocol = metadata.get("options", {}).get("samples", {}).get("protocol")
+  return "last" if protocol == "next_item" else "users"
+
+
 def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
-                with_negatives: bool
+                with_negatives: bool, metadata: dict
                 ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset],
                            list]:
   """The training data, the validation data (held-out training users) and the
@@ -159,7 +179,8 @@ def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
     raise ValueError(f"--monitor must be one of {sorted(MONITORS)}, got "
                      f"{config.monitor!r}")
   holdout = dict(holdout_fraction=config.validation_fraction,
-                 holdout_seed=config.seed)
+                 holdout_seed=config.seed,
+                 holdout_by=validation_split(config, metadata))
   train_ds = make_dataset(data_dir, "train", spec, shuffle=True,
                           with_negatives=with_negatives, holdout="exclude",
                           **holdout, **common)
@@ -201,7 +222,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
       selection = json.load(f)
   else:
     train_ds, val_ds, stopping = _validation(config, data_dir, spec,
-                                             with_negatives)
+                                             with_negatives, metadata)
     model, logs = _fit(spec, config, model_dir, "checkpoints", train_ds,
                        val_ds, config.epochs, [*stopping, *callbacks])
     best = stopping[0].best_epoch + 1 if stopping else len(logs["loss"])

@@ -91,3 +91,52 @@ def test_other_version_is_refused_naming_both_versions(tmp_path):
     load_metadata(str(tmp_path))
   with pytest.raises(ValueError, match=message):
     load_feature_spec(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def next_item(tmp_path_factory):
+  return prepared_log(tmp_path_factory.mktemp("last"),
+                      SyntheticConfig(num_users=60, max_steps=25, seed=4),
+                      "--protocol", "next_item", "--max_history", "6",
+                      "--embedding_dim", "4", "--num_shards", "3")
+
+
+def _records(ds, *names):
+  batches = list(ds)
+  return {n: np.concatenate([b[n].numpy() for b in batches]) for n in names}
+
+
+def test_last_target_holdout_is_each_users_target_before_the_test_one(
+    next_item):
+  """Held out: b_{n-1}, whose positive is the last behaviour of the user's
+  test history (the test sample predicts b_n from b_1..b_{n-1})."""
+  spec, _ = load_feature_spec(next_item)
+  names = ("user_id", "item_id", "label", "hist_length", "hist_item_id")
+  every = _records(make_dataset(next_item, "train", spec, 16), *names)
+  kept = _records(make_dataset(next_item, "train", spec, 16, shuffle=True,
+                               holdout="exclude", holdout_by="last"), *names)
+  held = _records(make_dataset(next_item, "train", spec, 16,
+                               holdout="only", holdout_by="last"), *names)
+  assert len(kept["user_id"]) + len(held["user_id"]) == len(every["user_id"])
+  # One positive and its one sampled negative per user with a train target.
+  users = set(every["user_id"])
+  assert sorted(held["user_id"]) == sorted(list(users) * 2)
+  assert held["label"].sum() == len(users)
+  test = _records(make_dataset(next_item, "test", spec, 16), *names)
+  previous = {u: h[n - 1] for u, h, n, y in zip(
+      test["user_id"], test["hist_item_id"], test["hist_length"],
+      test["label"]) if y == 1}
+  positives = held["label"] == 1
+  for user, item in zip(held["user_id"][positives],
+                        held["item_id"][positives]):
+    assert item == previous[user]
+  # Every other training record stays in training.
+  key = lambda r: list(zip(r["user_id"], r["item_id"], r["label"],
+                           r["hist_length"]))
+  assert sorted(key(kept) + key(held)) == sorted(key(every))
+
+
+def test_holdout_by_is_validated(next_item):
+  spec, _ = load_feature_spec(next_item)
+  with pytest.raises(ValueError, match="holdout_by must be one of"):
+    make_dataset(next_item, "train", spec, holdout="only", holdout_by="time")

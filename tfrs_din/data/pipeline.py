@@ -67,6 +67,9 @@ def load_feature_spec(directory: str, max_history: Optional[int] = None,
 
 
 HOLDOUTS = (None, "exclude", "only")
+# What a holdout holds out: a share of whole users, or every user's last
+# training target (`tfrs_din.data.last_target`).
+HOLDOUT_BY = ("users", "last")
 
 
 def in_holdout(users: tf.Tensor, fraction: float, seed: int = 0) -> tf.Tensor:
@@ -94,7 +97,8 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
                  with_negatives: bool = True, seed: int = 0,
                  repeat: bool = False, holdout: Optional[str] = None,
                  holdout_fraction: float = 0.1,
-                 holdout_seed: int = 0) -> tf.data.Dataset:
+                 holdout_seed: int = 0,
+                 holdout_by: str = "users") -> tf.data.Dataset:
   """Batched, parsed features of a split ("train" or "test").
 
   Files are read in parallel (interleaved), records shuffled with a seeded
@@ -110,14 +114,22 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
     with_negatives: also parse DIEN's auxiliary negatives.
     seed: seed of the shuffling.
     repeat: repeat forever.
-    holdout: None (every example), "exclude" (drop the held-out users) or
-      "only" (keep only them): a validation split of whole users, see
-      `in_holdout`. Batches are filtered after parsing, so their size varies.
-    holdout_fraction: share of users held out.
-    holdout_seed: which users are held out.
+    holdout: None (every example), "exclude" (drop the held-out examples)
+      or "only" (keep only them): a validation split, see `holdout_by`.
+      Batches are filtered after parsing, so their size varies.
+    holdout_fraction: share of users held out (`holdout_by="users"`).
+    holdout_seed: which users are held out (`holdout_by="users"`).
+    holdout_by: "users" (whole users, see `in_holdout`) or "last" (every
+      user's last training target, see `tfrs_din.data.last_target`).
   """
   if holdout not in HOLDOUTS:
     raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
+  if holdout_by not in HOLDOUT_BY:
+    raise ValueError(f"holdout_by must be one of {HOLDOUT_BY}, got "
+                     f"{holdout_by!r}")
+  if holdout and holdout_by == "last":
+    return _last_target_dataset(directory, split, spec, batch_size, shuffle,
+                                with_negatives, seed, repeat, holdout)
   if holdout and not 0.0 < holdout_fraction < 1.0:
     raise ValueError("holdout_fraction must be in (0, 1), got "
                      f"{holdout_fraction!r}")
@@ -151,4 +163,43 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
     ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.filter(lambda f: tf.size(f[spec.label]) > 0)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _split_files(directory: str, split: str) -> list:
+  pattern = os.path.join(directory, split, "*" + schema.TFRECORD_SUFFIX)
+  files = sorted(tf.io.gfile.glob(pattern))
+  if not files:
+    raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
+  return files
+
+
+def _last_target_dataset(directory: str, split: str, spec: FeatureSpec,
+                         batch_size: int, shuffle: bool, with_negatives: bool,
+                         seed: int, repeat: bool,
+                         holdout: str) -> tf.data.Dataset:
+  """`make_dataset` with each user's last training target held out ("exclude")
+  or alone ("only"): records keep their index in the split, and a flag table
+  computed once (`last_target_flags`) selects them."""
+  from tfrs_din.data.last_target import last_target_flags  # pylint: disable=g-import-not-at-top
+  files = _split_files(directory, split)
+  flags, counts = last_target_flags(files, spec)
+  offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+  keep = tf.constant(flags if holdout == "only" else ~flags)
+  ds = tf.data.Dataset.from_tensor_slices((files, offsets))
+  if shuffle:
+    ds = ds.shuffle(len(files), seed=seed)
+  ds = ds.interleave(
+      lambda f, offset: tf.data.TFRecordDataset(
+          f, compression_type="GZIP").enumerate(offset),
+      cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
+  ds = ds.filter(lambda index, _: tf.gather(keep, index))
+  if shuffle:
+    ds = ds.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.batch(batch_size)
+  ds = ds.map(lambda _, s: spec.parse_examples(s, with_negatives),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
