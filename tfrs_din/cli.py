@@ -85,6 +85,14 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--strategy", choices=STRATEGIES, default=d.strategy)
   a("--steps_per_epoch", type=int)
   a("--verbose", type=int, default=d.verbose, choices=[0, 1, 2])
+  # Data options (issue 13).
+  a("--aux_negatives", choices=["prepared", "fresh"], default=d.aux_negatives,
+    help="DIEN's auxiliary negatives: those prepare wrote (the same every "
+    "epoch) or fresh ones drawn per batch and epoch, never an item of the "
+    "row's history (needs item_table.tsv)")
+  a("--aux_negative_power", type=float, default=d.aux_negative_power,
+    help="with --aux_negatives fresh: P(item) ~ count ** power (1 = "
+    "popularity as in the official DIEN code, 0 = uniform)")
 
 
 def _train_config(args, model: str) -> TrainConfig:
@@ -111,7 +119,9 @@ def _train_config(args, model: str) -> TrainConfig:
       optimizer=args.optimizer,
       strategy=args.strategy,
       steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-      verbose=args.verbose)
+      verbose=args.verbose,
+      aux_negatives=args.aux_negatives,
+      aux_negative_power=args.aux_negative_power)
 
 
 def _models(text: str) -> List[str]:

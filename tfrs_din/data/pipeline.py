@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfrs_din import schema
 from tfrs_din.features import FeatureSpec
+
+if TYPE_CHECKING:
+  from tfrs_din.data.negatives import FreshNegatives
 
 
 def load_metadata(directory: str) -> dict:
@@ -94,7 +97,9 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
                  with_negatives: bool = True, seed: int = 0,
                  repeat: bool = False, holdout: Optional[str] = None,
                  holdout_fraction: float = 0.1,
-                 holdout_seed: int = 0) -> tf.data.Dataset:
+                 holdout_seed: int = 0,
+                 fresh_negatives: Optional["FreshNegatives"] = None
+                 ) -> tf.data.Dataset:
   """Batched, parsed features of a split ("train" or "test").
 
   Files are read in parallel (interleaved), records shuffled with a seeded
@@ -115,6 +120,11 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
       `in_holdout`. Batches are filtered after parsing, so their size varies.
     holdout_fraction: share of users held out.
     holdout_seed: which users are held out.
+    fresh_negatives: draws DIEN's auxiliary negatives `neg_hist_*` for every
+      batch (after the holdout filter) instead of reading them from the
+      records, anew on every pass, keyed by `seed` (see
+      `tfrs_din.data.negatives`); None reads the prepared ones when
+      `with_negatives`.
   """
   if holdout not in HOLDOUTS:
     raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
@@ -139,7 +149,8 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
   if repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size)
-  ds = ds.map(lambda s: spec.parse_examples(s, with_negatives),
+  parse_negatives = with_negatives and fresh_negatives is None
+  ds = ds.map(lambda s: spec.parse_examples(s, parse_negatives),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if holdout:
     def select(features):
@@ -151,4 +162,6 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
     ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.filter(lambda f: tf.size(f[spec.label]) > 0)
+  if fresh_negatives is not None:
+    ds = fresh_negatives.apply(ds, seed)
   return ds.prefetch(tf.data.AUTOTUNE)
