@@ -93,6 +93,9 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--aux_negative_power", type=float, default=d.aux_negative_power,
     help="with --aux_negatives fresh: P(item) ~ count ** power (1 = "
     "popularity as in the official DIEN code, 0 = uniform)")
+  a("--mba_counts", choices=["events", "samples"], default=d.mba_counts,
+    help="n_j of MBA: events holding id j (the vocabulary counts) or "
+    "training samples holding it (DIN paper, eq. 4; one pass over the data)")
 
 
 def _train_config(args, model: str) -> TrainConfig:
@@ -121,7 +124,8 @@ def _train_config(args, model: str) -> TrainConfig:
       steps_per_epoch=args.steps_per_epoch, seed=args.seed,
       verbose=args.verbose,
       aux_negatives=args.aux_negatives,
-      aux_negative_power=args.aux_negative_power)
+      aux_negative_power=args.aux_negative_power,
+      mba_counts=args.mba_counts)
 
 
 def _models(text: str) -> List[str]:

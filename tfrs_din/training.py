@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfrs_din.data.negatives import FreshNegatives
 from tfrs_din.data.pipeline import load_feature_spec, make_dataset
+from tfrs_din.data.sample_counts import count_samples, with_frequencies
 from tfrs_din.distribute import make_strategy
 from tfrs_din.features import FeatureSpec
 from tfrs_din.metrics.gauc import grouped_auc
@@ -46,7 +47,11 @@ class TrainConfig:
   batches come from: "prepared" (those `prepare` wrote: the same every
   epoch) or "fresh" (drawn for every batch and epoch with probability
   proportional to count ** `aux_negative_power`, never an item of the row's
-  history or its candidate; see `tfrs_din.data.negatives`).
+  history or its candidate; see `tfrs_din.data.negatives`). `mba_counts`
+  is the n_j of MBA: "events" (the vocabulary counts: kept events of the
+  log holding id j) or "samples" (training samples holding id j, DIN's
+  eq. 4; one pass over the training split, see
+  `tfrs_din.data.sample_counts`).
   """
   model: str = "din"
   epochs: int = 5  # at most: validation stops earlier
@@ -84,9 +89,11 @@ class TrainConfig:
   # Data options (issue 13); validated by `check_data_options`.
   aux_negatives: str = "prepared"  # "prepared" | "fresh"
   aux_negative_power: float = 1.0  # with "fresh": P(j) ~ count_j ** power
+  mba_counts: str = "events"  # "events" | "samples": the n_j of MBA
 
 
 AUX_NEGATIVES = ("prepared", "fresh")
+MBA_COUNTS = ("events", "samples")
 
 
 def check_data_options(config: TrainConfig) -> None:
@@ -103,6 +110,9 @@ def check_data_options(config: TrainConfig) -> None:
       or not np.isfinite(power) or power < 0):
     raise ValueError("aux_negative_power (--aux_negative_power) must be a "
                      f"finite number >= 0, got {power!r}")
+  if config.mba_counts not in MBA_COUNTS:
+    raise ValueError(f"mba_counts (--mba_counts) must be one of {MBA_COUNTS}, "
+                     f"got {config.mba_counts!r}")
 
 
 def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
@@ -186,6 +196,15 @@ def _training_data(config: TrainConfig, data_dir: str, spec: FeatureSpec,
   return _TrainingData(with_negatives=True)
 
 
+def _training_spec(config: TrainConfig, data_dir: str, spec: FeatureSpec
+                   ) -> FeatureSpec:
+  """`spec` with the n_j of `config.mba_counts` as its frequencies (those
+  of MBA; the fresh negatives' weights stay the event counts)."""
+  if config.mba_counts == "samples" and config.regularization == "mba":
+    return with_frequencies(spec, count_samples(data_dir, spec))
+  return spec
+
+
 MONITORS = {"gauc": "max", "auc": "max", "logloss": "min", "loss": "min"}
 
 
@@ -241,6 +260,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   spec, metadata = load_feature_spec(data_dir, config.max_history,
                                      config.embedding_dim)
   data = _training_data(config, data_dir, spec, metadata)
+  spec = _training_spec(config, data_dir, spec)
   tf.io.gfile.makedirs(model_dir)
   refit = bool(config.validation_fraction) and config.refit
   selection_file = os.path.join(model_dir, SELECTION_FILE)

@@ -5,7 +5,6 @@ reproduces, and DIEN training with them."""
 
 import math
 import os
-import re
 import shutil
 
 import numpy as np
@@ -253,15 +252,3 @@ def test_dien_trains_with_fresh_negatives_even_without_prepared_ones(
   model, logs = training.train(data, str(tmp_path / "dien"), config)
   assert len(logs["loss"]) >= 1 and np.isfinite(logs["loss"]).all()
   assert all(a > 0 for a in logs["aux_loss"])  # the negatives reached the loss
-
-
-@pytest.mark.parametrize("field, value, message", [
-    ("aux_negatives", "online", "aux_negatives (--aux_negatives) must be one"),
-    ("aux_negative_power", -0.5, "aux_negative_power (--aux_negative_power)"),
-])
-def test_bad_training_options_name_the_field(field, value, message, tmp_path):
-  config = training.TrainConfig(**{field: value})
-  with pytest.raises(ValueError, match=re.escape(message)):
-    training.check_data_options(config)
-  with pytest.raises(ValueError, match=re.escape(message)):
-    training.train("/nonexistent", str(tmp_path), config)
