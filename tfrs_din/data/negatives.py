@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -86,6 +86,43 @@ def load_item_features(directory: str, spec: FeatureSpec) -> np.ndarray:
   return table
 
 
+def alias_table(probabilities: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Walker's alias table (Vose's construction) of a discrete distribution.
+
+  A draw: i uniform in [0, n), then i with probability accept[i], else
+  alias[i]. Each column i holds accept[i] / n of item i's mass and the rest
+  of column i, (1 - accept[i]) / n, goes to alias[i]; the construction pairs
+  an under-full column with an over-full item until every column is full,
+  so P(j) = (accept[j] + sum_{i: alias[i] = j} (1 - accept[i])) / n = p_j.
+
+  Args:
+    probabilities: [n] non-negative, summing to 1.
+
+  Returns:
+    accept [n] float64 in [0, 1] and alias [n] int64 (indices into
+    `probabilities`).
+
+  Example:
+
+  >>> accept, alias = alias_table(np.array([0.5, 0.25, 0.25]))
+  >>> accept.tolist(), alias.tolist()
+  ([1.0, 0.75, 0.75], [0, 0, 0])
+  """
+  n = len(probabilities)
+  scaled = np.asarray(probabilities, np.float64) * n
+  accept = np.ones(n, np.float64)
+  alias = np.arange(n, dtype=np.int64)
+  small = [i for i in range(n) if scaled[i] < 1.0]
+  large = [i for i in range(n) if scaled[i] >= 1.0]
+  while small and large:
+    under, over = small.pop(), large.pop()
+    accept[under], alias[under] = scaled[under], over
+    scaled[over] -= 1.0 - scaled[under]
+    (small if scaled[over] < 1.0 else large).append(over)
+  # Left-overs are full up to rounding: accept[i] = 1 (their initial value).
+  return accept, alias
+
+
 class FreshNegatives:
   """Draws DIEN's auxiliary negatives for a batch of training examples.
 
@@ -96,9 +133,11 @@ class FreshNegatives:
 
   with c_j the item's count in the vocabulary (`power` 1 is the official
   code's popularity weighting, 0 uniform), conditioned on j not being in
-  row b's history nor its candidate: rejection sampling, `max_tries`
-  independent draws per position (inverse-CDF on uniforms), the first one
-  outside the row is kept. If all `max_tries` fall in the row (probability
+  row b's history nor its candidate: rejection sampling, up to `max_tries`
+  independent draws per position (Walker's alias method: O(1) per draw, two
+  uniforms and two gathers), the first one outside the row is kept. One
+  draw is made for every valid position, and `max_tries - 1` more only for
+  the (few) positions whose first draw fell in the row. If all `max_tries` fall in the row (probability
   p ** max_tries, p the row's share of the item mass), the position gets
   the most frequent item outside the row (vocabulary indices are ordered by
   decreasing count, so that is the smallest index >= FIRST_INDEX outside the
@@ -147,11 +186,9 @@ class FreshNegatives:
                                             self.power), 0.0)
     if not weights.sum() > 0:
       raise ValueError("cannot draw negatives: every item has count 0")
-    self.probabilities = np.concatenate([[0.0] * FIRST_INDEX,
-                                         weights / weights.sum()])
-    cumulative = np.cumsum(weights / weights.sum())
-    cumulative[-1] = 1.0
-    self._cumulative = tf.constant(cumulative, tf.float64)
+    accept, alias = alias_table(weights / weights.sum())
+    self._accept = tf.constant(accept, tf.float64)
+    self._alias = tf.constant(alias + FIRST_INDEX, tf.int64)
     self._items = tf.constant(item_features)
 
   @classmethod
@@ -192,47 +229,69 @@ class FreshNegatives:
     item_id = self.feature_names[0]
     history = tf.cast(features[history_name(item_id)], tf.int64)   # [B, L]
     shape = tf.shape(history, out_type=tf.int64)
-    rows, length = shape[0], shape[1]
-    mask = tf.sequence_mask(features[HISTORY_LENGTH], length)      # [B, L]
-    # The row's items, sorted: membership by a batched binary search.
-    banned = tf.sort(tf.concat(
+    length = shape[1]
+    banned = tf.concat(
         [history, tf.reshape(tf.cast(features[item_id], tf.int64), [-1, 1])],
-        axis=1), axis=1)                                           # [B, L + 1]
-
-    def in_row(values):  # [B, n] -> [B, n] bool
-      at = tf.searchsorted(banned, values, side="left")
-      at = tf.minimum(at, tf.shape(banned, out_type=at.dtype)[1] - 1)
-      return tf.gather(banned, at, batch_dims=1) == values
-
-    uniforms = tf.random.stateless_uniform(
-        tf.stack([rows, length * self.max_tries]), seed, dtype=tf.float64)
+        axis=1)                                                    # [B, L + 1]
+    rotation = None
     if self.user_feature is not None:
-      user = tf.cast(features[self.user_feature], tf.float64)
-      offset = tf.math.floormod(user * _WEYL, 1.0)
-      uniforms = tf.math.floormod(uniforms + offset[:, tf.newaxis], 1.0)
-    last = tf.size(self._cumulative, out_type=tf.int64) - 1
-    draws = FIRST_INDEX + tf.minimum(
-        tf.searchsorted(self._cumulative, tf.reshape(uniforms, [-1]),
-                        side="right", out_type=tf.int64), last)
-    draws = tf.reshape(draws, [rows, length * self.max_tries])
-    allowed = tf.reshape(tf.logical_not(in_row(draws)),
-                         [rows, length, self.max_tries])
-    draws = tf.reshape(draws, [rows, length, self.max_tries])
-    first = tf.argmax(tf.cast(allowed, tf.int32), axis=-1, output_type=tf.int32)
-    chosen = tf.gather(draws, first, batch_dims=2)                   # [B, L]
+      rotation = tf.math.floormod(
+          tf.cast(features[self.user_feature], tf.float64) * _WEYL, 1.0)
+    size = tf.size(self._accept, out_type=tf.int64)
+
+    def draw(rows, tries, key):  # [n] row indices -> [n, tries] items
+      uniforms = tf.random.stateless_uniform(
+          tf.stack([tf.size(rows, out_type=tf.int64), tries, 2]), key,
+          dtype=tf.float64)
+      column = uniforms[..., 0]
+      if rotation is not None:
+        column = tf.math.floormod(
+            column + tf.gather(rotation, rows)[:, tf.newaxis], 1.0)
+      column = tf.minimum(
+          tf.cast(column * tf.cast(size, tf.float64), tf.int64), size - 1)
+      return tf.where(uniforms[..., 1] < tf.gather(self._accept, column),
+                      column + FIRST_INDEX, tf.gather(self._alias, column))
+
+    def in_row(rows, values):  # [n] rows, [n, m] items -> [n, m] bool
+      # One comparison per (value, item of the row): a few fused ops,
+      # cheaper here than sorting the rows for a binary search.
+      items = tf.gather(banned, rows)                             # [n, L + 1]
+      return tf.reduce_any(
+          values[:, :, tf.newaxis] == items[:, tf.newaxis, :], axis=2)
+
+    keys = tf.random.experimental.stateless_split(seed, num=2)
+    # Only the valid positions are drawn (histories are mostly padding).
+    positions = tf.where(tf.sequence_mask(features[HISTORY_LENGTH], length))
+    rows = positions[:, 0]                                              # [P]
+    chosen = draw(rows, 1, keys[0])[:, 0]                               # [P]
+    # The few positions whose first draw is in the row: max_tries - 1 more.
+    redo = tf.where(in_row(rows, chosen[:, tf.newaxis])[:, 0])[:, 0]    # [R]
+    redo_rows = tf.gather(rows, redo)
+    if self.max_tries > 1:
+      more = draw(redo_rows, self.max_tries - 1, keys[1])        # [R, T - 1]
+      allowed = tf.logical_not(in_row(redo_rows, more))
+      again = tf.gather(more, tf.argmax(tf.cast(allowed, tf.int32), axis=1,
+                                        output_type=tf.int32), batch_dims=1)
+      found = tf.reduce_any(allowed, axis=1)
+    else:
+      again = found = None
     # Fallback: the most frequent item outside the row (one of the first
     # L + 2 real indices is, unless the catalogue is smaller than that).
-    top = tf.minimum(FIRST_INDEX + tf.range(length + 2), last + FIRST_INDEX)
-    top = tf.broadcast_to(top, tf.stack([rows, length + 2]))
-    top_allowed = tf.logical_not(in_row(top))
-    fallback = tf.where(
-        tf.reduce_any(top_allowed, axis=1),
-        tf.gather(top, tf.argmax(tf.cast(top_allowed, tf.int32), axis=1,
-                                 output_type=tf.int32), batch_dims=1),
-        draws[:, 0, 0])  # the row holds the whole catalogue
-    chosen = tf.where(tf.reduce_any(allowed, axis=-1), chosen,
-                      fallback[:, tf.newaxis])
-    chosen = tf.where(mask, chosen, tf.constant(PADDING_INDEX, tf.int64))
+    top = tf.minimum(FIRST_INDEX + tf.range(length + 2),
+                     size - 1 + FIRST_INDEX)
+    top = tf.broadcast_to(top, tf.stack([tf.size(redo_rows, out_type=tf.int64),
+                                         length + 2]))
+    top_allowed = tf.logical_not(in_row(redo_rows, top))
+    fallback = tf.gather(top, tf.argmax(tf.cast(top_allowed, tf.int32), axis=1,
+                                        output_type=tf.int32), batch_dims=1)
+    # Neither: the row holds the whole catalogue; the first draw is kept.
+    fallback = tf.where(tf.reduce_any(top_allowed, axis=1), fallback,
+                        tf.gather(chosen, redo))
+    again = fallback if found is None else tf.where(found, again, fallback)
+    chosen = tf.tensor_scatter_nd_update(chosen, redo[:, tf.newaxis], again)
+    chosen = tf.tensor_scatter_nd_update(
+        tf.fill(shape, tf.constant(PADDING_INDEX, tf.int64)), positions,
+        chosen)                                                     # [B, L]
     sides = tf.gather(self._items, chosen)                       # [B, L, F]
     out = dict(features)
     for j, name in enumerate(self.feature_names):
