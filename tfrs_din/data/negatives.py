@@ -4,8 +4,8 @@
 (`neg_hist_<item feature>`), so every epoch sees the same negatives. The
 official DIEN input pipeline (`script/data_iterator.py` in the DIEN
 repository) draws them while reading: for every behaviour, items taken from
-the whole item list (one entry per occurrence, so popularity-weighted), anew
-on every pass. `FreshNegatives` does the same inside the `tf.data` pipeline:
+the list of all reviews' items (one entry per review, so popularity-
+weighted) other than the behaviour's own item, anew on every pass. `FreshNegatives` does the same inside the `tf.data` pipeline:
 a vectorised draw per batch, with stateless random ops whose key comes from
 `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, so the
 negatives are reproducible given the seed and differ from epoch to epoch.
@@ -137,8 +137,9 @@ class FreshNegatives:
   independent draws per position (Walker's alias method: O(1) per draw, two
   uniforms and two gathers), the first one outside the row is kept. One
   draw is made for every valid position, and `max_tries - 1` more only for
-  the (few) positions whose first draw fell in the row. If all `max_tries` fall in the row (probability
-  p ** max_tries, p the row's share of the item mass), the position gets
+  the (few) positions whose first draw fell in the row. If all `max_tries`
+  fall in the row (probability p ** max_tries, p the row's share of the
+  item mass), the position gets
   the most frequent item outside the row (vocabulary indices are ordered by
   decreasing count, so that is the smallest index >= FIRST_INDEX outside the
   row); only when the row covers the whole catalogue is the first draw kept.
@@ -162,8 +163,11 @@ class FreshNegatives:
                user_feature: Optional[str] = None):
     item_features = np.asarray(item_features, np.int64)
     frequencies = np.asarray(frequencies, np.float64)
-    if not (isinstance(power, (int, float)) and math.isfinite(power)
-            and power >= 0):
+    try:
+      valid = math.isfinite(float(power)) and float(power) >= 0
+    except (TypeError, ValueError):
+      valid = False
+    if not valid:
       raise ValueError(f"aux_negative_power must be a finite number >= 0, "
                        f"got {power!r}")
     if int(max_tries) < 1:
@@ -215,11 +219,12 @@ class FreshNegatives:
     """`features` with `neg_hist_<f>` drawn for every item feature f.
 
     A pure function of (features, seed): the same seed gives the same
-    negatives. The uniforms of row b are rotated by frac(user_b * phi) (phi
-    the golden-ratio conjugate; `user_feature`, if any, gives user_b), which
-    keeps each draw uniform and makes rows of different users that get the
-    same key (e.g. one batch per worker under file-sharded multi-worker
-    training) draw different items.
+    negatives. The uniforms that pick the alias column of row b's draws are
+    rotated by frac(user_b * phi) (phi the golden-ratio conjugate; user_b
+    from `user_feature`, if any): each draw stays uniform, and rows of
+    different users that would get the same uniforms (e.g. the same batch
+    slot on two workers reading their own files, if their keys coincide)
+    draw different items.
 
     Args:
       features: a parsed batch (`FeatureSpec.parse_examples`): `hist_<item
