@@ -77,12 +77,11 @@ def _add_training_options(parser: argparse.ArgumentParser,
     default="auto",
     help="also feed the tower the behaviour sum s and item * s (auto: DIN "
     "and DIEN yes, base no, as the official code)")
-  a("--tower_input_normalization", choices=["none", "batch", "affine"],
-    default="none" if d.tower_input_normalization is None
-    else d.tower_input_normalization,
+  a("--tower_input_normalization", choices=["auto", "none", "batch", "affine"],
+    default=d.tower_input_normalization,
     help="normalise the tower input: batch (BatchNormalization) or affine "
     "(what the official code's batch_normalization runs: a learned "
-    "per-feature scale and shift)")
+    "per-feature scale and shift); auto: affine for dien, none otherwise")
   a("--embedding_stddev", type=float, default=d.embedding_stddev,
     help="stddev of the normal initializer of the embedding tables")
   a("--kernel_initializer", default=d.kernel_initializer,
@@ -105,6 +104,17 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--strategy", choices=STRATEGIES, default=d.strategy)
   a("--steps_per_epoch", type=int)
   a("--verbose", type=int, default=d.verbose, choices=[0, 1, 2])
+  # Data options (issue 13).
+  a("--aux_negatives", choices=["prepared", "fresh"], default=d.aux_negatives,
+    help="DIEN's auxiliary negatives: those prepare wrote (the same every "
+    "epoch) or fresh ones drawn per batch and epoch, never an item of the "
+    "row's history (needs item_table.tsv)")
+  a("--aux_negative_power", type=float, default=d.aux_negative_power,
+    help="with --aux_negatives fresh: P(item) ~ count ** power (1 = "
+    "popularity as in the official DIEN code, 0 = uniform)")
+  a("--mba_counts", choices=["events", "samples"], default=d.mba_counts,
+    help="n_j of MBA: events holding id j (the vocabulary counts) or "
+    "training samples holding it (DIN paper, eq. 4; one pass over the data)")
 
 
 def _train_config(args, model: str) -> TrainConfig:
@@ -135,7 +145,10 @@ def _train_config(args, model: str) -> TrainConfig:
       optimizer=args.optimizer,
       strategy=args.strategy,
       steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-      verbose=args.verbose)
+      verbose=args.verbose,
+      aux_negatives=args.aux_negatives,
+      aux_negative_power=args.aux_negative_power,
+      mba_counts=args.mba_counts)
 
 
 def _models(text: str) -> List[str]:

@@ -10,7 +10,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfrs_din.data.negatives import FreshNegatives
 from tfrs_din.data.pipeline import load_feature_spec, make_dataset
+from tfrs_din.data.sample_counts import count_samples, with_frequencies
 from tfrs_din.distribute import make_strategy
 from tfrs_din.features import FeatureSpec
 from tfrs_din.metrics.gauc import grouped_auc
@@ -44,6 +46,17 @@ class TrainConfig:
   on every training user, held-out ones included, for the chosen number of
   epochs: no user is left with an untrained embedding, at the price of a
   second training run.
+
+  Data options (the last block of fields, checked by `check_data_options`):
+  `aux_negatives` is where DIEN's auxiliary negatives in the training
+  batches come from: "prepared" (those `prepare` wrote: the same every
+  epoch) or "fresh" (drawn for every batch and epoch with probability
+  proportional to count ** `aux_negative_power`, never an item of the row's
+  history or its candidate; see `tfrs_din.data.negatives`). `mba_counts`
+  is the n_j of MBA: "events" (the vocabulary counts: kept events of the
+  log holding id j) or "samples" (training samples holding id j, DIN's
+  eq. 4; one pass over the training split, see
+  `tfrs_din.data.sample_counts`).
   """
   model: str = "din"
   epochs: int = 5  # at most: validation stops earlier
@@ -66,13 +79,15 @@ class TrainConfig:
   attention_activation: str = "dice"
   attention_normalization: Optional[str] = None
   gru_units: int = 36
-  gru_type: str = "AUGRU"
+  # DIEN as the official code (chosen on validation, docs/results.md).
+  gru_type: str = "AUGRU_OFFICIAL"
   aux_loss_weight: float = 1.0
-  aux_loss_reduction: str = "step_mean"
-  dien_attention: str = "bilinear"
+  aux_loss_reduction: str = "padded_mean"
+  dien_attention: str = "mlp"
   # None: as the official code (DIN and DIEN yes, the base model no).
   behaviour_sum_in_tower: Optional[bool] = None
-  tower_input_normalization: Optional[str] = None
+  # "auto": "affine" for DIEN (with the options above), none for base/DIN.
+  tower_input_normalization: Optional[str] = "auto"
   embedding_stddev: float = 0.05
   kernel_initializer: str = "glorot_normal"
   optimizer: str = "lazy_adam"
@@ -82,6 +97,33 @@ class TrainConfig:
   steps_per_epoch: Optional[int] = None
   seed: int = 0
   verbose: int = 2
+  # Data options (issue 13); validated by `check_data_options`.
+  aux_negatives: str = "prepared"  # "prepared" | "fresh"
+  aux_negative_power: float = 1.0  # with "fresh": P(j) ~ count_j ** power
+  mba_counts: str = "events"  # "events" | "samples": the n_j of MBA
+
+
+AUX_NEGATIVES = ("prepared", "fresh")
+MBA_COUNTS = ("events", "samples")
+
+
+def check_data_options(config: TrainConfig) -> None:
+  """Raises ValueError naming the field of a bad data option.
+
+  Args:
+    config: the training options.
+  """
+  if config.aux_negatives not in AUX_NEGATIVES:
+    raise ValueError(f"aux_negatives (--aux_negatives) must be one of "
+                     f"{AUX_NEGATIVES}, got {config.aux_negatives!r}")
+  power = config.aux_negative_power
+  if (isinstance(power, bool) or not isinstance(power, (int, float))
+      or not np.isfinite(power) or power < 0):
+    raise ValueError("aux_negative_power (--aux_negative_power) must be a "
+                     f"finite number >= 0, got {power!r}")
+  if config.mba_counts not in MBA_COUNTS:
+    raise ValueError(f"mba_counts (--mba_counts) must be one of {MBA_COUNTS}, "
+                     f"got {config.mba_counts!r}")
 
 
 def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
@@ -95,7 +137,10 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                 embeddings_initializer=tf.keras.initializers.RandomNormal(
                     stddev=config.embedding_stddev),
                 kernel_initializer=config.kernel_initializer,
-                tower_input_normalization=config.tower_input_normalization,
+                tower_input_normalization=(
+                    ("affine" if config.model == "dien" else None)
+                    if config.tower_input_normalization == "auto"
+                    else config.tower_input_normalization),
                 behaviour_sum_in_tower=(
                     config.model != "base"
                     if config.behaviour_sum_in_tower is None
@@ -135,20 +180,55 @@ def make_optimizer(name: str, learning_rate: float, epsilon: float = 1e-7,
 
 def _uses_negatives(config: TrainConfig, metadata: dict) -> bool:
   needed = config.model == "dien" and config.aux_loss_weight > 0
-  if needed and not metadata.get("has_aux_negatives"):
+  if (needed and config.aux_negatives == "prepared"
+      and not metadata.get("has_aux_negatives")):
     raise ValueError("DIEN's auxiliary loss needs the auxiliary negatives that "
                      "`prepare` writes unless --no_aux_negatives; re-run "
-                     "prepare or pass --aux_loss_weight 0")
+                     "prepare, pass --aux_negatives fresh or --aux_loss_weight "
+                     "0")
   return needed
+
+
+@dataclasses.dataclass
+class _TrainingData:
+  """How the training batches are read: the prepared negatives parsed, or
+  fresh ones drawn (at most one of the two), or no negatives."""
+  with_negatives: bool = False
+  fresh_negatives: Optional[FreshNegatives] = None
+
+  def dataset(self, config: TrainConfig, data_dir: str, spec: FeatureSpec,
+              **kwargs) -> tf.data.Dataset:
+    return make_dataset(data_dir, "train", spec, config.batch_size,
+                        shuffle=True, seed=config.seed,
+                        with_negatives=self.with_negatives,
+                        fresh_negatives=self.fresh_negatives, **kwargs)
+
+
+def _training_data(config: TrainConfig, data_dir: str, spec: FeatureSpec,
+                   metadata: dict) -> _TrainingData:
+  if not _uses_negatives(config, metadata):
+    return _TrainingData()
+  if config.aux_negatives == "fresh":
+    return _TrainingData(fresh_negatives=FreshNegatives.from_prepared(
+        data_dir, spec, config.aux_negative_power))
+  return _TrainingData(with_negatives=True)
+
+
+def _training_spec(config: TrainConfig, data_dir: str, spec: FeatureSpec
+                   ) -> FeatureSpec:
+  """`spec` with the n_j of `config.mba_counts` as its frequencies (those
+  of MBA; the fresh negatives' weights stay the event counts)."""
+  if config.mba_counts == "samples" and config.regularization == "mba":
+    return with_frequencies(spec, count_samples(data_dir, spec))
+  return spec
 
 
 MONITORS = {"gauc": "max", "auc": "max", "logloss": "min", "loss": "min"}
 
 
 def _every_training_user(config: TrainConfig, data_dir: str, spec: FeatureSpec,
-                         with_negatives: bool) -> tf.data.Dataset:
-  return make_dataset(data_dir, "train", spec, config.batch_size, shuffle=True,
-                      with_negatives=with_negatives, seed=config.seed)
+                         data: _TrainingData) -> tf.data.Dataset:
+  return data.dataset(config, data_dir, spec)
 
 
 VALIDATIONS = ("auto", "users", "last")
@@ -166,14 +246,14 @@ def validation_split(config: TrainConfig, metadata: dict) -> str:
 
 
 def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
-                with_negatives: bool, metadata: dict
+                data: _TrainingData, metadata: dict
                 ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset],
                            list]:
   """The training data, the validation data (held-out training users) and the
   early-stopping callback of `config` (None and [] without validation)."""
   common = dict(batch_size=config.batch_size, seed=config.seed)
   if not config.validation_fraction:
-    every_user = _every_training_user(config, data_dir, spec, with_negatives)
+    every_user = _every_training_user(config, data_dir, spec, data)
     return every_user, None, []
   if config.monitor not in MONITORS:
     raise ValueError(f"--monitor must be one of {sorted(MONITORS)}, got "
@@ -181,9 +261,7 @@ def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
   holdout = dict(holdout_fraction=config.validation_fraction,
                  holdout_seed=config.seed,
                  holdout_by=validation_split(config, metadata))
-  train_ds = make_dataset(data_dir, "train", spec, shuffle=True,
-                          with_negatives=with_negatives, holdout="exclude",
-                          **holdout, **common)
+  train_ds = data.dataset(config, data_dir, spec, holdout="exclude", **holdout)
   val_ds = make_dataset(data_dir, "train", spec, with_negatives=False,
                         holdout="only", **holdout, **common)
   stop = tf.keras.callbacks.EarlyStopping(
@@ -211,9 +289,11 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   selection run, "refit_history") to `model_dir/train_config.json`.
   Returns the model and the selection run's logs.
   """
+  check_data_options(config)
   spec, metadata = load_feature_spec(data_dir, config.max_history,
                                      config.embedding_dim)
-  with_negatives = _uses_negatives(config, metadata)
+  data = _training_data(config, data_dir, spec, metadata)
+  spec = _training_spec(config, data_dir, spec)
   tf.io.gfile.makedirs(model_dir)
   refit = bool(config.validation_fraction) and config.refit
   selection_file = os.path.join(model_dir, SELECTION_FILE)
@@ -221,8 +301,8 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
     with tf.io.gfile.GFile(selection_file) as f:
       selection = json.load(f)
   else:
-    train_ds, val_ds, stopping = _validation(config, data_dir, spec,
-                                             with_negatives, metadata)
+    train_ds, val_ds, stopping = _validation(config, data_dir, spec, data,
+                                             metadata)
     model, logs = _fit(spec, config, model_dir, "checkpoints", train_ds,
                        val_ds, config.epochs, [*stopping, *callbacks])
     best = stopping[0].best_epoch + 1 if stopping else len(logs["loss"])
@@ -233,7 +313,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   if refit:
     model, refit_logs = _fit(
         spec, config, model_dir, "checkpoints_refit",
-        _every_training_user(config, data_dir, spec, with_negatives), None,
+        _every_training_user(config, data_dir, spec, data), None,
         selection["best_epoch"], callbacks)
     selection["refit_history"] = refit_logs
   model.save(os.path.join(model_dir, MODEL_FILE))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfrs_din import schema
 from tfrs_din.features import FeatureSpec
+
+if TYPE_CHECKING:
+  from tfrs_din.data.negatives import FreshNegatives
 
 
 def load_metadata(directory: str) -> dict:
@@ -98,7 +101,9 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
                  repeat: bool = False, holdout: Optional[str] = None,
                  holdout_fraction: float = 0.1,
                  holdout_seed: int = 0,
-                 holdout_by: str = "users") -> tf.data.Dataset:
+                 holdout_by: str = "users",
+                 fresh_negatives: Optional["FreshNegatives"] = None
+                 ) -> tf.data.Dataset:
   """Batched, parsed features of a split ("train" or "test").
 
   Files are read in parallel (interleaved), records shuffled with a seeded
@@ -121,6 +126,11 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
     holdout_seed: which users are held out (`holdout_by="users"`).
     holdout_by: "users" (whole users, see `in_holdout`) or "last" (every
       user's last training target, see `tfrs_din.data.last_target`).
+    fresh_negatives: draws DIEN's auxiliary negatives `neg_hist_*` for every
+      batch (after the holdout filter) instead of reading them from the
+      records, anew on every pass, keyed by `seed` (see
+      `tfrs_din.data.negatives`); None reads the prepared ones when
+      `with_negatives`.
   """
   if holdout not in HOLDOUTS:
     raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
@@ -129,7 +139,8 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
                      f"{holdout_by!r}")
   if holdout and holdout_by == "last":
     return _last_target_dataset(directory, split, spec, batch_size, shuffle,
-                                with_negatives, seed, repeat, holdout)
+                                with_negatives, seed, repeat, holdout,
+                                fresh_negatives)
   if holdout and not 0.0 < holdout_fraction < 1.0:
     raise ValueError("holdout_fraction must be in (0, 1), got "
                      f"{holdout_fraction!r}")
@@ -151,7 +162,8 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
   if repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size)
-  ds = ds.map(lambda s: spec.parse_examples(s, with_negatives),
+  parse_negatives = with_negatives and fresh_negatives is None
+  ds = ds.map(lambda s: spec.parse_examples(s, parse_negatives),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if holdout:
     def select(features):
@@ -163,6 +175,8 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
     ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.filter(lambda f: tf.size(f[spec.label]) > 0)
+  if fresh_negatives is not None:
+    ds = fresh_negatives.apply(ds, seed)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -176,8 +190,9 @@ def _split_files(directory: str, split: str) -> list:
 
 def _last_target_dataset(directory: str, split: str, spec: FeatureSpec,
                          batch_size: int, shuffle: bool, with_negatives: bool,
-                         seed: int, repeat: bool,
-                         holdout: str) -> tf.data.Dataset:
+                         seed: int, repeat: bool, holdout: str,
+                         fresh_negatives: Optional["FreshNegatives"] = None
+                         ) -> tf.data.Dataset:
   """`make_dataset` with each user's last training target held out ("exclude")
   or alone ("only"): records keep their index in the split, and a flag table
   computed once (`last_target_flags`) selects them."""
@@ -200,6 +215,9 @@ def _last_target_dataset(directory: str, split: str, spec: FeatureSpec,
   if repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size)
-  ds = ds.map(lambda _, s: spec.parse_examples(s, with_negatives),
+  parse_negatives = with_negatives and fresh_negatives is None
+  ds = ds.map(lambda _, s: spec.parse_examples(s, parse_negatives),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if fresh_negatives is not None:
+    ds = fresh_negatives.apply(ds, seed)
   return ds.prefetch(tf.data.AUTOTUNE)
