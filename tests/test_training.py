@@ -188,7 +188,8 @@ def test_next_item_training_validates_on_each_users_last_target(tmp_path):
   held = make_dataset(data, "train", spec, 64, holdout="only",
                       holdout_by="last")
   users = np.concatenate([b["user_id"].numpy() for b in held])
-  config = training.TrainConfig(model="base", epochs=2, refit=False, **{
+  config = training.TrainConfig(model="base", epochs=2, refit=False,
+                                validation="auto", **{
       k: v for k, v in SMALL.items() if k != "attention_units"
       and k != "attention_activation"})
   model, logs = training.train(data, str(tmp_path / "model"), config)

@@ -49,8 +49,9 @@ def _add_training_options(parser: argparse.ArgumentParser,
     "--epochs epochs on every user")
   a("--validation", choices=["auto", "users", "last"], default=d.validation,
     help="held out to choose the epoch: whole users (--validation_fraction "
-    "of them), or every user's last training target (as next_item's test "
-    "split); auto: last for next_item data, users otherwise")
+    "of them, the default), or every user's last training target (as "
+    "next_item's test split); auto: last for next_item data, users "
+    "otherwise")
   a("--monitor", choices=["gauc", "auc", "logloss", "loss"], default=d.monitor,
     help="validation metric that early stopping follows")
   a("--patience", type=int, default=d.patience,
