@@ -1,5 +1,5 @@
 """The data options of `TrainConfig` (issue 13) and their `tfrs-din` flags:
-today's behaviour by default, each value passed through, bad values refused
+the measured defaults, each value passed through, bad values refused
 with the field's name."""
 
 import re
@@ -14,10 +14,10 @@ def _train_args(*flags):
       ["train", "--data", "d", "--model_dir", "m", *flags])
 
 
-def test_defaults_keep_the_prepared_negatives_and_the_event_counts():
+def test_defaults_draw_fresh_negatives_and_keep_the_event_counts():
   config = cli._train_config(_train_args(), "dien")  # pylint: disable=protected-access
   assert (config.aux_negatives, config.aux_negative_power,
-          config.mba_counts) == ("prepared", 1.0, "events")
+          config.mba_counts) == ("fresh", 1.0, "events")
   assert config == training.TrainConfig(model="dien")
 
 

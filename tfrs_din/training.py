@@ -100,7 +100,8 @@ class TrainConfig:
   seed: int = 0
   verbose: int = 2
   # Data options (issue 13); validated by `check_data_options`.
-  aux_negatives: str = "prepared"  # "prepared" | "fresh"
+  # "fresh" (chosen on validation, docs/results.md) | "prepared"
+  aux_negatives: str = "fresh"
   aux_negative_power: float = 1.0  # with "fresh": P(j) ~ count_j ** power
   mba_counts: str = "events"  # "events" | "samples": the n_j of MBA
 

@@ -249,7 +249,8 @@ def test_dien_trains_with_fresh_negatives_even_without_prepared_ones(
                                                 seed=5),
                       "--max_history", "6", "--embedding_dim", "4",
                       "--no_aux_negatives")
-  prepared_only = training.TrainConfig(model="dien", **SMALL)
+  prepared_only = training.TrainConfig(model="dien", aux_negatives="prepared",
+                                        **SMALL)
   with pytest.raises(ValueError, match="--aux_negatives fresh"):
     training.train(data, str(tmp_path / "refused"), prepared_only)
   config = training.TrainConfig(model="dien", aux_negatives="fresh",
