@@ -416,6 +416,21 @@ def _pad_to(t: tf.Tensor, axis: int, size: tf.Tensor) -> tf.Tensor:
   return tf.pad(t, paddings)
 
 
+def _check_indices(spec: FeatureSpec, features: Dict[str, tf.Tensor],
+                   candidates: Dict[str, tf.Tensor]) -> None:
+  """Every index within its vocabulary (else InvalidArgumentError naming
+  the input): XLA's gather would clamp an index out of range silently."""
+  inputs = [(f.name, f) for f in spec.user_features]
+  inputs += [(HISTORY_PREFIX + f.name, f) for f in spec.item_features]
+  for name, feature in inputs + [(None, f) for f in spec.item_features]:
+    ids = features[name] if name else candidates[feature.name]
+    label = name or f"candidate {feature.name}"
+    tf.debugging.assert_equal(
+        tf.reduce_all((ids >= 0) & (ids < feature.vocab_size)), True,
+        message=f"input {label} holds an index outside [0, "
+        f"{feature.vocab_size}), the vocabulary of {feature.name}")
+
+
 class Scorer:
   """`score_candidates` for an export: probabilities [B, N].
 
@@ -454,6 +469,13 @@ class Scorer:
     lengths = tf.clip_by_value(features[HISTORY_LENGTH], 0,
                                tf.cast(tf.shape(history)[1], tf.int64))
     features[HISTORY_LENGTH] = lengths
+    # Ids at padded positions are never looked up (as in the model).
+    valid = tf.sequence_mask(lengths, tf.shape(history, out_type=tf.int64)[1])
+    for f in spec.item_features:
+      name = HISTORY_PREFIX + f.name
+      features[name] = tf.where(valid, features[name],
+                                tf.zeros([], features[name].dtype))
+    _check_indices(spec, features, candidates)
     # Only the longest valid history of the batch matters.
     longest = tf.cast(tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.int32)
     if not self.jit_compile:
