@@ -108,26 +108,3 @@ def test_hand_written_gradient_matches_autodiff(masked):
   for got, want in zip(tape.gradient(loss, [x, layer.alpha]),
                        tape.gradient(expected_loss, [x, layer.alpha])):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_inference_fold_equals_inference_mode():
-  """Serving folds Dice's affine map into the dense layer before it:
-  z = h (W s) + (c s + b) and inference_from_affine(z, b) / s = Dice(x)."""
-  rng = np.random.default_rng(7)
-  layer = _built()
-  layer.moving_mean.assign(rng.normal(size=3).astype(np.float32))
-  layer.moving_variance.assign(rng.uniform(0.01, 4.0, 3).astype(np.float32))
-  h = rng.normal(size=(64, 5)).astype(np.float32)
-  kernel = rng.normal(size=(5, 3)).astype(np.float32)
-  bias = rng.normal(size=3).astype(np.float32)
-  x = h @ kernel + bias
-  expected = layer(tf.constant(x), training=False).numpy()
-  scale, shift = (t.numpy() for t in layer.inference_affine())
-  np.testing.assert_allclose(scale, 1 / np.sqrt(
-      layer.moving_variance.numpy() + layer.epsilon), rtol=1e-6)
-  z = h @ (kernel * scale) + (bias * scale + shift)
-  folded = layer.inference_from_affine(tf.constant(z), shift).numpy() / scale
-  np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(
-      folded, ref.dice(x, layer.alpha.numpy(), layer.moving_mean.numpy(),
-                       layer.moving_variance.numpy()), rtol=1e-5, atol=1e-6)

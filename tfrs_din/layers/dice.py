@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import tensorflow as tf
 
@@ -138,30 +138,6 @@ class Dice(tf.keras.layers.Layer):
     p = tf.sigmoid((inputs - mean) * scale)
     alpha = tf.cast(self.alpha, inputs.dtype)
     return inputs * (alpha + (1.0 - alpha) * p)
-
-  def inference_affine(self) -> Tuple[tf.Tensor, tf.Tensor]:
-    """(s, b): at inference the gate reads z = x s + b.
-
-    s = 1 / sqrt(moving_variance + epsilon), b = -moving_mean * s, so that
-    Dice(x, training=False) = x (alpha + (1 - alpha) sigmoid(x s + b)).
-    Serving folds s and b into the dense layer before Dice (its kernel columns
-    times s, its bias times s plus b), which then yields z directly; see
-    `inference_from_affine`.
-    """
-    scale = tf.math.rsqrt(self.moving_variance + self.epsilon)
-    return scale, -self.moving_mean * scale
-
-  def inference_from_affine(self, z: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
-    """s * Dice(x, training=False) from z = x s + b, b = `shift`.
-
-    (z - b)(alpha + (1 - alpha) sigmoid(z)) = x s (alpha + ...): one sigmoid
-    and four arithmetic operations per element (one fused loop under XLA).
-    The factor s is left for the next dense layer to fold into its kernel
-    rows (divide them by s).
-    """
-    alpha = tf.cast(self.alpha, z.dtype)
-    return (z - tf.cast(shift, z.dtype)) * (
-        alpha + (1.0 - alpha) * tf.sigmoid(z))
 
   def _train(self, inputs: tf.Tensor, mask: Optional[tf.Tensor]) -> tf.Tensor:
     """Batch statistics (over valid positions) and moving-average updates."""

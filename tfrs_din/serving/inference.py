@@ -13,13 +13,12 @@ variables with fewer and larger kernels:
   per behaviour; then every (candidate, behaviour) pair of a user is one
   [N, D + 1] x [D + 1, L * H] matrix product, with no [pairs, D] product
   or [pairs, 4D] concatenation materialised.
-* Dice at inference is y = x (alpha + (1 - alpha) sigmoid(x s + b)),
-  s = 1 / sqrt(var + eps), b = -mean s. The affine part is folded into the
-  dense layer before it (kernel columns times s, bias times s plus b), so the
-  matrix product yields z = x s + b directly; the layer outputs
-  u = (z - b)(alpha + (1 - alpha) sigmoid(z)) = s y, and the 1 / s is folded
-  into the rows of the next dense kernel. Per element: one sigmoid and four
-  arithmetic operations, fused into one loop under XLA.
+* Dice at inference is one expression with constants per channel,
+  y = x (alpha + (1 - alpha) sigmoid((x - mean) s)), s = 1 / sqrt(var + eps)
+  (`Dice(training=False)`): one fused loop under XLA. (Folding its affine
+  part into the dense layer before it, z = x s + b straight out of the matrix
+  product, saves one element-wise pass without XLA; measured, it gave no
+  gain beyond the noise, so it is not done: docs/benchmarks.md.)
 * The tower's first layer is split by input block: the user, numeric and
   behaviour-sum blocks once per user; the candidate block and the
   candidate * behaviour-sum block as one per-user matrix
@@ -40,7 +39,7 @@ server compiles a handful of programs, not one per request shape.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
@@ -49,7 +48,7 @@ from tfrs_din.layers.dice import Dice
 from tfrs_din.layers.mlp import PReLU
 
 # --------------------------------------------------------------------------- #
-# Dense layers and activations with folded affine maps.
+# Dense layers and activations at inference.
 # --------------------------------------------------------------------------- #
 
 
@@ -57,22 +56,11 @@ def _supported_activation(layer) -> bool:
   return isinstance(layer, (Dice, PReLU, tf.keras.layers.Activation))
 
 
-def _pre_affine(activation) -> Optional[Tuple[tf.Tensor, tf.Tensor]]:
-  """(s, b) such that the activation reads z = x s + b (Dice), else None."""
+def _activate(activation, x: tf.Tensor) -> tf.Tensor:
+  """An activation layer of the model, in inference mode."""
   if isinstance(activation, Dice):
-    return activation.inference_affine()
-  return None
-
-
-def _activate(activation, z: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
-  """The activation of z (z = x s + b for Dice), as (u, scale): y = u / scale.
-
-  For Dice u = s y (see the module docstring); otherwise u = y, scale None.
-  """
-  if isinstance(activation, Dice):
-    scale, shift = activation.inference_affine()
-    return activation.inference_from_affine(z, shift), scale
-  return activation(z), None
+    return activation(x, training=False)
+  return activation(x)
 
 
 def _matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -84,37 +72,11 @@ def _matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
                                     0))
 
 
-def _fold_in(kernel: tf.Tensor, bias: tf.Tensor, in_scale: Optional[tf.Tensor],
-             activation) -> Tuple[tf.Tensor, tf.Tensor]:
-  """Kernel and bias of a dense layer whose input is u = x * in_scale and
-  whose output feeds `activation` (Dice's affine map folded in)."""
-  if in_scale is not None:
-    kernel = kernel / in_scale[:, tf.newaxis]
-  affine = _pre_affine(activation)
-  if affine is not None:
-    scale, shift = affine
-    kernel = kernel * scale
-    bias = bias * scale + shift
-  return kernel, bias
-
-
-def _dense(x, layer: tf.keras.layers.Dense, in_scale, activation=None):
-  """activation(layer(x / in_scale)) as (u, scale) (see `_activate`)."""
-  kernel, bias = layer.kernel, layer.bias
-  if activation is None:
-    if in_scale is not None:
-      kernel = kernel / in_scale[:, tf.newaxis]
-    return _matmul(x, kernel) + bias, None
-  kernel, bias = _fold_in(kernel, bias, in_scale, activation)
-  return _activate(activation, _matmul(x, kernel) + bias)
-
-
-def _mlp_rest(x, in_scale, mlp) -> tf.Tensor:
+def _mlp_rest(x: tf.Tensor, mlp) -> tf.Tensor:
   """The hidden layers of `mlp` (a `tfrs_din.layers.MLP`) then its output."""
   for dense, activation in zip(mlp._dense, mlp._activations):  # pylint: disable=protected-access
-    x, in_scale = _dense(x, dense, in_scale, activation)
-  out, _ = _dense(x, mlp._output, in_scale)  # pylint: disable=protected-access
-  return out
+    x = _activate(activation, _matmul(x, dense.kernel) + dense.bias)
+  return _matmul(x, mlp._output.kernel) + mlp._output.bias  # pylint: disable=protected-access
 
 
 # --------------------------------------------------------------------------- #
@@ -132,12 +94,6 @@ def attention_scores(unit, query: tf.Tensor, keys: tf.Tensor,
   query_kernel = w_q + w_diff                                    # [D, H]
   key_kernel = w_k - w_diff
   bias = unit.first_bias
-  activation = unit._first_activation  # pylint: disable=protected-access
-  affine = _pre_affine(activation)
-  if affine is not None:
-    scale, shift = affine
-    query_kernel, w_prod = query_kernel * scale, w_prod * scale
-    key_kernel, bias = key_kernel * scale, bias * scale + shift
   # A [B, D + 1, L, H]: rows d < D are (Wq + diag(k) W4)[d], row D the key
   # part and bias of each behaviour.
   keys_t = tf.transpose(keys, [0, 2, 1])                         # [B, D, L]
@@ -151,12 +107,8 @@ def attention_scores(unit, query: tf.Tensor, keys: tf.Tensor,
   z = tf.matmul(tf.concat([query, ones], -1), matrices)          # [B, N, L*H]
   num = tf.shape(query)[1]
   z = tf.reshape(z, [batch, num, width, hidden])
-  if isinstance(activation, Dice):
-    u = activation.inference_from_affine(z, affine[1])
-    in_scale = affine[0]
-  else:
-    u, in_scale = activation(z), None
-  scores = tf.squeeze(_mlp_rest(u, in_scale, unit._rest), -1)  # pylint: disable=protected-access
+  hidden = _activate(unit._first_activation, z)  # pylint: disable=protected-access
+  scores = tf.squeeze(_mlp_rest(hidden, unit._rest), -1)  # pylint: disable=protected-access
   valid = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(scores))
   if unit.normalization == "softmax":
     peak = tf.reduce_max(tf.where(valid, scores, scores.dtype.min), -1,
@@ -309,8 +261,6 @@ def _tower(model, user, candidate, interest, numeric, behaviour_sum):
       shift = shift + norm.beta
     bias = bias + tf.linalg.matvec(kernel, shift, transpose_a=True)
     kernel = kernel * scale[:, tf.newaxis]
-  activation = tower._activations[0]  # pylint: disable=protected-access
-  kernel, bias = _fold_in(kernel, bias, None, activation)
   widths = [int(user.shape[-1]), int(candidate.shape[-1]),
             int(interest.shape[-1]), int(numeric.shape[-1])]
   extras = model.behaviour_sum_in_tower
@@ -329,11 +279,10 @@ def _tower(model, user, candidate, interest, numeric, behaviour_sum):
       parts[2], tf.concat([[batch], tf.shape(parts[2])], 0))], 1)
   z = (tf.matmul(tf.concat([candidate, interest], -1), matrices)
        + per_user[:, tf.newaxis])                               # [B, N, H]
-  x, in_scale = _activate(activation, z)
-  for dense, act in zip(tower._dense[1:], tower._activations[1:]):  # pylint: disable=protected-access
-    x, in_scale = _dense(x, dense, in_scale, act)
-  logits, _ = _dense(x, tower._output, in_scale)  # pylint: disable=protected-access
-  return tf.squeeze(logits, -1)
+  x = _activate(tower._activations[0], z)  # pylint: disable=protected-access
+  for dense, activation in zip(tower._dense[1:], tower._activations[1:]):  # pylint: disable=protected-access
+    x = _activate(activation, _matmul(x, dense.kernel) + dense.bias)
+  return tf.squeeze(_matmul(x, tower._output.kernel) + tower._output.bias, -1)  # pylint: disable=protected-access
 
 
 def _din_logits(model, user, candidate, history, mask, numeric):
@@ -361,8 +310,8 @@ def _dien_logits(model, user, candidate, history, mask, numeric):
   states = tf.transpose(states, [2, 0, 1])                        # [B, L, H]
   if model.attention == "mlp":
     query_layer, query_act = model.attention_query.layers
-    query, _ = _activate(query_act, _matmul(candidate, query_layer.kernel)
-                         + query_layer.bias)
+    query = _activate(query_act, _matmul(candidate, query_layer.kernel)
+                      + query_layer.bias)
     attention = attention_scores(model.attention_unit, query, states, mask)
   else:
     query = _matmul(candidate, tf.transpose(model.attention_kernel))
