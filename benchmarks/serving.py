@@ -175,15 +175,20 @@ def requests(tf, spec, users: int, candidates: int, history: int, seed=0,
 
 def race(calls: Dict[str, Callable[[], object]], reps: int,
          warmup: int = 2) -> Dict[str, List[float]]:
-  """Seconds per call of each named call, the calls taking turns."""
+  """Seconds per call of each named call, the calls taking turns (in a new
+  random order each round, so that none always follows the same one)."""
+  import random
+  order = random.Random(0)
   times = {k: [] for k in calls}
   for _ in range(warmup):
     for call in calls.values():
       call()
+  names = list(calls)
   for _ in range(reps):
-    for name, call in calls.items():
+    order.shuffle(names)
+    for name in names:
       start = time.perf_counter()
-      call()
+      calls[name]()
       times[name].append(time.perf_counter() - start)
   return times
 
@@ -200,6 +205,25 @@ def _signature_call(signature, inputs):
     out = signature(**inputs)
     return next(iter(out.values())).numpy()
   return call
+
+
+def _deepctr_call(tf, spec, index):
+  """DeepCTR's DIN (same sizes, untrained: only the time matters) scoring
+  the request's candidates as tiled rows, or None without DeepCTR."""
+  try:
+    import deepctr  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return None
+  from run import _deepctr_din  # pylint: disable=g-import-not-at-top
+  peer = _deepctr_din(tf, spec)
+  num = int(index["candidate_item_id"].shape[1])
+  rows = {k: tf.repeat(index[k], num, axis=0)
+          for k in ("user_id", "hist_item_id", "hist_category_id",
+                    "hist_length")}
+  rows["item_id"] = index["candidate_item_id"][0]
+  rows["category_id"] = index["candidate_category_id"][0]
+  fn = tf.function(lambda features: peer(features, training=False))
+  return lambda: fn(rows).numpy()
 
 
 VARIANTS = {"reference": dict(fast_scoring=False),
@@ -241,7 +265,10 @@ def run(quick: bool = False, reps: int = 0, throughput: bool = True) -> dict:
       for variant in VARIANTS:
         for sig, inputs in (("score_candidates", raw),
                             ("score_candidates_indices", index)):
+          start = time.perf_counter()
           got = loaded[name, variant].signatures[sig](**inputs)
+          if sig == "score_candidates":   # XLA compiles on the first call
+            out[f"{name}_{variant}_first_call_s"] = time.perf_counter() - start
           np.testing.assert_allclose(got["probabilities"].numpy(), ref,
                                      rtol=1e-4, atol=1e-5)
     calls = {"matmul": _matmul_call(tf)}
@@ -250,6 +277,9 @@ def run(quick: bool = False, reps: int = 0, throughput: bool = True) -> dict:
           module.signatures["score_candidates"], raw)
       calls[f"{name}_{variant}_indices"] = _signature_call(
           module.signatures["score_candidates_indices"], index)
+    peer = _deepctr_call(tf, spec, index)
+    if peer is not None:
+      calls["deepctr_din_tiled"] = peer
     times = race(calls, reps)
     median = {k: float(np.median(v)) for k, v in times.items()}
     rate = 2 * MATMUL ** 3 / median["matmul"]
@@ -270,6 +300,12 @@ def run(quick: bool = False, reps: int = 0, throughput: bool = True) -> dict:
                                           / median[f"{name}_fast"])
       out[f"{name}_xla_vs_reference"] = (median[f"{name}_reference"]
                                          / median[f"{name}_xla"])
+    if peer is not None:
+      out["deepctr_din_tiled_ms"] = 1000 * median["deepctr_din_tiled"]
+      out["serve_vs_deepctr"] = median["deepctr_din_tiled"] / min(
+          median[f"din_{v}"] for v in VARIANTS)
+    else:
+      out["serve_vs_deepctr"] = "skipped: deepctr is not installed"
     if throughput:
       out.update(batch_throughput(tf, spec, loaded, max(5, reps // 3)))
   finally:
@@ -308,7 +344,8 @@ def main() -> int:
   result["peak_rss_mb"] = resource.getrusage(
       resource.RUSAGE_SELF).ru_maxrss / 1024
   for key, value in result.items():
-    print(f"{key:48s} {value:.4g}")
+    print(f"{key:48s} {value:.4g}" if isinstance(value, float)
+          else f"{key:48s} {value}")
   print(json.dumps(result))
   return 0
 
