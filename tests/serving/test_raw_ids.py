@@ -355,13 +355,17 @@ FRESH = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("cls", [DINModel, DIENModel])
-def test_raw_and_index_requests_agree_in_a_fresh_process(cls, prepared,
-                                                         tmp_path):
+@pytest.mark.parametrize("cls,jit_compile", [
+    (DINModel, False), (DIENModel, False), (DINModel, True),
+    (DIENModel, True)])
+def test_raw_and_index_requests_agree_in_a_fresh_process(cls, jit_compile,
+                                                         prepared, tmp_path):
   data_dir, spec = prepared
   model = _model(cls, spec)
   path = export_saved_model(model, str(tmp_path / "export"), version=1,
-                            data_dir=data_dir)
+                            data_dir=data_dir, jit_compile=jit_compile)
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    assert (b"_XlaMustCompile" in f.read()) == jit_compile
   requests = {}
   for key, request in {**_raw_requests(), **_index_requests()}.items():
     if isinstance(request, predict_pb2.PredictRequest):

@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, FeatureSpec)
 from tfrs_din.models.ctr_model import CTRModel
+from tfrs_din.serving.inference import Scorer, supports
 from tfrs_din.serving.lookup import RawIdLookup, write_lookup_files
 
 CANDIDATE_PREFIX = "candidate_"
@@ -146,11 +147,25 @@ class ServingModule(tf.Module):
   Args:
     model: the trained model.
     lookup: raw-id lookups; None for an index-only export.
+    fast_scoring: `score_candidates` (both forms) uses
+      `tfrs_din.serving.inference.Scorer` where it covers the model (the same
+      probabilities from fewer, larger kernels); False uses
+      `model.score_candidates`.
+    jit_compile: compile that scorer's numeric part with XLA (TF Serving then
+      needs `--xla_cpu_compilation_enabled=true`).
   """
 
-  def __init__(self, model: CTRModel, lookup: Optional[RawIdLookup] = None):
+  def __init__(self, model: CTRModel, lookup: Optional[RawIdLookup] = None,
+               fast_scoring: bool = True, jit_compile: bool = False):
     super().__init__(name="tfrs_din_serving")
     spec = model.spec
+    if jit_compile and not (fast_scoring and supports(model)):
+      raise ValueError(
+          "jit_compile needs fast_scoring and a model the fast scorer covers "
+          f"(tfrs_din.serving.inference.supports), not {type(model).__name__} "
+          "with this configuration")
+    scorer = (Scorer(model, jit_compile) if fast_scoring and supports(model)
+              else model.score_candidates)
 
     def predict(features):
       _check_batch(features)
@@ -167,7 +182,7 @@ class ServingModule(tf.Module):
                     for f in spec.item_features}
       for name, value in candidates.items():
         _check_candidates(value, CANDIDATE_PREFIX + name)
-      return {"probabilities": model.score_candidates(features, candidates)}
+      return {"probabilities": scorer(features, candidates)}
 
     self.predict_indices = tf.function(
         predict, input_signature=[spec.serving_signature()])
@@ -197,8 +212,7 @@ class ServingModule(tf.Module):
         ids = lookup.as_strings(inputs[name])
         _check_ids(ids, name)
         _check_candidates(ids, name)
-        return {"probabilities": model.score_candidates(
-            features, lookup.item_indices(ids))}
+        return {"probabilities": scorer(features, lookup.item_indices(ids))}
 
       self.predict_raw = tf.function(predict_raw, input_signature=[
           raw_signature(spec, lookup.id_dtype)])
@@ -290,7 +304,9 @@ def export_saved_model(model: CTRModel, export_base: str,
                        version: Optional[int] = None,
                        model_name: str = "tfrs_din",
                        data_dir: Optional[str] = None,
-                       id_dtype: tf.DType = tf.string) -> str:
+                       id_dtype: tf.DType = tf.string,
+                       fast_scoring: bool = True,
+                       jit_compile: bool = False) -> str:
   """Writes `export_base/<version>/` (TF Serving's layout) and returns it.
 
   With `data_dir`, `serving_default` and `score_candidates` take raw ids and
@@ -307,6 +323,14 @@ def export_saved_model(model: CTRModel, export_base: str,
       `vocab/` and `item_table.tsv`); None for an index-only export.
     id_dtype: dtype of the raw ids, `tf.string` (padding "") or `tf.int64`
       (matched by decimal string, e.g. 42 -> "42"; negative ids are padding).
+    fast_scoring: `score_candidates` and `score_candidates_indices` compute
+      the model's probabilities with `tfrs_din.serving.inference.Scorer`
+      (folded Dice, one matrix product for the activation unit's first layer,
+      a split tower; docs/benchmarks.md, "serving floor") where it covers the
+      model; False keeps `model.score_candidates`.
+    jit_compile: also compile that computation with XLA (request shapes are
+      padded to a few buckets, each compiled on first use). TF Serving must
+      then run with `--xla_cpu_compilation_enabled=true`.
 
   Returns:
     The version directory.
@@ -333,7 +357,7 @@ def export_saved_model(model: CTRModel, export_base: str,
       lookup = RawIdLookup(
           model.spec, write_lookup_files(data_dir, model.spec, staging),
           id_dtype)
-    module = ServingModule(model, lookup)
+    module = ServingModule(model, lookup, fast_scoring, jit_compile)
     signatures = module.signatures()
     tf.saved_model.save(module, path, signatures=signatures)
   finally:
