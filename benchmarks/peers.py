@@ -720,9 +720,10 @@ def main() -> int:
   print(f"[peers] data {data}: {manifest['n_train']} train / "
         f"{manifest['n_test']} test, sha256 {manifest['sha256'][:12]}", flush=True)
   done = _done(out)
-  for library in libraries:
-    for model in models:
-      for i, seed in enumerate(seeds):
+  # Seed by seed, so that an interrupted run leaves whole seeds.
+  for i, seed in enumerate(seeds):
+    for library in libraries:
+      for model in models:
         key = (manifest["sha256"], library, model, seed)
         if key in done and "error" not in done[key]:
           continue
