@@ -6,12 +6,12 @@ configured before TensorFlow's runtime starts.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from free_ports import free_ports
 
 COMMON = textwrap.dedent('''
     import json, os, sys
@@ -108,16 +108,6 @@ def _env():
   return env
 
 
-def _free_ports(n):
-  sockets = [socket.socket() for _ in range(n)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def _last_json(stdout):
   return json.loads(stdout.strip().splitlines()[-1])
 
@@ -132,7 +122,7 @@ def test_mirrored_over_two_cpus_matches_one_device():
 
 
 def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
-  ports = _free_ports(2)
+  ports = free_ports(2)
   cluster = {"worker": [f"localhost:{p}" for p in ports]}
   procs = []
   for index in range(2):
@@ -153,7 +143,7 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
 
 def test_parameter_server_shards_embedding_tables_and_trains():
   result = subprocess.run([sys.executable, "-c", PARAMETER_SERVER,
-                           ",".join(map(str, _free_ports(4)))], env=_env(),
+                           ",".join(map(str, free_ports(4)))], env=_env(),
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   out = _last_json(result.stdout)

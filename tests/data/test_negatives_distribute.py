@@ -6,7 +6,6 @@ before TensorFlow's runtime starts."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import pytest
 from prepared_log import prepared_log
 from tfrs_din.data.synthetic import SyntheticConfig
 from tfrs_din.schema import FIRST_INDEX, PADDING_INDEX
+from free_ports import free_ports
 
 MIRRORED = textwrap.dedent('''
     import json, sys
@@ -84,19 +84,9 @@ def test_dien_trains_with_fresh_negatives_under_mirrored(prepared, tmp_path):
   assert np.isfinite(logs["loss"]).all() and min(logs["aux_loss"]) > 0
 
 
-def _free_ports(n):
-  sockets = [socket.socket() for _ in range(n)]
-  for s in sockets:
-    s.bind(("localhost", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def test_file_sharded_workers_get_valid_and_different_negatives(prepared,
                                                                 tmp_path):
-  cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+  cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
   procs = []
   for index in range(2):
     env = _env()

@@ -137,26 +137,19 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
   if holdout_by not in HOLDOUT_BY:
     raise ValueError(f"holdout_by must be one of {HOLDOUT_BY}, got "
                      f"{holdout_by!r}")
-  if holdout and holdout_by == "last":
-    return _last_target_dataset(directory, split, spec, batch_size, shuffle,
-                                with_negatives, seed, repeat, holdout,
-                                fresh_negatives)
-  if holdout and not 0.0 < holdout_fraction < 1.0:
-    raise ValueError("holdout_fraction must be in (0, 1), got "
-                     f"{holdout_fraction!r}")
   if holdout and spec.group_key is None:
     raise ValueError("a user holdout needs the feature spec's group_key")
-  pattern = os.path.join(directory, split, "*" + schema.TFRECORD_SUFFIX)
-  files = tf.io.gfile.glob(pattern)
-  if not files:
-    raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
-  ds = tf.data.Dataset.from_tensor_slices(sorted(files))
-  if shuffle:
-    ds = ds.shuffle(len(files), seed=seed)
-  ds = ds.interleave(
-      lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-      cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True)
+  by_user = holdout if holdout_by == "users" else None
+  if by_user and not 0.0 < holdout_fraction < 1.0:
+    raise ValueError("holdout_fraction must be in (0, 1), got "
+                     f"{holdout_fraction!r}")
+  files = _split_files(directory, split)
+  selected = None
+  if holdout and holdout_by == "last":
+    from tfrs_din.data.last_target import last_target_flags  # pylint: disable=g-import-not-at-top
+    flags, counts = last_target_flags(files, spec)
+    selected = (flags if holdout == "only" else ~flags), counts
+  ds = _records(files, shuffle, seed, selected)
   if shuffle:
     ds = ds.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
   if repeat:
@@ -165,11 +158,11 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
   parse_negatives = with_negatives and fresh_negatives is None
   ds = ds.map(lambda s: spec.parse_examples(s, parse_negatives),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  if holdout:
+  if by_user:
     def select(features):
       keep = in_holdout(features[spec.group_key], holdout_fraction,
                         holdout_seed)
-      keep = keep if holdout == "only" else tf.logical_not(keep)
+      keep = keep if by_user == "only" else tf.logical_not(keep)
       return {name: tf.boolean_mask(value, keep)
               for name, value in features.items()}
     ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE,
@@ -188,36 +181,26 @@ def _split_files(directory: str, split: str) -> list:
   return files
 
 
-def _last_target_dataset(directory: str, split: str, spec: FeatureSpec,
-                         batch_size: int, shuffle: bool, with_negatives: bool,
-                         seed: int, repeat: bool, holdout: str,
-                         fresh_negatives: Optional["FreshNegatives"] = None
-                         ) -> tf.data.Dataset:
-  """`make_dataset` with each user's last training target held out ("exclude")
-  or alone ("only"): records keep their index in the split, and a flag table
-  computed once (`last_target_flags`) selects them."""
-  from tfrs_din.data.last_target import last_target_flags  # pylint: disable=g-import-not-at-top
-  files = _split_files(directory, split)
-  flags, counts = last_target_flags(files, spec)
-  offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-  keep = tf.constant(flags if holdout == "only" else ~flags)
-  ds = tf.data.Dataset.from_tensor_slices((files, offsets))
+def _records(files: list, shuffle: bool, seed: int,
+             keep: Optional[Tuple[np.ndarray, np.ndarray]] = None
+             ) -> tf.data.Dataset:
+  """Serialized records of `files`, read in parallel (interleaved), files
+  shuffled when `shuffle`. `keep` = (one boolean per record of `files` in
+  order, records per file) keeps only the flagged records (each record is
+  numbered by its position in the split to look its flag up)."""
+  if keep is None:
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    read = lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP")
+  else:
+    flags, counts = keep
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    flags = tf.constant(flags)
+    ds = tf.data.Dataset.from_tensor_slices((files, offsets))
+    read = lambda f, offset: tf.data.TFRecordDataset(
+        f, compression_type="GZIP").enumerate(offset).filter(
+            lambda index, _: tf.gather(flags, index)).map(
+                lambda _, record: record)
   if shuffle:
     ds = ds.shuffle(len(files), seed=seed)
-  ds = ds.interleave(
-      lambda f, offset: tf.data.TFRecordDataset(
-          f, compression_type="GZIP").enumerate(offset),
-      cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True)
-  ds = ds.filter(lambda index, _: tf.gather(keep, index))
-  if shuffle:
-    ds = ds.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
-  if repeat:
-    ds = ds.repeat()
-  ds = ds.batch(batch_size)
-  parse_negatives = with_negatives and fresh_negatives is None
-  ds = ds.map(lambda _, s: spec.parse_examples(s, parse_negatives),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  if fresh_negatives is not None:
-    ds = fresh_negatives.apply(ds, seed)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  return ds.interleave(read, cycle_length=min(len(files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
