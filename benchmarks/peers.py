@@ -58,6 +58,7 @@ SERVE_CANDIDATES = 500
 COLUMNS = ("user_id", "item_id", "category_id", "hist_item_id",
            "hist_category_id", "hist_length", "neg_hist_item_id",
            "neg_hist_category_id", "label")
+LATENCY_ONLY = False  # set in a --latency-only child
 SECTION_BEGIN = "<!-- peers.py: begin (generated, rewritten by benchmarks/peers.py) -->"
 SECTION_END = "<!-- peers.py: end -->"
 
@@ -179,6 +180,10 @@ def _load(path: str) -> tuple:
       assert shape[0] == n and (shape[1:] == (MAX_HISTORY,)
                                 if "hist_" in name and name != "hist_length"
                                 else shape[1:] == ()), (split, name, shape)
+  if LATENCY_ONLY:  # one training step, one test batch: timing only
+    arrays = {k: v[:BATCH] if k.startswith(("train_", "test_")) else v
+              for k, v in arrays.items()}
+    manifest = dict(manifest, n_train=BATCH, n_test=BATCH)
   split = lambda s: {n: arrays[f"{s}_{n}"] for n in COLUMNS}
   serve = {k[len("serve_"):]: v for k, v in arrays.items()
            if k.startswith("serve_")}
@@ -600,11 +605,13 @@ RUNNERS = {"ours": run_ours, "fuxictr": run_fuxictr,
 # --------------------------------------------------------------------------- #
 def _child(args) -> int:
   """One run, in this process: prints one JSON line."""
+  global LATENCY_ONLY
+  LATENCY_ONLY = args.latency_only
   load = os.getloadavg()[0]
   start = time.perf_counter()
   result = RUNNERS[args.library](args.model, args.seed, args.data, args)
   result.update(library=args.library, model=args.model, seed=args.seed,
-                threads=args.threads,
+                threads=args.threads, latency_only=args.latency_only,
                 wall_s=time.perf_counter() - start,
                 peak_rss_mb=resource.getrusage(
                     resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -624,13 +631,15 @@ def _done(path: str) -> dict:
   return runs
 
 
-def _run_child(args, library, model, seed, data, latency: bool) -> dict:
+def _run_child(args, library, model, seed, data, latency: bool,
+               latency_only: bool = False) -> dict:
   cmd = [args.python or sys.executable, os.path.abspath(__file__), "--child",
          "--library", library, "--model", model, "--seed", str(seed),
          "--data", data, "--skip", str(args.skip),
          "--latency-reps", str(args.latency_reps),
          "--threads", str(args.threads)]
   cmd += ["--latency"] if latency else []
+  cmd += ["--latency-only"] if latency_only else []
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -690,6 +699,14 @@ def main() -> int:
   parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
   parser.add_argument("--data", help=argparse.SUPPRESS)
   parser.add_argument("--latency", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--latency-only", action="store_true",
+                      help=argparse.SUPPRESS)
+  parser.add_argument("--latency-pass", action="store_true",
+                      help="also time serving once per library and model in "
+                           "a pass of its own (models after one training "
+                           "step: the timing does not depend on the weights), "
+                           "all back to back, so that they meet the same load; "
+                           "the report then shows these latencies")
   args = parser.parse_args()
   args.skip = args.skip if args.skip is not None else (10 if args.quick else 50)
   args.latency_reps = args.latency_reps or (50 if args.quick else 200)
@@ -740,8 +757,28 @@ def main() -> int:
         shown = {k: result[k] for k in ("auc", "examples_per_s", "latency",
                                         "peak_rss_mb", "error") if k in result}
         print(f"[peers]   {json.dumps(shown)}", flush=True)
+  latency_out = out[:-len(".jsonl")] + "-latency.jsonl" if out.endswith(
+      ".jsonl") else out + "-latency"
+  timed = {k[1:3]: r for k, r in _done(latency_out).items()
+           if k[0] == manifest["sha256"] and "error" not in r}
+  if args.latency_pass and not args.report_only:
+    for library in libraries:
+      for model in models:
+        if (library, model) in timed:
+          continue
+        print(f"[peers] latency pass: {library} {model} ...", flush=True)
+        result = _run_child(args, library, model, 0, data, latency=True,
+                            latency_only=True)
+        result["data"] = manifest["sha256"]
+        result["date"] = datetime.datetime.now().isoformat(timespec="seconds")
+        with open(latency_out, "a") as f:
+          f.write(json.dumps(result) + "\n")
+        if "error" not in result:
+          timed[(library, model)] = result
+        print(f"[peers]   {json.dumps(result.get('latency', result.get('error')))}",
+              flush=True)
   runs = [r for (d, *_), r in done.items() if d == manifest["sha256"]]
-  text = report(runs, manifest, libraries, models, seeds, out)
+  text = report(runs, manifest, libraries, models, seeds, out, timed)
   print(text)
   if not args.quick and not args.no_docs:
     write_section(args.docs, text)
@@ -756,7 +793,8 @@ NAMES = {"ours": "tfrs-din (ours)", "fuxictr": "FuxiCTR", "deepctr_torch":
          "DeepCTR-Torch"}
 
 
-def report(runs, manifest, libraries, models, seeds, out) -> str:
+def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
+  timed = timed or {}
   by = collections.defaultdict(list)
   for run in runs:
     if run.get("seed") in seeds:
@@ -781,7 +819,7 @@ def report(runs, manifest, libraries, models, seeds, out) -> str:
       f"{', '.join(map(str, seeds))} set the model initialisation only (the "
       "per-seed column shows which ran).", ""]
   lines += ["| library | model | test AUC (mean ± sd, n seeds) | per seed | logloss | "
-            "train ex/s | latency p50 / p99 ms (1 user × 500) | peak RSS MB | "
+            "train ex/s median (range) | latency p50 / p99 ms (1 user × 500) | peak RSS MB | "
             "params (embeddings) |",
             "|---|---|---|---|---|---|---|---|---|"]
   errors = []
@@ -797,8 +835,10 @@ def report(runs, manifest, libraries, models, seeds, out) -> str:
       good.sort(key=lambda r: r["seed"])
       aucs = [r["auc"] for r in good]
       sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+      speeds = [r["examples_per_s"] for r in good]
       per_seed = ", ".join(f"{r['seed']}: {r['auc']:.4f}" for r in good)
-      lat = next((r for r in good if "latency" in r), None)
+      lat = timed.get((library, model)) or next(
+          (r for r in good if "latency" in r), None)
       latency = "—"
       if lat:
         latency = (f"{lat['latency']['p50_ms']:.1f} / "
@@ -811,7 +851,8 @@ def report(runs, manifest, libraries, models, seeds, out) -> str:
           f"{sd:.4f} (n={len(aucs)}) | "
           f"{per_seed} | "
           f"{np.mean([r['logloss'] for r in good]):.4f} | "
-          f"{np.median([r['examples_per_s'] for r in good]):,.0f} | {latency} | "
+          f"{np.median(speeds):,.0f} ({min(speeds):,.0f}-{max(speeds):,.0f}) | "
+          f"{latency} | "
           f"{max(r['peak_rss_mb'] for r in good):,.0f} | "
           f"{good[0]['params']:,} ({good[0]['embedding_params']:,}) |")
   versions = {}
@@ -824,13 +865,16 @@ def report(runs, manifest, libraries, models, seeds, out) -> str:
       "",
       "train ex/s: batch size over the median step time of each run (the "
       "first 50 steps, 10 with `--quick`, left out), median over seeds. "
-      "Latency: on the first seed's trained model, 200 calls (50 with "
+      + (latency_text(timed) if timed else
+         "Latency: on the first seed's trained model, ") +
+      "200 calls (50 with "
       "`--quick`) after 10 warm-up calls; ours is `score_candidates` (user "
       "work once), in brackets ours scoring 500 tiled rows, which is what "
       "the peers do (they have no per-user call). Peak RSS: the run's own "
       "subprocess (max over seeds). Params: trainable (embedding tables in "
       "brackets).", "",
-      f"Compute threads per library: {threads} (`--threads`; TensorFlow "
+      f"Compute threads per library: {', '.join(map(str, threads))} "
+      "(`--threads`; TensorFlow "
       "intra- and inter-op, `torch.set_num_threads`). On this 2-core machine "
       "with other jobs running, PyTorch's default 2 OpenMP threads spin "
       "while the other core is taken: a DeepCTR-Torch DIN step took 429 ms "
@@ -924,6 +968,16 @@ What the peers could not do, as run here:
 - Neither peer has a per-user candidate-scoring call: their latency is 500
   tiled rows, and so is ours in brackets.
 """
+
+
+def latency_text(timed: dict) -> str:
+  loads = [x for r in timed.values() for x in (r["load_start"], r["load_end"])]
+  dates = sorted(r["date"] for r in timed.values())
+  return ("Latency: from a pass of its own (`--latency-pass`, "
+          f"{dates[0][:16]} to {dates[-1][:16]}, load average "
+          f"{min(loads):.1f}-{max(loads):.1f}), every library and model "
+          "back to back, on models after one training step (the timing does "
+          "not depend on the weights), ")
 
 
 def write_section(path: str, text: str) -> None:
