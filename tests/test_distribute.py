@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from free_ports import free_ports
+from local_cluster import free_ports, run_workers
 
 COMMON = textwrap.dedent('''
     import json, os, sys
@@ -122,19 +122,8 @@ def test_mirrored_over_two_cpus_matches_one_device():
 
 
 def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
-  ports = free_ports(2)
-  cluster = {"worker": [f"localhost:{p}" for p in ports]}
-  procs = []
-  for index in range(2):
-    env = _env()
-    env["TF_CONFIG"] = json.dumps({"cluster": cluster,
-                                   "task": {"type": "worker", "index": index}})
-    procs.append(subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(tmp_path / f"w{index}.npy")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  for proc in procs:
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+  run_workers(WORKER, [[str(tmp_path / f"w{i}.npy")] for i in range(2)],
+              _env())
   import numpy as np
   w0, w1 = (np.load(tmp_path / f"w{i}.npy") for i in range(2))
   np.testing.assert_allclose(w0, w1, rtol=1e-6, atol=1e-7)  # kept in sync

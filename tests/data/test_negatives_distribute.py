@@ -16,7 +16,7 @@ import pytest
 from prepared_log import prepared_log
 from tfrs_din.data.synthetic import SyntheticConfig
 from tfrs_din.schema import FIRST_INDEX, PADDING_INDEX
-from free_ports import free_ports
+from local_cluster import run_workers
 
 MIRRORED = textwrap.dedent('''
     import json, sys
@@ -86,18 +86,8 @@ def test_dien_trains_with_fresh_negatives_under_mirrored(prepared, tmp_path):
 
 def test_file_sharded_workers_get_valid_and_different_negatives(prepared,
                                                                 tmp_path):
-  cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
-  procs = []
-  for index in range(2):
-    env = _env()
-    env["TF_CONFIG"] = json.dumps({"cluster": cluster,
-                                   "task": {"type": "worker", "index": index}})
-    procs.append(subprocess.Popen(
-        [sys.executable, "-c", WORKER, prepared, str(tmp_path / f"{index}")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  for proc in procs:
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+  run_workers(WORKER, [[prepared, str(tmp_path / f"{i}")] for i in range(2)],
+              _env())
   workers = [json.load(open(tmp_path / f"{i}")) for i in range(2)]
   users = [{u for b in batches for u in b["user_id"]} for batches in workers]
   assert users[0] and users[1] and not users[0] & users[1]  # by file
