@@ -1,0 +1,150 @@
+"""The issue-13 table in one command: every model and fidelity option, seeds.
+
+    python benchmarks/ablation.py --data DIR --out runs.jsonl \
+        [--seeds 0,1,2] [--lane 0/2] [--write docs/results.md]
+
+Each row below is one `TrainConfig` (the `tfrs-din train` defaults with the
+named fields changed) trained on `--data` exactly as `tfrs-din train` trains
+it: the schedule is chosen on held-out training users, the test split is
+scored once at the end. Rows already in `--out` (same row name, model and
+seed) are not run again, so the sweep resumes, and `--lane i/n` runs every
+n-th (row, seed) pair so that n processes can share the work. `--write FILE`
+replaces the block between `<!-- ablation -->` and `<!-- /ablation -->` in
+FILE with the table (mean +- sd over the seeds present, and each row's
+test-GAUC difference to the defaults of its model, seed by seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+from typing import Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+# (row name, model, TrainConfig fields changed from the defaults, what it is)
+ROWS: List[Tuple[str, str, dict, str]] = [
+    ("base", "base", {}, "Embedding&MLP base model, defaults"),
+    ("din", "din", {}, "DIN, defaults (Dice)"),
+    ("din_prelu", "din", {"activation": "prelu",
+                          "attention_activation": "prelu"},
+     "DIN with PReLU in the tower and the attention unit"),
+    ("din_mba_samples", "din", {"mba_counts": "samples"},
+     "DIN, MBA's n_j counted in samples (paper) instead of events"),
+    ("dien", "dien", {}, "DIEN, defaults (AUGRU official form, MLP "
+     "attention, affine tower input, aux loss over padded steps, fresh "
+     "negatives)"),
+    ("dien_augru_paper", "dien", {"gru_type": "AUGRU"},
+     "AUGRU, paper form u' = a u"),
+    ("dien_agru", "dien", {"gru_type": "AGRU"}, "AGRU"),
+    ("dien_aigru", "dien", {"gru_type": "AIGRU"}, "AIGRU"),
+    ("dien_no_aux", "dien", {"aux_loss_weight": 0.0}, "no auxiliary loss"),
+    ("dien_bilinear", "dien", {"dien_attention": "bilinear"},
+     "paper's bilinear attention h W e"),
+    ("dien_no_tower_norm", "dien", {"tower_input_normalization": None},
+     "no affine normalisation of the tower input"),
+    ("dien_no_behaviour_sum", "dien", {"behaviour_sum_in_tower": False},
+     "tower without the behaviour sum and item * sum"),
+    ("dien_step_mean", "dien", {"aux_loss_reduction": "step_mean"},
+     "aux loss averaged over valid steps"),
+    ("dien_prepared_negatives", "dien", {"aux_negatives": "prepared"},
+     "aux negatives drawn once by prepare (uniform)"),
+]
+
+BEGIN, END = "<!-- ablation -->", "<!-- /ablation -->"
+
+
+def pending(done: List[dict], seeds: List[int], lane: Tuple[int, int]):
+  """(row, seed) pairs not in `done`, in row order, this lane's share."""
+  keys = {(r["variant"], r["model"], r["seed"]) for r in done}
+  pairs = [(row, seed) for row in ROWS for seed in seeds]
+  index, count = lane
+  return [(row, seed) for i, (row, seed) in enumerate(pairs)
+          if i % count == index and (row[0], row[1], seed) not in keys]
+
+
+def mean_sd(values: List[float]) -> str:
+  if not values:
+    return "—"
+  if len(values) == 1:
+    return f"{values[0]:.4f}"
+  return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def table(done: List[dict]) -> str:
+  """Markdown table: one line per row of ROWS that has runs."""
+  by_row: Dict[str, Dict[int, dict]] = {}
+  for r in done:
+    by_row.setdefault(r["variant"], {})[r["seed"]] = r
+  lines = ["| row | model | what changes | seeds | validation GAUC | "
+           "test AUC | test GAUC | test GAUC − defaults (per seed) | epochs |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for name, model, _, what in ROWS:
+    runs = by_row.get(name)
+    if not runs:
+      continue
+    seeds = sorted(runs)
+    val = [max(runs[s]["logs"]["val_gauc"]) for s in seeds
+           if runs[s]["logs"].get("val_gauc")]
+    reference = by_row.get(model, {})
+    deltas = [runs[s]["test"]["gauc"] - reference[s]["test"]["gauc"]
+              for s in seeds if s in reference]
+    delta = ("" if name == model or not deltas else
+             f"{statistics.mean(deltas):+.4f} ("
+             + ", ".join(f"{d:+.4f}" for d in deltas) + ")")
+    lines.append(
+        f"| {name} | {model} | {what} | {len(seeds)} | {mean_sd(val)} | "
+        f"{mean_sd([runs[s]['test']['auc'] for s in seeds])} | "
+        f"{mean_sd([runs[s]['test']['gauc'] for s in seeds])} | {delta} | "
+        f"{','.join(str(runs[s]['best_epoch']) for s in seeds)} |")
+  return "\n".join(lines)
+
+
+def write_block(path: str, text: str) -> None:
+  with open(path) as f:
+    content = f.read()
+  pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+  if not pattern.search(content):
+    raise ValueError(f"{path} has no {BEGIN} ... {END} block to replace")
+  block = f"{BEGIN}\n{text}\n{END}"
+  with open(path, "w") as f:
+    f.write(pattern.sub(lambda _: block, content))
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data", required=True)
+  parser.add_argument("--out", required=True, help="JSON lines, appended")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--lane", default="0/1", help="i/n: every n-th run")
+  parser.add_argument("--write", help="markdown file with an ablation block")
+  parser.add_argument("--table_only", action="store_true")
+  args = parser.parse_args(argv)
+  index, count = (int(x) for x in args.lane.split("/"))
+  done: List[dict] = []
+  if os.path.exists(args.out):
+    with open(args.out) as f:
+      done = [json.loads(line) for line in f if line.strip()]
+  if not args.table_only:
+    import seeds  # noqa: E402  (imports TensorFlow)
+    for (name, model, overrides, _), seed in pending(
+        done, [int(s) for s in args.seeds.split(",")], (index, count)):
+      row = seeds.run_one(args.data, name, overrides, model, seed)
+      print(json.dumps({k: row[k] for k in ("variant", "model", "seed",
+                                            "test", "best_epoch",
+                                            "seconds")}), flush=True)
+      with open(args.out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+      done.append(row)
+  text = table(done)
+  print(text)
+  if args.write:
+    write_block(args.write, text)
+
+
+if __name__ == "__main__":
+  main()
