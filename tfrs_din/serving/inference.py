@@ -27,11 +27,14 @@ variables with fewer and larger kernels:
   user; the evolution GRU runs over [B, N] rows at once, its input
   projection shared by the N candidates (AGRU/AUGRU forms).
 
-Users are scored one at a time (a loop over the batch): memory holds one
-user's pairs, and each user's work follows its own history. DIN scores a
-user's behaviours `BLOCK` at a time, [N, BLOCK * H] intermediates that stay
-in cache, accumulating the attention-weighted sum (online for a softmax);
-under XLA (static shapes) the block loop still stops at the user's length.
+DIN scores users one at a time (a loop over the batch): memory holds one
+user's pairs, and each user's work follows its own history, `BLOCK`
+behaviours at a time ([N, BLOCK * H] intermediates that stay in cache),
+accumulating the attention-weighted sum (online for a softmax); under XLA
+(static shapes) the block loop still stops at the user's length. DIEN runs
+its evolution GRU as `EVOLUTION_GROUPS` independent loops over groups of
+candidates, separate calls that TensorFlow runs side by side (one loop's
+steps are too small to share between threads).
 
 `supports(model)` says whether a model's configuration is covered; others
 (e.g. `BaseModel`, batch-normalised towers) use `model.score_candidates`.
@@ -339,32 +342,30 @@ def _tower(model, user, candidate, interest, numeric, behaviour_sum):
 BLOCK = 16
 
 
-def _din_logits(model, user, candidate, history, mask, numeric, steps=None):
-  """`steps`: one user's history length, scored in blocks (see
-  `pooled_in_blocks`); None scores every position (padding weighs 0)."""
-  if steps is None:
-    weights = attention_scores(model.attention, candidate, history, mask)
-    interest = tf.matmul(weights, history)                        # [B, N, Di]
-  else:   # blocks of about BLOCK behaviours that tile max_history evenly
-    most = model.spec.max_history
-    block = -(-most // -(-most // BLOCK))
-    interest = pooled_in_blocks(model.attention, candidate, history, steps,
-                                block)
-  behaviour_sum = tf.reduce_sum(history, 1)
-  return _tower(model, user, candidate, interest, numeric, behaviour_sum)
+def _din_logits(model, user, candidate, history, numeric, length):
+  """Logits [1, N] of one user's N candidates; `history` [1, W, Di] holds
+  `length` valid behaviours first."""
+  most = model.spec.max_history
+  block = -(-most // -(-most // BLOCK))   # ~BLOCK, tiling max_history evenly
+  interest = pooled_in_blocks(model.attention, candidate, history, length,
+                              block)
+  return _tower(model, user, candidate, interest, numeric,
+                tf.reduce_sum(history, 1))
 
 
-def _dien_logits(model, user, candidate, history, mask, numeric, steps=None):
-  """`steps`: how many steps the GRUs run (default: all L; later steps
-  must be padding)."""
+def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
+  """Embedding, interest extractor (once per user) and attention of DIEN:
+  what the evolution GRU and the tower read, for B users at once."""
+  user, candidate, history, mask, numeric = _embed(model, features, candidates)
   extractor = model.extractor.cell
   evolution = model.evolution.cell
   units = model.gru_units
   width = tf.shape(history)[1]
-  steps = width if steps is None else steps
-  batch, num = tf.shape(history)[0], tf.shape(candidate)[1]
-  # Extractor, once per user: states [H, B] (feature-major, see
-  # `_recurrence`), inputs (W e_t + b)^T [L, 3H, B].
+  steps = tf.reduce_max(tf.concat([tf.reduce_sum(tf.cast(mask, tf.int32), 1),
+                                   [0]], 0))
+  batch = tf.shape(history)[0]
+  # Extractor: states [H, B] (feature-major, see `_recurrence`), inputs
+  # (W e_t + b)^T [L, 3H, B].
   x = tf.transpose(_matmul(history, extractor.kernel) + extractor.bias,
                    [1, 2, 0])
   mask_t = tf.transpose(mask)                                     # [L, B]
@@ -384,25 +385,67 @@ def _dien_logits(model, user, candidate, history, mask, numeric, steps=None):
     valid = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(logits))
     attention = tf.nn.softmax(tf.where(valid, logits, -1e9), -1)
     attention = tf.where(valid, attention, 0.0)
-  # Evolution, per (user, candidate): states [B, H, N]; the input projection
-  # W h_t + b once per user, [L, B, 3H, 1].
-  attention_t = tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis]  # [L, B, 1, N]
-  projected = tf.transpose(_matmul(states, evolution.kernel),
-                           [1, 0, 2])[..., tf.newaxis]           # [L, B, 3H, 1]
+  return dict(
+      user=user, candidate=candidate, numeric=numeric, steps=steps,
+      behaviour_sum=tf.reduce_sum(history, 1),
+      mask=mask_t[:, :, tf.newaxis, tf.newaxis],                  # [L, B, 1, 1]
+      attention=tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis],  # [L, B, 1, N]
+      # The evolution's input projection W h_t, once per user.
+      projected=tf.transpose(_matmul(states, evolution.kernel),
+                             [1, 0, 2])[..., tf.newaxis])        # [L, B, 3H, 1]
+
+
+def _dien_evolve(model, projected, attention, mask, steps) -> tf.Tensor:
+  """Final evolved states [B, H, n] of n candidates per user (attention
+  [L, B, 1, n]); the states are [B, H, n] throughout."""
+  evolution = model.evolution.cell
   bias = evolution.bias[:, tf.newaxis]
   if model.gru_type == "AIGRU":
     # Input a_t h_t: W (a_t h_t) + b = a_t (W h_t) + b, per candidate.
-    inputs = lambda t: projected[t] * attention_t[t] + bias       # noqa: E731
+    inputs = lambda t: projected[t] * attention[t] + bias         # noqa: E731
     gates = None
   else:
     inputs = lambda t: projected[t] + bias                        # noqa: E731
-    gates = attention_t
-  final = _recurrence(evolution, inputs, steps,
-                      tf.zeros(tf.stack([batch, units, num])),
-                      mask_t[:, :, tf.newaxis, tf.newaxis], gates)
-  behaviour_sum = tf.reduce_sum(history, 1)
-  return _tower(model, user, candidate, tf.transpose(final, [0, 2, 1]),
-                numeric, behaviour_sum)
+    gates = attention
+  shape = tf.stack([tf.shape(projected)[1], model.gru_units,
+                    tf.shape(attention)[-1]])
+  return _recurrence(evolution, inputs, steps, tf.zeros(shape), mask, gates)
+
+
+# The evolution GRU runs as this many independent loops over groups of
+# candidates, which TensorFlow runs side by side on the CPU's threads (a
+# loop's steps are too small for two threads each; measured:
+# docs/benchmarks.md).
+EVOLUTION_GROUPS = 2
+
+
+def _dien_probabilities(model, jit_compile: bool):
+  """DIEN's probabilities(features, candidates) in three stages: front,
+  evolution groups, tower; each compiled with XLA under `jit_compile`, so
+  that the groups stay separate calls TensorFlow runs concurrently."""
+  def compiled(fn):
+    return tf.function(fn, jit_compile=True) if jit_compile else fn
+
+  front = compiled(lambda f, c: _dien_front(model, f, c))
+  evolve = compiled(lambda *args: _dien_evolve(model, *args))
+  back = compiled(lambda user, candidate, final, numeric, behaviour_sum:
+                  tf.sigmoid(_tower(model, user, candidate, final, numeric,
+                                    behaviour_sum)))
+
+  def probabilities(features, candidates):
+    parts = front(features, candidates)
+    num = tf.shape(parts["candidate"])[1]
+    size = (num + EVOLUTION_GROUPS - 1) // EVOLUTION_GROUPS
+    final = tf.concat([
+        evolve(parts["projected"],
+               parts["attention"][..., g * size:(g + 1) * size],
+               parts["mask"], parts["steps"])
+        for g in range(EVOLUTION_GROUPS)], -1)                    # [B, H, N]
+    return back(parts["user"], parts["candidate"],
+                tf.transpose(final, [0, 2, 1]), parts["numeric"],
+                parts["behaviour_sum"])
+
+  return probabilities
 
 
 # --------------------------------------------------------------------------- #
@@ -459,29 +502,23 @@ class Scorer:
                        "not covered; use model.score_candidates")
     self.model = model
     self.jit_compile = jit_compile
-    din = model.__class__.__name__ == "DINModel"
-    logits_of = _din_logits if din else _dien_logits
+    if model.__class__.__name__ != "DINModel":
+      self._probabilities = _dien_probabilities(model, jit_compile)
+      return
 
     def probabilities(features, candidates):
-      user, candidate, history, mask, numeric = _embed(model, features,
-                                                       candidates)
+      user, candidate, history, _, numeric = _embed(model, features,
+                                                    candidates)
       lengths = tf.cast(features[HISTORY_LENGTH], tf.int32)
 
       def one_user(b):
-        # Users one at a time: memory for one user's pairs, and without XLA
-        # only its own behaviours (a batch's histories differ in length).
-        if jit_compile:   # static shapes: the batch's width, dynamic steps
-          width, steps = tf.shape(history)[1], lengths[b]
-        else:             # dynamic shapes: the user's own width
-          width = tf.maximum(lengths[b], 1)
-          steps = lengths[b] if din else width
+        # Users one at a time: memory for one user's pairs, and the work
+        # follows its own history (blocks up to its length).
         def row(t):   # [1, ...], of static size 1 (XLA) unlike t[b:b + 1]
           return tf.gather(t, b)[tf.newaxis]
 
-        logits = logits_of(model, row(user), row(candidate),
-                           row(history)[:, :width], row(mask)[:, :width],
-                           row(numeric), steps)
-        return logits[0]
+        return _din_logits(model, row(user), row(candidate), row(history),
+                           row(numeric), lengths[b])[0]
 
       return tf.sigmoid(tf.map_fn(
           one_user, tf.range(tf.shape(user)[0]),
