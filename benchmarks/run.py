@@ -198,7 +198,7 @@ def serving(quick: bool) -> dict:
   tiled rows when DeepCTR is installed (benchmarks/serving.py)."""
   sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
   import serving as serving_bench  # pylint: disable=g-import-not-at-top
-  return serving_bench.run(quick, throughput=not quick)
+  return serving_bench.run(quick, throughput=0 if quick else 20)
 
 
 def vocabulary(quick: bool) -> dict:

@@ -137,3 +137,19 @@ def test_dense_attention_scores_equal_the_activation_unit(activation,
   got = inference.attention_scores(unit, query, keys, mask)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   assert np.all(got.numpy()[0, :, 3:] == 0.0)
+
+
+@pytest.mark.parametrize("normalization", [None, "softmax"])
+def test_pooling_in_blocks_equals_pooling_at_once(normalization):
+  tf.keras.utils.set_random_seed(5)
+  unit = LocalActivationUnit((6, 3), activation="dice",
+                             normalization=normalization)
+  query, keys = tf.random.normal([1, 5, 4]), tf.random.normal([1, 8, 4])
+  unit(query, keys)
+  for length in (0, 1, 3, 7, 8):   # none, in the first block, block edges
+    mask = tf.sequence_mask([length], 8)
+    masked = tf.where(mask[..., tf.newaxis], keys, 0.0)
+    expected = tf.matmul(
+        inference.attention_scores(unit, query, masked, mask), masked)
+    got = inference.pooled_in_blocks(unit, query, keys, length, block=3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

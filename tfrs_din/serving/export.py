@@ -26,6 +26,12 @@ Index-based signatures (always; inputs are vocabulary indices):
   predict_examples          serialized `tf.train.Example` (as `beam_jobs`
                             writes) -> `probability` [B]
 
+Both `score_candidates` forms compute the model's probabilities with
+`tfrs_din.serving.inference.Scorer` (fewer, larger kernels; optionally
+compiled with XLA: `export_saved_model(..., jit_compile=True)`, which TF
+Serving runs with `--xla_cpu_compilation_enabled=true`) where it covers the
+model, else with `model.score_candidates`.
+
 Without `data_dir`, `serving_default` and `score_candidates` are the
 index-based `predict_indices` and `score_candidates_indices` (as in earlier
 exports). `assets.extra/tf_serving_warmup_requests` holds one request per

@@ -27,8 +27,14 @@ variables with fewer and larger kernels:
   user; the evolution GRU runs over [B, N] rows at once, its input
   projection shared by the N candidates (AGRU/AUGRU forms).
 
-Histories are handled dense ([B, L], L the longest valid history of the
-request), with exact zeros at padded positions.
+DIN scores users one at a time (a loop over the batch): memory holds one
+user's pairs, and each user's work follows its own history, `BLOCK`
+behaviours at a time ([N, BLOCK * H] intermediates that stay in cache),
+accumulating the attention-weighted sum (online for a softmax); under XLA
+(static shapes) the block loop still stops at the user's length. DIEN runs
+its evolution GRU as `EVOLUTION_GROUPS` independent loops over groups of
+candidates, separate calls that TensorFlow runs side by side (one loop's
+steps are too small to share between threads).
 
 `supports(model)` says whether a model's configuration is covered; others
 (e.g. `BaseModel`, batch-normalised towers) use `model.score_candidates`.
@@ -84,31 +90,35 @@ def _mlp_rest(x: tf.Tensor, mlp) -> tf.Tensor:
 # --------------------------------------------------------------------------- #
 
 
-def attention_scores(unit, query: tf.Tensor, keys: tf.Tensor,
-                     mask: tf.Tensor) -> tf.Tensor:
-  """Weights [B, N, L] of a `LocalActivationUnit` for query [B, N, D] and
-  keys [B, L, D] (mask [B, L]); exactly 0 at padded positions."""
+def _raw_scores(unit, query: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+  """Scores a(q, k) [B, N, L] of a `LocalActivationUnit` before masking and
+  normalisation, for query [B, N, D] and keys [B, L, D]."""
   dim = int(query.shape[-1])
-  hidden = unit.hidden_units[0]
+  units = unit.hidden_units[0]
   w_q, w_k, w_diff, w_prod = tf.split(unit.first_kernel, 4, axis=0)
   query_kernel = w_q + w_diff                                    # [D, H]
   key_kernel = w_k - w_diff
-  bias = unit.first_bias
   # A [B, D + 1, L, H]: rows d < D are (Wq + diag(k) W4)[d], row D the key
   # part and bias of each behaviour.
   keys_t = tf.transpose(keys, [0, 2, 1])                         # [B, D, L]
   rows = (keys_t[:, :, :, tf.newaxis] * w_prod[tf.newaxis, :, tf.newaxis]
           + query_kernel[tf.newaxis, :, tf.newaxis])             # [B, D, L, H]
-  last = (_matmul(keys, key_kernel) + bias)[:, tf.newaxis]       # [B, 1, L, H]
+  last = (_matmul(keys, key_kernel) + unit.first_bias)[:, tf.newaxis]
   batch, width = tf.shape(keys)[0], tf.shape(keys)[1]
   matrices = tf.reshape(tf.concat([rows, last], 1),
-                        [batch, dim + 1, width * hidden])
+                        [batch, dim + 1, width * units])
   ones = tf.ones(tf.concat([tf.shape(query)[:-1], [1]], 0), query.dtype)
   z = tf.matmul(tf.concat([query, ones], -1), matrices)          # [B, N, L*H]
-  num = tf.shape(query)[1]
-  z = tf.reshape(z, [batch, num, width, hidden])
+  z = tf.reshape(z, [batch, tf.shape(query)[1], width, units])
   hidden = _activate(unit._first_activation, z)  # pylint: disable=protected-access
-  scores = tf.squeeze(_mlp_rest(hidden, unit._rest), -1)  # pylint: disable=protected-access
+  return tf.squeeze(_mlp_rest(hidden, unit._rest), -1)  # pylint: disable=protected-access
+
+
+def attention_scores(unit, query: tf.Tensor, keys: tf.Tensor,
+                     mask: tf.Tensor) -> tf.Tensor:
+  """Weights [B, N, L] of a `LocalActivationUnit` for query [B, N, D] and
+  keys [B, L, D] (mask [B, L]); exactly 0 at padded positions."""
+  scores = _raw_scores(unit, query, keys)
   valid = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(scores))
   if unit.normalization == "softmax":
     peak = tf.reduce_max(tf.where(valid, scores, scores.dtype.min), -1,
@@ -117,6 +127,47 @@ def attention_scores(unit, query: tf.Tensor, keys: tf.Tensor,
     return exp / tf.maximum(tf.reduce_sum(exp, -1, keepdims=True),
                             tf.keras.backend.epsilon())
   return tf.where(valid, scores, 0.0)
+
+
+def pooled_in_blocks(unit, query: tf.Tensor, keys: tf.Tensor,
+                     length: tf.Tensor, block: int) -> tf.Tensor:
+  """sum_j w_j k_j [1, N, D] of one user's first `length` keys [1, W, D].
+
+  The keys are scored `block` at a time in a loop of ceil(length / block)
+  steps: under XLA (static shapes) the work follows the user's own history
+  rather than the batch's widest. A softmax is accumulated online (running
+  maximum and sum), as the whole row is never held.
+  """
+  dim = int(keys.shape[-1])
+  width = tf.shape(keys)[1]
+  keys = _pad_to(keys, 1, (width + block - 1) // block * block)
+  num = tf.shape(query)[1]
+  softmax = unit.normalization == "softmax"
+  floor = tf.constant(-1e30, query.dtype)
+
+  def body(j, pooled, peak, total):
+    start = j * block
+    k = tf.slice(keys, tf.stack([0, start, 0]), [1, block, dim])
+    valid = (start + tf.range(block) < length)[tf.newaxis, tf.newaxis]
+    scores = _raw_scores(unit, query, k)                         # [1, N, K]
+    if not softmax:
+      return j + 1, pooled + tf.matmul(tf.where(valid, scores, 0.0), k), \
+          peak, total
+    new_peak = tf.maximum(peak, tf.reduce_max(
+        tf.where(valid, scores, floor), -1, keepdims=True))
+    fade = tf.exp(peak - new_peak)
+    weights = tf.where(valid, tf.exp(scores - new_peak), 0.0)
+    return (j + 1, pooled * fade + tf.matmul(weights, k), new_peak,
+            total * fade + tf.reduce_sum(weights, -1, keepdims=True))
+
+  steps = (length + block - 1) // block
+  _, pooled, _, total = tf.while_loop(
+      lambda j, *_: j < steps, body,
+      (tf.constant(0), tf.zeros(tf.stack([1, num, dim])),
+       tf.fill(tf.stack([1, num, 1]), floor), tf.zeros(tf.stack([1, num, 1]))))
+  if softmax:
+    pooled = pooled / tf.maximum(total, tf.keras.backend.epsilon())
+  return pooled
 
 
 # --------------------------------------------------------------------------- #
@@ -138,7 +189,7 @@ def _gate(gate: str, u: tf.Tensor, a: Optional[tf.Tensor]) -> tf.Tensor:
 def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
                 state: tf.Tensor, mask: tf.Tensor,
                 attention: Optional[tf.Tensor] = None,
-                collect: bool = False):
+                collect: Optional[tf.Tensor] = None):
   """Runs `cell`'s equations for `steps` steps from `state` [..., H, R].
 
   Feature-major layout: the R rows (users, or one user's candidates) are the
@@ -155,7 +206,8 @@ def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
     state: initial state [..., H, R].
     mask: [T, ..., 1, R or 1], False where the state is kept.
     attention: [T, ..., 1, R] gate scores a_t, for the attention gates.
-    collect: also return every step's state, [T, ..., H, R].
+    collect: T >= steps: also return every step's state, [T, ..., H, R]
+      (zeros after `steps`).
   """
   units = cell.units
   kernel = tf.transpose(cell.recurrent_kernel)                   # [3H, H]
@@ -170,15 +222,15 @@ def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
     candidate = tf.tanh(x[..., 2 * units:, :] + r * p[..., 2 * units:, :])
     g = _gate(gate, u, None if attention is None else attention[t])
     h = tf.where(mask[t], h + g * (candidate - h), h)
-    if collect:
+    if collect is not None:
       out = out.write(t, h)
     return t + 1, h, out
 
-  out = tf.TensorArray(state.dtype, size=steps if collect else 0,
+  out = tf.TensorArray(state.dtype, size=0 if collect is None else collect,
                        element_shape=state.shape)
   _, state, out = tf.while_loop(lambda t, *_: t < steps, body,
                                 (tf.constant(0), state, out))
-  return (state, out.stack()) if collect else state
+  return state if collect is None else (state, out.stack())
 
 
 # --------------------------------------------------------------------------- #
@@ -285,27 +337,41 @@ def _tower(model, user, candidate, interest, numeric, behaviour_sum):
   return tf.squeeze(_matmul(x, tower._output.kernel) + tower._output.bias, -1)  # pylint: disable=protected-access
 
 
-def _din_logits(model, user, candidate, history, mask, numeric):
-  weights = attention_scores(model.attention, candidate, history, mask)
-  interest = tf.matmul(weights, history)                          # [B, N, Di]
-  behaviour_sum = tf.reduce_sum(history, 1)
-  return _tower(model, user, candidate, interest, numeric, behaviour_sum)
+# DIN scores a user's behaviours this many at a time (`pooled_in_blocks`):
+# [N, BLOCK * 80] intermediates stay in cache (measured: docs/benchmarks.md).
+BLOCK = 16
 
 
-def _dien_logits(model, user, candidate, history, mask, numeric):
+def _din_logits(model, user, candidate, history, numeric, length):
+  """Logits [1, N] of one user's N candidates; `history` [1, W, Di] holds
+  `length` valid behaviours first."""
+  most = model.spec.max_history
+  block = -(-most // -(-most // BLOCK))   # ~BLOCK, tiling max_history evenly
+  interest = pooled_in_blocks(model.attention, candidate, history, length,
+                              block)
+  return _tower(model, user, candidate, interest, numeric,
+                tf.reduce_sum(history, 1))
+
+
+def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
+  """Embedding, interest extractor (once per user) and attention of DIEN:
+  what the evolution GRU and the tower read, for B users at once."""
+  user, candidate, history, mask, numeric = _embed(model, features, candidates)
   extractor = model.extractor.cell
   evolution = model.evolution.cell
   units = model.gru_units
-  steps = tf.shape(history)[1]
-  batch, num = tf.shape(history)[0], tf.shape(candidate)[1]
-  # Extractor, once per user: states [H, B] (feature-major, see
-  # `_recurrence`), inputs (W e_t + b)^T [L, 3H, B].
+  width = tf.shape(history)[1]
+  steps = tf.reduce_max(tf.concat([tf.reduce_sum(tf.cast(mask, tf.int32), 1),
+                                   [0]], 0))
+  batch = tf.shape(history)[0]
+  # Extractor: states [H, B] (feature-major, see `_recurrence`), inputs
+  # (W e_t + b)^T [L, 3H, B].
   x = tf.transpose(_matmul(history, extractor.kernel) + extractor.bias,
                    [1, 2, 0])
   mask_t = tf.transpose(mask)                                     # [L, B]
   _, states = _recurrence(extractor, lambda t: x[t], steps,
                           tf.zeros(tf.stack([units, batch])),
-                          mask_t[:, tf.newaxis], collect=True)   # [L, H, B]
+                          mask_t[:, tf.newaxis], collect=width)  # [L, H, B]
   states = tf.where(mask_t[:, tf.newaxis], states, 0.0)
   states = tf.transpose(states, [2, 0, 1])                        # [B, L, H]
   if model.attention == "mlp":
@@ -319,25 +385,67 @@ def _dien_logits(model, user, candidate, history, mask, numeric):
     valid = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(logits))
     attention = tf.nn.softmax(tf.where(valid, logits, -1e9), -1)
     attention = tf.where(valid, attention, 0.0)
-  # Evolution, per (user, candidate): states [B, H, N]; the input projection
-  # W h_t + b once per user, [L, B, 3H, 1].
-  attention_t = tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis]  # [L, B, 1, N]
-  projected = tf.transpose(_matmul(states, evolution.kernel),
-                           [1, 0, 2])[..., tf.newaxis]           # [L, B, 3H, 1]
+  return dict(
+      user=user, candidate=candidate, numeric=numeric, steps=steps,
+      behaviour_sum=tf.reduce_sum(history, 1),
+      mask=mask_t[:, :, tf.newaxis, tf.newaxis],                  # [L, B, 1, 1]
+      attention=tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis],  # [L, B, 1, N]
+      # The evolution's input projection W h_t, once per user.
+      projected=tf.transpose(_matmul(states, evolution.kernel),
+                             [1, 0, 2])[..., tf.newaxis])        # [L, B, 3H, 1]
+
+
+def _dien_evolve(model, projected, attention, mask, steps) -> tf.Tensor:
+  """Final evolved states [B, H, n] of n candidates per user (attention
+  [L, B, 1, n]); the states are [B, H, n] throughout."""
+  evolution = model.evolution.cell
   bias = evolution.bias[:, tf.newaxis]
   if model.gru_type == "AIGRU":
     # Input a_t h_t: W (a_t h_t) + b = a_t (W h_t) + b, per candidate.
-    inputs = lambda t: projected[t] * attention_t[t] + bias       # noqa: E731
+    inputs = lambda t: projected[t] * attention[t] + bias         # noqa: E731
     gates = None
   else:
     inputs = lambda t: projected[t] + bias                        # noqa: E731
-    gates = attention_t
-  final = _recurrence(evolution, inputs, steps,
-                      tf.zeros(tf.stack([batch, units, num])),
-                      mask_t[:, :, tf.newaxis, tf.newaxis], gates)
-  behaviour_sum = tf.reduce_sum(history, 1)
-  return _tower(model, user, candidate, tf.transpose(final, [0, 2, 1]),
-                numeric, behaviour_sum)
+    gates = attention
+  shape = tf.stack([tf.shape(projected)[1], model.gru_units,
+                    tf.shape(attention)[-1]])
+  return _recurrence(evolution, inputs, steps, tf.zeros(shape), mask, gates)
+
+
+# The evolution GRU runs as this many independent loops over groups of
+# candidates, which TensorFlow runs side by side on the CPU's threads (a
+# loop's steps are too small for two threads each; measured:
+# docs/benchmarks.md).
+EVOLUTION_GROUPS = 2
+
+
+def _dien_probabilities(model, jit_compile: bool):
+  """DIEN's probabilities(features, candidates) in three stages: front,
+  evolution groups, tower; each compiled with XLA under `jit_compile`, so
+  that the groups stay separate calls TensorFlow runs concurrently."""
+  def compiled(fn):
+    return tf.function(fn, jit_compile=True) if jit_compile else fn
+
+  front = compiled(lambda f, c: _dien_front(model, f, c))
+  evolve = compiled(lambda *args: _dien_evolve(model, *args))
+  back = compiled(lambda user, candidate, final, numeric, behaviour_sum:
+                  tf.sigmoid(_tower(model, user, candidate, final, numeric,
+                                    behaviour_sum)))
+
+  def probabilities(features, candidates):
+    parts = front(features, candidates)
+    num = tf.shape(parts["candidate"])[1]
+    size = (num + EVOLUTION_GROUPS - 1) // EVOLUTION_GROUPS
+    final = tf.concat([
+        evolve(parts["projected"],
+               parts["attention"][..., g * size:(g + 1) * size],
+               parts["mask"], parts["steps"])
+        for g in range(EVOLUTION_GROUPS)], -1)                    # [B, H, N]
+    return back(parts["user"], parts["candidate"],
+                tf.transpose(final, [0, 2, 1]), parts["numeric"],
+                parts["behaviour_sum"])
+
+  return probabilities
 
 
 # --------------------------------------------------------------------------- #
@@ -394,12 +502,27 @@ class Scorer:
                        "not covered; use model.score_candidates")
     self.model = model
     self.jit_compile = jit_compile
-    logits_of = (_din_logits if model.__class__.__name__ == "DINModel"
-                 else _dien_logits)
+    if model.__class__.__name__ != "DINModel":
+      self._probabilities = _dien_probabilities(model, jit_compile)
+      return
 
     def probabilities(features, candidates):
-      embedded = _embed(model, features, candidates)
-      return tf.sigmoid(logits_of(model, *embedded))
+      user, candidate, history, _, numeric = _embed(model, features,
+                                                    candidates)
+      lengths = tf.cast(features[HISTORY_LENGTH], tf.int32)
+
+      def one_user(b):
+        # Users one at a time: memory for one user's pairs, and the work
+        # follows its own history (blocks up to its length).
+        def row(t):   # [1, ...], of static size 1 (XLA) unlike t[b:b + 1]
+          return tf.gather(t, b)[tf.newaxis]
+
+        return _din_logits(model, row(user), row(candidate), row(history),
+                           row(numeric), lengths[b])[0]
+
+      return tf.sigmoid(tf.map_fn(
+          one_user, tf.range(tf.shape(user)[0]),
+          fn_output_signature=tf.TensorSpec([None], tf.float32)))
 
     self._probabilities = (tf.function(probabilities, jit_compile=True)
                            if jit_compile else probabilities)
