@@ -87,6 +87,18 @@ def test_train_evaluate_export_commands(events, tmp_path, capsys):
   index_only = tf.saved_model.load(capsys.readouterr().out.strip())
   spec = index_only.signatures["serving_default"].structured_input_signature[1]
   assert spec["user_id"].dtype == tf.int64
+  # --jit_compile: an XLA-compiled scorer with the same probabilities.
+  assert cli.main(["export", "--model_dir", model_dir, "--version", "5",
+                   "--jit_compile"]) == 0
+  xla_path = capsys.readouterr().out.strip()
+  with open(os.path.join(xla_path, "saved_model.pb"), "rb") as f:
+    assert b"_XlaMustCompile" in f.read()
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    assert b"_XlaMustCompile" not in f.read()
+  xla = tf.saved_model.load(xla_path).signatures["score_candidates"](
+      user_id=tf.constant([user]), hist_item_id=tf.constant([[item, ""]]),
+      candidate_item_id=tf.constant([["no such item"]]))["probabilities"]
+  np.testing.assert_allclose(xla, raw, rtol=1e-5)
 
 
 def test_training_resumes_after_interruption(events, tmp_path):
