@@ -80,7 +80,7 @@ def main() -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import numpy as np
   from tfrs_din import training
-  from tfrs_din.workflow import prepare
+  from tfrs_din.training.workflow import prepare
 
   events, items = fetch_movielens()
   seeds = [int(s) for s in args.seeds.split(",")]

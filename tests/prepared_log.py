@@ -3,7 +3,7 @@ prepared data directory."""
 
 from tfrs_din.data.synthetic import SyntheticConfig
 from tfrs_din.demo import write_events
-from tfrs_din.workflow import prepare
+from tfrs_din.training.workflow import prepare
 
 
 def prepared_log(root, config: SyntheticConfig, *prepare_args: str) -> str:

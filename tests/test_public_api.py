@@ -29,8 +29,9 @@ def test_top_level_names_are_the_defining_objects(name):
 def test_namespaces_hold_the_same_objects_as_the_top_level():
   assert tfrs_din.models.DINModel is tfrs_din.DINModel is models.DINModel
   assert tfrs_din.metrics.GAUC is tfrs_din.GAUC is metrics.GAUC
-  assert tfrs_din.optimizers.LazyAdam is tfrs_din.LazyAdam
-  assert tfrs_din.regularization.MiniBatchAwareL2 is tfrs_din.MiniBatchAwareL2
+  assert tfrs_din.training.optimizers.LazyAdam is tfrs_din.LazyAdam
+  assert (tfrs_din.training.regularization.MiniBatchAwareL2
+          is tfrs_din.MiniBatchAwareL2)
   assert tfrs_din.features.FeatureSpec is tfrs_din.FeatureSpec
   assert tfrs_din.layers.Dice is layers.Dice
 
@@ -62,3 +63,23 @@ def test_import_loads_no_tensorflow_until_a_name_is_used():
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip() == "ok"
+
+
+def test_training_namespace_exposes_the_trainer_in_either_import_order():
+  # models import training.regularization and training.trainer imports the
+  # models: both first imports must work (the package loads names lazily).
+  env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
+         "PYTHONPATH": ":".join(p for p in sys.path if p)}
+  for first in ("import tfrs_din.models", "from tfrs_din.training import train"):
+    code = (f"{first}\n"
+            "from tfrs_din import training\n"
+            "from tfrs_din.training import trainer, workflow\n"
+            "assert training.TrainConfig is trainer.TrainConfig\n"
+            "assert training.train is trainer.train\n"
+            "assert workflow.train is trainer.train\n"
+            "assert set(training.__all__) <= set(dir(training))\n"
+            "print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (first, result.stderr[-2000:])
+    assert result.stdout.strip() == "ok"

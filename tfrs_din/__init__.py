@@ -13,9 +13,14 @@ Namespaces, as in `tfrs.*` and `keras_rs.*`:
   tfrs_din.metrics     GAUC, gauc, grouped_auc, rela_impr
   tfrs_din.features    FeatureSpec, CategoricalFeature
   tfrs_din.schema      the TFRecord / vocabulary data contract (no TensorFlow)
-  tfrs_din.optimizers  LazyAdam
-  tfrs_din.regularization  MiniBatchAwareL2
+  tfrs_din.data       tf.data input pipelines, fresh negatives, the generator
+  tfrs_din.training    TrainConfig, train, evaluate, load_model; LazyAdam
+                       (`.optimizers`), MiniBatchAwareL2 (`.regularization`),
+                       strategies (`.distribute`), `tfrs-din run` (`.workflow`)
   tfrs_din.serving     SavedModel export (`tfrs_din.serving.export`)
+
+The tree reads in the order data flows: events -> `beam_jobs` (prepare) ->
+`data` -> `models` -> `training` -> `serving`.
 
 and the most used names at the top level (`tfrs_din.DINModel`, ...).
 """
@@ -42,12 +47,12 @@ _NAMES = {
     "GAUC": "tfrs_din.metrics.gauc",
     "gauc": "tfrs_din.metrics.gauc",
     "rela_impr": "tfrs_din.metrics.rela_impr",
-    "LazyAdam": "tfrs_din.optimizers",
-    "MiniBatchAwareL2": "tfrs_din.regularization",
+    "LazyAdam": "tfrs_din.training.optimizers",
+    "MiniBatchAwareL2": "tfrs_din.training.regularization",
     "export_saved_model": "tfrs_din.serving.export",
 }
 _SUBMODULES = ("data", "features", "layers", "metrics", "models", "ops",
-               "optimizers", "regularization", "schema", "serving")
+               "schema", "serving", "training")
 
 __all__ = sorted(_NAMES) + list(_SUBMODULES) + ["__version__"]
 

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfrs_din.distribute import STRATEGIES  # noqa: E402  (sets up Keras 2 first)
+from tfrs_din.training.distribute import STRATEGIES  # noqa: E402  (sets up Keras 2 first)
 from tfrs_din.training import TrainConfig  # noqa: E402
 from tfrs_din.layers.attention_gru import GRU_TYPES  # noqa: E402
 from tfrs_din.layers.interest_extractor import AUX_REDUCTIONS  # noqa: E402
@@ -237,7 +237,8 @@ def _build_kernels() -> int:
 def _command(args, beam_argv: Sequence[str]) -> int:
   if args.command == "build-kernels":
     return _build_kernels()
-  from tfrs_din import training, workflow  # pylint: disable=g-import-not-at-top
+  from tfrs_din import training  # pylint: disable=g-import-not-at-top
+  from tfrs_din.training import workflow  # pylint: disable=g-import-not-at-top
   if args.command == "prepare":
     workflow.prepare(_prepare_argv(args) + list(beam_argv))
   elif args.command == "train":

@@ -11,7 +11,7 @@ from tfrs_din.layers.arrays import accepts_arrays
 
 from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, NEGATIVE_PREFIX,
                                FeatureSpec)
-from tfrs_din.regularization import MiniBatchAwareL2
+from tfrs_din.training.regularization import MiniBatchAwareL2
 
 REGULARIZATIONS = (None, "mba", "l2")
 DEFAULT_EMBEDDINGS_INITIALIZER = {"class_name": "RandomNormal",

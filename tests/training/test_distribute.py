@@ -65,7 +65,7 @@ WORKER = COMMON + textwrap.dedent('''
 ''')
 
 PARAMETER_SERVER = COMMON + textwrap.dedent('''
-    from tfrs_din.distribute import make_strategy
+    from tfrs_din.training.distribute import make_strategy
     ports = [int(p) for p in sys.argv[1].split(",")]
     spec = {"worker": [f"localhost:{ports[0]}", f"localhost:{ports[1]}"],
             "ps": [f"localhost:{ports[2]}", f"localhost:{ports[3]}"]}

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfrs_din.data.negatives import FreshNegatives
 from tfrs_din.data.pipeline import load_feature_spec, make_dataset
 from tfrs_din.data.sample_counts import count_samples, with_frequencies
-from tfrs_din.distribute import make_strategy
+from tfrs_din.training.distribute import make_strategy
 from tfrs_din.features import FeatureSpec
 from tfrs_din.metrics.gauc import grouped_auc
 from tfrs_din.metrics.rela_impr import rela_impr
@@ -170,7 +170,7 @@ def make_optimizer(name: str, learning_rate: float, epsilon: float = 1e-7,
   `adaptive_epsilon` adds epsilon to the bias-corrected sqrt(v), as PyTorch's
   Adam does, instead of to the raw sqrt(v) (Keras' default).
   """
-  from tfrs_din.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
+  from tfrs_din.training.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
   makers = {"lazy_adam": LazyAdam, "adam": tf.keras.optimizers.Adam}
   if name == "sgd":
     return tf.keras.optimizers.SGD(learning_rate)

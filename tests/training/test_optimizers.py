@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.optimizers import LazyAdam
+from tfrs_din.training.optimizers import LazyAdam
 
 
 def _numpy_lazy_adam(w, m, v, rows, grad, step, lr=0.01, b1=0.9, b2=0.999,

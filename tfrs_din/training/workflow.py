@@ -8,7 +8,7 @@ import os
 from typing import Dict, Sequence
 
 from tfrs_din.serving.export import export_saved_model
-from tfrs_din.training import TrainConfig, evaluate, train
+from tfrs_din.training.trainer import TrainConfig, evaluate, train
 
 
 def prepare(beam_argv: Sequence[str]) -> dict:

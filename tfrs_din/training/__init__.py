@@ -1,0 +1,57 @@
+"""The training stage: train, evaluate and load models on prepared data.
+
+The package tree reads in the order data flows:
+events -> `beam_jobs` (prepare) -> `tfrs_din.data` -> `tfrs_din.models` ->
+`tfrs_din.training` -> `tfrs_din.serving`. This subpackage holds:
+
+  trainer         `TrainConfig`, `train`, `evaluate`, `load_model`,
+                  `predict_split`, `score`: validation-chosen schedule,
+                  refit, checkpoints (the `tfrs-din train` command)
+  distribute      `make_strategy`: tf.distribute strategy by name
+  optimizers      `LazyAdam`: Adam that updates only the embedding rows a
+                  batch touched
+  regularization  `MiniBatchAwareL2`: the DIN paper's mini-batch aware L2
+  workflow        prepare -> train -> evaluate -> export (`tfrs-din run`)
+
+The names of `trainer` are importable from here (`from tfrs_din.training
+import TrainConfig, train`). They load on first use (PEP 562), as the
+package root does: `tfrs_din.models` imports `regularization` from here, and
+`trainer` imports the models, so an eager import would be circular.
+
+Example:
+
+>>> from tfrs_din.training import TrainConfig
+>>> TrainConfig(model="dien").gru_type
+'AUGRU_OFFICIAL'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, List
+
+_TRAINER_NAMES = (
+    "AUX_NEGATIVES", "CONFIG_FILE", "MBA_COUNTS", "MODEL_FILE", "MONITORS",
+    "SELECTION_FILE", "VALIDATIONS", "TrainConfig", "build_model",
+    "check_data_options", "evaluate", "load_model", "make_optimizer",
+    "predict_split", "score", "train", "validation_split")
+_SUBMODULES = ("distribute", "optimizers", "regularization", "trainer",
+               "workflow")
+
+__all__ = list(_TRAINER_NAMES) + list(_SUBMODULES)
+
+
+def __getattr__(name: str) -> Any:
+  """Imports a name of `trainer` or a submodule on first access."""
+  if name in _TRAINER_NAMES:
+    value = getattr(importlib.import_module(f"{__name__}.trainer"), name)
+  elif name in _SUBMODULES:
+    value = importlib.import_module(f"{__name__}.{name}")
+  else:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  globals()[name] = value
+  return value
+
+
+def __dir__() -> List[str]:
+  return sorted(set(globals()) | set(__all__))
