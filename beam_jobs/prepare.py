@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -403,11 +404,18 @@ def _catalogue(stats, config: PrepareConfig):
   return vocabs, sampler, side_index, sorted(side.items())
 
 
+# Level of the zlib compression of a user's TFRecord frames while they wait
+# in the (split, shard) shuffle: the in-memory runner holds the whole shuffle,
+# and a user's samples repeat the same history prefixes, so even level 1
+# shrinks them several-fold (docs/benchmarks.md, "Peak RSS").
+SHUFFLE_COMPRESSION_LEVEL = 1
+
+
 class BuildUserSamples(beam.DoFn):
   """("user", (user, ordered records)) -> ("records", ((split, shard), (user,
-  n, TFRecord frames))) per split, ("count", ("events_used", n)); if no
-  sample can be made (no item is left to sample as a negative) the user's
-  events are dead-lettered with the reason.
+  n, zlib-compressed TFRecord frames))) per split, ("count", ("events_used",
+  n)); if no sample can be made (no item is left to sample as a negative) the
+  user's events are dead-lettered with the reason.
   """
 
   def __init__(self, config: PrepareConfig, num_shards: int,
@@ -446,7 +454,8 @@ class BuildUserSamples(beam.DoFn):
     written = 0
     for split, (n, frames) in splits.items():
       written += n
-      yield RECORDS, ((split, shard), (user, n, frames))
+      yield RECORDS, ((split, shard), (
+          user, n, zlib.compress(frames, SHUFFLE_COMPRESSION_LEVEL)))
     self._samples.inc(written)
     _Progress.add("users done", 1, self._progress_seconds)
     _Progress.add("samples written", written, self._progress_seconds)
@@ -458,9 +467,9 @@ def shard_name(prefix: str, shard: int, num_shards: int, suffix: str) -> str:
 
 
 class WriteShard(beam.DoFn):
-  """((split, shard), [(user, n, frames)]) -> one gzip TFRecord file, users in
-  sorted order (so the bytes do not depend on the runner); ("count",
-  ("samples_<split>", n)) and ("file", path)."""
+  """((split, shard), [(user, n, compressed frames)]) -> one gzip TFRecord
+  file, users in sorted order (so the bytes do not depend on the runner);
+  ("count", ("samples_<split>", n)) and ("file", path)."""
 
   def __init__(self, root: str, num_shards: int):
     self._root = root
@@ -473,7 +482,7 @@ class WriteShard(beam.DoFn):
                       schema.TFRECORD_SUFFIX)
     with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as f:
       for _, _, frames in users:
-        f.write(frames)
+        f.write(zlib.decompress(frames))
     yield COUNT, (f"samples_{split}", sum(n for _, n, _ in users))
     yield FILE, path
 
