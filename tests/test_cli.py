@@ -177,3 +177,18 @@ def test_build_kernels_without_a_compiler_says_so(monkeypatch, capsys):
   assert capsys.readouterr().err == (
       "tfrs-din build-kernels: no C++ compiler found (set $CXX or install "
       "g++); DIEN will run its GRUs as TensorFlow ops (slower).\n")
+
+
+@pytest.mark.parametrize("model,builds", [("dien", 1), ("din", 0)])
+def test_train_starts_the_kernel_build_only_for_dien(model, builds, tmp_path,
+                                                     monkeypatch):
+  from tfrs_din.ops import packed_gru
+  calls, trained = [], []
+  monkeypatch.setattr(packed_gru, "build_in_background",
+                      lambda: calls.append(1))
+  monkeypatch.setattr(training, "train",
+                      lambda data, model_dir, config: trained.append(
+                          (calls[:], config.model)))
+  assert cli.main(["train", "--data", str(tmp_path), "--model", model,
+                   "--model_dir", str(tmp_path / "m")]) == 0
+  assert trained == [([1] * builds, model)]  # started before training

@@ -234,10 +234,21 @@ def _build_kernels() -> int:
   return 0
 
 
+def _models_to_train(args) -> Sequence[str]:
+  if args.command == "train":
+    return [args.model]
+  if args.command == "run":
+    return args.models
+  return ["dien"] if args.command == "demo" else []
+
+
 def _command(args, beam_argv: Sequence[str]) -> int:
   if args.command == "build-kernels":
     return _build_kernels()
   from tfrs_din import training  # pylint: disable=g-import-not-at-top
+  if "dien" in _models_to_train(args):
+    from tfrs_din.ops import packed_gru  # pylint: disable=g-import-not-at-top
+    packed_gru.build_in_background()  # overlaps prepare and the other models
   from tfrs_din.training import workflow  # pylint: disable=g-import-not-at-top
   if args.command == "prepare":
     workflow.prepare(_prepare_argv(args) + list(beam_argv))

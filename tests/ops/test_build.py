@@ -3,6 +3,7 @@ clear line and the TensorFlow loop without a compiler."""
 
 import os
 import stat
+import time
 
 import pytest
 import tensorflow as tf
@@ -55,3 +56,33 @@ def test_without_a_compiler_one_line_and_the_tensorflow_loop(monkeypatch,
                    "TensorFlow ops (slower)."]
   with packed_gru.fused_kernels():
     assert not packed_gru.is_usable(tf.float32)
+
+
+def test_background_build_compiles_once_and_training_waits_for_it(
+    fake_compiler, monkeypatch, capsys):
+  slow = fake_compiler.parent / "slow-g++"
+  slow.write_text(FAKE_COMPILER.replace("#!/bin/sh\n", "#!/bin/sh\nsleep 1\n"))
+  slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
+  monkeypatch.setenv("CXX", str(slow))
+  thread = packed_gru.build_in_background()
+  assert thread is not None
+  while not packed_gru._build_lock.locked():  # pylint: disable=protected-access
+    assert thread.is_alive()
+    time.sleep(0.01)
+  # What training calls while the build runs: it waits, it does not compile.
+  path = packed_gru.library_path()
+  thread.join(timeout=60)
+  assert path == str(packed_gru.built_library())
+  assert len(fake_compiler.read_text().splitlines()) == 1
+  assert capsys.readouterr().err == packed_gru.COMPILING_IN_BACKGROUND + "\n"
+  assert packed_gru.build_in_background() is None  # cached now
+
+
+def test_no_background_build_when_disabled_or_without_compiler(
+    fake_compiler, monkeypatch):
+  monkeypatch.setenv("TFRS_DIN_FUSED_KERNELS", "0")
+  assert packed_gru.build_in_background() is None
+  monkeypatch.delenv("TFRS_DIN_FUSED_KERNELS")
+  monkeypatch.setattr(build, "compiler", lambda: None)
+  assert packed_gru.build_in_background() is None
+  assert not fake_compiler.exists()

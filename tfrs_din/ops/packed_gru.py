@@ -4,8 +4,9 @@
 in one op and backward in another; TensorFlow's loop runs ~20 small ops per
 step instead (on our 2-core CPU: ~12 ms -> ~5 ms for an AUGRU of 256 users,
 forward and backward). The library is compiled on first use
-(`tfrs_din.ops.build`; one line is printed before the ~40 s compilation), or
-ahead of training with `tfrs-din build-kernels`.
+(`tfrs_din.ops.build`; one line is printed before the ~40 s compilation),
+ahead of training with `tfrs-din build-kernels`, or in a background thread
+(`build_in_background`, which `tfrs-din run/train/demo` start first).
 
 The ops are used only where they are safe to use:
 
@@ -40,20 +41,59 @@ KERNEL_OPS = frozenset({"TfrsDinPackedGruForward", "TfrsDinPackedGruBackward"})
 
 # Printed once, before the first (and only) compilation on a machine.
 COMPILING = "tfrs_din: compiling fused GRU kernels (once, ~40 s)..."
+COMPILING_IN_BACKGROUND = ("tfrs_din: compiling fused GRU kernels in the "
+                           "background (once, ~40 s)...")
 
 _state = threading.local()
 _library = {}
+# One compilation per process: a training step that needs the library while
+# `build_in_background` compiles it waits for that build instead of starting
+# a second one.
+_build_lock = threading.Lock()
 
 
-def library_path() -> str:
+def library_path(announce: str = COMPILING) -> str:
   """Compiles the kernels if they are not cached yet; returns the library path.
 
   `tfrs-din build-kernels` calls this ahead of training.
 
+  Args:
+    announce: the line printed before compiling (not when cached).
+
   Raises:
     RuntimeError: no C++ compiler, or the build failed.
   """
-  return build.build_op_library(_SOURCE, announce=COMPILING)
+  with _build_lock:
+    return build.build_op_library(_SOURCE, announce=announce)
+
+
+def build_in_background() -> Optional[threading.Thread]:
+  """Starts compiling the kernels in a daemon thread, if they will be needed.
+
+  `tfrs-din run`, `train --model dien` and `demo` call this first, so the
+  ~40 s compilation overlaps data preparation and the other models instead
+  of stalling DIEN's first training step (which waits for it if it is not
+  done yet). Nothing starts if the library is cached, there is no compiler,
+  or `TFRS_DIN_FUSED_KERNELS=0`; a failed build is reported when training
+  asks for the library.
+
+  Returns:
+    The started thread, or None.
+  """
+  if (os.environ.get("TFRS_DIN_FUSED_KERNELS", "1") == "0"
+      or build.compiler() is None or built_library() is not None):
+    return None
+
+  def compile_quietly():
+    try:
+      library_path(COMPILING_IN_BACKGROUND)
+    except RuntimeError as e:  # library() reports it when it is needed
+      _LOG.info("background kernel build failed: %s", e)
+
+  thread = threading.Thread(target=compile_quietly, daemon=True,
+                            name="tfrs_din-kernel-build")
+  thread.start()
+  return thread
 
 
 def built_library() -> Optional[pathlib.Path]:
