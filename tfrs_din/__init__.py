@@ -27,10 +27,8 @@ and the most used names at the top level (`tfrs_din.DINModel`, ...).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, List
-
 from tfrs_din._keras_setup import ensure_legacy_keras as _ensure_legacy_keras
+from tfrs_din._lazy import lazy_attributes
 
 _ensure_legacy_keras()
 
@@ -56,18 +54,4 @@ _SUBMODULES = ("data", "features", "layers", "metrics", "models", "ops",
 
 __all__ = sorted(_NAMES) + list(_SUBMODULES) + ["__version__"]
 
-
-def __getattr__(name: str) -> Any:
-  """Imports a public name or submodule on first access (PEP 562)."""
-  if name in _NAMES:
-    value = getattr(importlib.import_module(_NAMES[name]), name)
-  elif name in _SUBMODULES:
-    value = importlib.import_module(f"{__name__}.{name}")
-  else:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  globals()[name] = value
-  return value
-
-
-def __dir__() -> List[str]:
-  return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES, _SUBMODULES)

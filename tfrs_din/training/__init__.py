@@ -27,8 +27,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, List
+from tfrs_din._lazy import lazy_attributes
 
 _TRAINER_NAMES = (
     "AUX_NEGATIVES", "CONFIG_FILE", "MBA_COUNTS", "MODEL_FILE", "MONITORS",
@@ -40,18 +39,5 @@ _SUBMODULES = ("distribute", "optimizers", "regularization", "trainer",
 
 __all__ = list(_TRAINER_NAMES) + list(_SUBMODULES)
 
-
-def __getattr__(name: str) -> Any:
-  """Imports a name of `trainer` or a submodule on first access."""
-  if name in _TRAINER_NAMES:
-    value = getattr(importlib.import_module(f"{__name__}.trainer"), name)
-  elif name in _SUBMODULES:
-    value = importlib.import_module(f"{__name__}.{name}")
-  else:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  globals()[name] = value
-  return value
-
-
-def __dir__() -> List[str]:
-  return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(
+    __name__, {n: f"{__name__}.trainer" for n in _TRAINER_NAMES}, _SUBMODULES)
