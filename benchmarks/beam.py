@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,6 +126,11 @@ def _dofns_on_lists(prepare, config) -> dict:
       if tag == prepare.RECORDS:
         shards[value[0]].append(value[1])
   times["samples_s"] = time.perf_counter() - start
+  # What the (split, shard) shuffle carries (compressed) and what it stands
+  # for (the frames the files get), in MB.
+  payloads = [frames for users_ in shards.values() for _, _, frames in users_]
+  sizes = {"shuffle_mb": sum(map(len, payloads)) / 1e6,
+           "frames_mb": sum(len(zlib.decompress(p)) for p in payloads) / 1e6}
   start = time.perf_counter()
   writer = prepare.WriteShard(config.output, 1)
   os.makedirs(config.output + "/train", exist_ok=True)
@@ -133,7 +139,7 @@ def _dofns_on_lists(prepare, config) -> dict:
     list(writer.process(element))
   times["write_s"] = time.perf_counter() - start
   times["seconds"] = sum(times.values())
-  return dict(times)
+  return {**times, **sizes}
 
 
 def _measure(code: str, mode: str, events: str, protocol: str, tmp: str,
