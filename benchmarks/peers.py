@@ -48,6 +48,16 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARIES = ("ours", "fuxictr", "deepctr_torch")
+# `--libraries ours:NAME`: ours with these TrainConfig fields changed, to
+# find which of our defaults differ in effect from FuxiCTR's (issue 17).
+OURS_VARIANTS = {
+    "no_behaviour_sum": {"behaviour_sum_in_tower": False},
+    "embeddings_1e-4": {"embedding_stddev": 1e-4},
+    "torch_adam": {"adam_epsilon": 1e-8, "adam_adaptive_epsilon": True},
+    "fuxictr_like": {"behaviour_sum_in_tower": False,
+                     "embedding_stddev": 1e-4, "adam_epsilon": 1e-8,
+                     "adam_adaptive_epsilon": True},
+}
 MODELS = ("din", "dien")
 BATCH = 256
 EMBEDDING = 18
@@ -263,7 +273,9 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
   # TrainConfig's defaults (embedding N(0, 0.05), Glorot-normal kernels, Dice,
   # behaviour sum in the tower, AUGRU 36, auxiliary loss weight 1, LazyAdam
   # 1e-3), without the MBA regularisation the peers cannot match.
-  config = TrainConfig(model=model_name, regularization=None, seed=seed)
+  overrides = OURS_VARIANTS.get(args.library.partition(":")[2], {})
+  config = TrainConfig(model=model_name, regularization=None, seed=seed,
+                       **overrides)
   tf.keras.utils.set_random_seed(seed)
   model = build_model(spec, config)
   model.compile(make_optimizer(config.optimizer, config.learning_rate,
@@ -609,7 +621,8 @@ def _child(args) -> int:
   LATENCY_ONLY = args.latency_only
   load = os.getloadavg()[0]
   start = time.perf_counter()
-  result = RUNNERS[args.library](args.model, args.seed, args.data, args)
+  result = RUNNERS[args.library.partition(":")[0]](args.model, args.seed,
+                                                   args.data, args)
   result.update(library=args.library, model=args.model, seed=args.seed,
                 threads=args.threads, latency_only=args.latency_only,
                 wall_s=time.perf_counter() - start,
@@ -718,7 +731,8 @@ def main() -> int:
 
   libraries = [x for x in args.libraries.split(",") if x]
   models = [x for x in args.models.split(",") if x]
-  unknown = (set(libraries) - set(LIBRARIES)) | (set(models) - set(MODELS))
+  known = set(LIBRARIES) | {f"ours:{v}" for v in OURS_VARIANTS}
+  unknown = (set(libraries) - known) | (set(models) - set(MODELS))
   if unknown:
     parser.error(f"unknown {sorted(unknown)}")
   seeds = _seeds(args.seeds or ("2" if args.quick else "5"))
@@ -791,6 +805,7 @@ def main() -> int:
 # --------------------------------------------------------------------------- #
 NAMES = {"ours": "tfrs-din (ours)", "fuxictr": "FuxiCTR", "deepctr_torch":
          "DeepCTR-Torch"}
+NAMES.update({f"ours:{v}": f"tfrs-din (ours), {v}" for v in OURS_VARIANTS})
 
 
 def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
