@@ -85,6 +85,11 @@ def _child(args) -> None:
     meta = prepare.run(config)
     out["seconds"] = time.perf_counter() - start
     out["samples"] = meta["counts"]["samples_train"] + meta["counts"]["samples_test"]
+  # CPU seconds (user + system, this process and its children): the work
+  # done, far less sensitive than wall time to other jobs on the machine.
+  usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                               resource.RUSAGE_CHILDREN)]
+  out["cpu_s"] = sum(u.ru_utime + u.ru_stime for u in usage)
   out["peak_rss_mb"] = max(
       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
@@ -208,6 +213,8 @@ def main() -> None:
     if "old" in r:
       r["old_events_per_s"] = n / r["old"]["seconds"]
       r["new_vs_old"] = r["old"]["seconds"] / new_s
+      new_cpu = min(r["new"]["cpu_s"], r["new_again"]["cpu_s"])
+      r["new_vs_old_cpu"] = r["old"]["cpu_s"] / new_cpu
     r["dofn_us_per_event"] = 1e6 * r["dofns_on_lists"]["seconds"] / n
     r["pipeline_us_per_event"] = 1e6 * new_s / n
     r["dofn_share_of_pipeline"] = r["dofns_on_lists"]["seconds"] / new_s
