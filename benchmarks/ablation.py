@@ -35,6 +35,8 @@ ROWS: List[Tuple[str, str, dict, str]] = [
      "DIN with PReLU in the tower and the attention unit"),
     ("din_mba_samples", "din", {"mba_counts": "samples"},
      "DIN, MBA's n_j counted in samples (paper) instead of events"),
+    ("din_tower_affine", "din", {"tower_input_normalization": "affine"},
+     "DIN with DIEN's affine normalisation of the tower input"),
     ("dien", "dien", {}, "DIEN, defaults (AUGRU official form, MLP "
      "attention, affine tower input, aux loss over padded steps, fresh "
      "negatives)"),
@@ -51,6 +53,8 @@ ROWS: List[Tuple[str, str, dict, str]] = [
      "tower without the behaviour sum and item * sum"),
     ("dien_step_mean", "dien", {"aux_loss_reduction": "step_mean"},
      "aux loss averaged over valid steps"),
+    ("dien_aux_user_sum", "dien", {"aux_loss_reduction": "user_sum"},
+     "aux loss summed over each user's steps (paper)"),
     ("dien_prepared_negatives", "dien", {"aux_negatives": "prepared"},
      "aux negatives drawn once by prepare (uniform)"),
 ]
