@@ -37,6 +37,12 @@ ROWS: List[Tuple[str, str, dict, str]] = [
      "DIN, MBA's n_j counted in samples (paper) instead of events"),
     ("din_tower_affine", "din", {"tower_input_normalization": "affine"},
      "DIN with DIEN's affine normalisation of the tower input"),
+    ("din_fuxictr_like", "din", {"behaviour_sum_in_tower": False,
+                                 "embedding_stddev": 1e-4,
+                                 "adam_epsilon": 1e-8,
+                                 "adam_adaptive_epsilon": True},
+     "DIN as FuxiCTR initialises and trains it: no behaviour sum in the "
+     "tower, N(0, 1e-4) embeddings, PyTorch-style Adam epsilon"),
     ("dien", "dien", {}, "DIEN, defaults (AUGRU official form, MLP "
      "attention, affine tower input, aux loss over padded steps, fresh "
      "negatives)"),
