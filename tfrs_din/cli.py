@@ -11,7 +11,8 @@ from typing import List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfrs_din.training.distribute import STRATEGIES  # noqa: E402  (sets up Keras 2 first)
+# (importing tfrs_din sets up Keras 2 first)
+from tfrs_din.training.distribute import STRATEGIES  # noqa: E402
 from tfrs_din.training import TrainConfig  # noqa: E402
 from tfrs_din.layers.attention_gru import GRU_TYPES  # noqa: E402
 from tfrs_din.layers.interest_extractor import AUX_REDUCTIONS  # noqa: E402

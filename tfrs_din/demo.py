@@ -15,7 +15,8 @@ from tfrs_din.data.pipeline import make_dataset
 from tfrs_din.data.synthetic import SyntheticConfig, generate
 from tfrs_din.plots import plot_attention
 from tfrs_din.training import TrainConfig, load_model
-from tfrs_din.training.workflow import format_table, prepare, train_evaluate_export
+from tfrs_din.training.workflow import (format_table, prepare,
+                                        train_evaluate_export)
 
 DEMO_DATA = SyntheticConfig(num_users=1000, min_steps=40, max_steps=80,
                             click_current=0.8, click_other=0.1,
