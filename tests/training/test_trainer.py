@@ -1,6 +1,7 @@
 """`tfrs_din.training.train`: the schedule is chosen on validation users,
 the best epoch is kept, and the test split is never read."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -199,3 +200,18 @@ def test_next_item_training_validates_on_each_users_last_target(tmp_path):
   labels = np.concatenate([b["label"].numpy() for b in held])
   assert max(logs["val_gauc"]) == pytest.approx(
       ref.gauc(users, labels, scores), abs=1e-5)
+
+
+def test_a_seed_repeats_its_run_whatever_ran_before_in_the_process(
+    prepared, tmp_path):
+  # `tfrs-din run` trains several models in one process: each model's data
+  # order and draws must depend on its seed only, not on the earlier runs.
+  config = training.TrainConfig(model="din", epochs=1, seed=3, refit=False,
+                                **SMALL)
+  runs = [training.train(prepared, str(tmp_path / f"m{i}"), config)[1]
+          for i in range(2)]
+  other = training.train(prepared, str(tmp_path / "other"),
+                         dataclasses.replace(config, seed=4))[1]
+  assert runs[0]["loss"] == runs[1]["loss"]
+  assert runs[0]["val_gauc"] == runs[1]["val_gauc"]
+  assert other["loss"] != runs[0]["loss"]

@@ -293,6 +293,10 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   Returns the model and the selection run's logs.
   """
   check_data_options(config)
+  # Before any dataset exists: their shuffles and negative draws combine
+  # their own seeds with the global one, which must not depend on what ran
+  # earlier in this process (e.g. the models before this one in `run`).
+  tf.keras.utils.set_random_seed(config.seed)
   spec, metadata = load_feature_spec(data_dir, config.max_history,
                                      config.embedding_dim)
   data = _training_data(config, data_dir, spec, metadata)
