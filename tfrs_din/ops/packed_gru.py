@@ -67,6 +67,11 @@ def library_path(announce: str = COMPILING) -> str:
     return build.build_op_library(_SOURCE, announce=announce)
 
 
+def _allowed_by_environment() -> bool:
+  """False when the user turned the kernels off (`TFRS_DIN_FUSED_KERNELS=0`)."""
+  return os.environ.get("TFRS_DIN_FUSED_KERNELS", "1") != "0"
+
+
 def build_in_background() -> Optional[threading.Thread]:
   """Starts compiling the kernels in a daemon thread, if they will be needed.
 
@@ -80,8 +85,8 @@ def build_in_background() -> Optional[threading.Thread]:
   Returns:
     The started thread, or None.
   """
-  if (os.environ.get("TFRS_DIN_FUSED_KERNELS", "1") == "0"
-      or build.compiler() is None or built_library() is not None):
+  if (not _allowed_by_environment() or build.compiler() is None
+      or built_library() is not None):
     return None
 
   def compile_quietly():
@@ -137,7 +142,7 @@ def is_usable(dtype: tf.DType) -> bool:
   """Whether a recurrence of `dtype` traced here would use the kernels."""
   if not getattr(_state, "enabled", False) or dtype != tf.float32:
     return False
-  if os.environ.get("TFRS_DIN_FUSED_KERNELS", "1") == "0":
+  if not _allowed_by_environment():
     return False
   if tf.config.list_logical_devices("GPU"):
     return False
