@@ -355,6 +355,17 @@ def _torch_setup(seed: int, threads: int):
   return torch
 
 
+def _torch_result(model, labels, p, ends, train_s, args, notes,
+                  versions) -> dict:
+  """The result record of a PyTorch peer's run (quality, speed, sizes)."""
+  total, emb, parts = _torch_params(model)
+  return {"auc": auc(labels, p), "logloss": logloss(labels, p),
+          "examples_per_s": _examples_per_s(ends, args.skip),
+          "train_s": train_s, "steps": len(ends), "params": total,
+          "embedding_params": emb, "params_by_part": parts, "notes": notes,
+          "versions": versions}
+
+
 def _torch_params(model) -> tuple:
   """Trainable parameters: total, in embedding tables, by top-level part."""
   total = emb = 0
@@ -455,13 +466,9 @@ def run_fuxictr(model_name: str, seed: int, path: str, args) -> dict:
       p.append(model.forward(batch(test, rows))["y_pred"].numpy().ravel())
   p = np.concatenate(p)
   _check_counts(manifest, seen, len(p))
-  total, emb, parts = _torch_params(model)
-  result = {"auc": auc(test["label"], p), "logloss": logloss(test["label"], p),
-            "examples_per_s": _examples_per_s(ends, args.skip),
-            "train_s": train_s, "steps": len(ends), "params": total,
-            "embedding_params": emb, "params_by_part": parts, "notes": notes,
-            "versions": {"fuxictr": fuxictr.__version__,
-                         "torch": torch.__version__}}
+  result = _torch_result(model, test["label"], p, ends, train_s, args, notes,
+                         {"fuxictr": fuxictr.__version__,
+                          "torch": torch.__version__})
   if args.latency:
     tiled = {k: np.repeat(v, SERVE_CANDIDATES, axis=0)
              for k, v in serve.items() if k.startswith("hist_") or k == "user_id"}
@@ -555,13 +562,9 @@ def run_deepctr_torch(model_name: str, seed: int, path: str, args) -> dict:
   train_s = time.perf_counter() - start
   p = model.predict({n: test[n] for n in model.feature_index}, batch_size=2048)
   _check_counts(manifest, seen[0], len(p))
-  total, emb, parts = _torch_params(model)
-  result = {"auc": auc(test["label"], p), "logloss": logloss(test["label"], p),
-            "examples_per_s": _examples_per_s(ends, args.skip),
-            "train_s": train_s, "steps": len(ends), "params": total,
-            "embedding_params": emb, "params_by_part": parts, "notes": notes,
-            "versions": {"deepctr_torch": deepctr_torch.__version__,
-                         "torch": torch.__version__}}
+  result = _torch_result(model, test["label"], p, ends, train_s, args, notes,
+                         {"deepctr_torch": deepctr_torch.__version__,
+                          "torch": torch.__version__})
   if args.latency:
     # Columns are fixed by maxlen: the same weights in a model built for a
     # history of 100 (no parameter depends on maxlen).
