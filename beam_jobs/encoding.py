@@ -45,10 +45,35 @@ def varint(value: int) -> bytes:
 
 
 _SMALL = [bytes((i,)) for i in range(0x80)]
+# Varints of 0 .. 2**16 - 1 (one to three bytes), looked up instead of
+# computed: ids of vocabularies up to 65,536 entries and every length field.
+VARINT_TABLE_SIZE = 1 << 16
+_VARINTS = _SMALL + [varint(i) for i in range(0x80, VARINT_TABLE_SIZE)]
 
 
 def _len(n: int) -> bytes:
-  return _SMALL[n] if n < 0x80 else varint(n)
+  return _VARINTS[n] if n < VARINT_TABLE_SIZE else varint(n)
+
+
+def int64_entry_header(prefix: bytes, n: int) -> bytes:
+  """The bytes before `packed` in a framed map entry holding an Int64List.
+
+  `int64_entry_header(p, len(packed)) + packed` equals
+  `ExampleEncoder.entry(name, int64_feature(packed))` where `p` is the
+  encoder's prefix for `name`; the header depends only on the length, so a
+  caller encoding many histories caches it per length.
+
+  Args:
+    prefix: the map entry's key field and the tag of its value field.
+    n: the length of the packed varints in bytes.
+  """
+  if n:
+    inner = b"\x0a" + _len(n)  # Int64List.value, packed
+    feature = b"\x1a" + _len(len(inner) + n) + inner
+  else:
+    feature = b"\x1a\x00"
+  body_len = len(prefix) + len(_len(len(feature) + n)) + len(feature) + n
+  return b"\x0a" + _len(body_len) + prefix + _len(len(feature) + n) + feature
 
 
 def int64_feature(packed: bytes) -> bytes:
@@ -110,8 +135,10 @@ def packed_offsets(values: Sequence[int]):
   offsets: List[int] = [0]
   parts = []
   position = 0
+  table = _VARINTS
+  size = VARINT_TABLE_SIZE
   for value in values:
-    piece = _SMALL[value] if 0 <= value < 0x80 else varint(value)
+    piece = table[value] if 0 <= value < size else varint(value)
     parts.append(piece)
     position += len(piece)
     offsets.append(position)

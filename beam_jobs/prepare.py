@@ -32,6 +32,7 @@ import argparse
 import collections
 import dataclasses
 import heapq
+import itertools
 import json
 import logging
 import os
@@ -93,6 +94,11 @@ SHARD_INPUT_BYTES = 64 << 20
 SUCCESS_FILE = schema.SUCCESS_FILE
 TEMPORARY_DIR = "_temporary"
 PROGRESS_SECONDS = 30.0
+# ReadEvents groups the events of a range by user before they enter the
+# group-by-user, flushing after this many events: one element per user and
+# batch instead of one per event (Beam's per-element cost), with the reader's
+# memory bounded by the batch.
+READ_BATCH_EVENTS = 1 << 16
 
 _LOG = logging.getLogger("beam_jobs.prepare")
 
@@ -197,19 +203,21 @@ def _read_range(path: str, start: int, end: int, fmt: str,
 
 
 class ReadEvents(beam.DoFn):
-  """A byte range of the events -> (user, EventRecord) per valid event, and
-  under the key None: ("dead", dead letter) per rejected row and ("count",
-  ("events_read", n)) per range.
+  """A byte range of the events -> (user, [EventRecord, ...]) per user and
+  batch of `batch_events` valid events, and under the key None: ("dead", dead
+  letter) per rejected row and ("count", ("events_read", n)) per range.
 
-  Reading, splitting and validating happen in one step: an event is one
-  element (into the group-by-user) instead of three.
+  Reading, splitting and validating happen in one step, and the events of a
+  user within a batch travel as one element into the group-by-user.
   """
 
   def __init__(self, columns: Columns, fmt: str, header: Optional[List[str]],
-               progress_seconds: float = PROGRESS_SECONDS):
+               progress_seconds: float = PROGRESS_SECONDS,
+               batch_events: Optional[int] = None):
     self._parser = RowParser(columns, fmt, header)
     self._fmt = fmt
     self._progress_seconds = progress_seconds
+    self._batch_events = batch_events or READ_BATCH_EVENTS
     self._read = beam.metrics.Metrics.counter("events", "read")
     self._rejected = beam.metrics.Metrics.counter("events", "rejected")
 
@@ -218,21 +226,34 @@ class ReadEvents(beam.DoFn):
     parse = self._parser.parse
     n = 0
     ticks = 0
+    batch: Dict[str, List] = {}
+    batched = 0
     for line in _read_range(path, start, end, self._fmt,
                             skip_header=self._fmt in ("csv", "tsv")):
       parsed = parse(line, item_table)
       if parsed is None:
         continue
       n += 1
-      if parsed[0] is None:
+      user = parsed[0]
+      if user is None:
         self._rejected.inc()
         yield None, (DEAD_TAG, parsed[1])
       else:
-        yield parsed
+        records = batch.get(user)
+        if records is None:
+          batch[user] = [parsed[1]]
+        else:
+          records.append(parsed[1])
+        batched += 1
+        if batched >= self._batch_events:
+          yield from batch.items()
+          batch = {}
+          batched = 0
       if n - ticks >= 4096:
         self._read.inc(n - ticks)
         _Progress.add("events read", n - ticks, self._progress_seconds)
         ticks = n
+    yield from batch.items()
     self._read.inc(n - ticks)
     _Progress.add("events read", n - ticks, self._progress_seconds)
     yield None, (COUNT, ("events_read", n))
@@ -295,7 +316,7 @@ class UniqueItems(beam.DoFn):
 
 # Per user ---------------------------------------------------------------------
 class CleanUser(beam.DoFn):
-  """(user, EventRecords) -> ("user", (user, time-ordered records)) and
+  """(user, batches of EventRecords) -> ("user", (user, time-ordered records)) and
   ("stats", (feature value counts, item -> side features)) of the kept events;
   ("dead", ...) for events beyond `max_events_per_user` (the oldest are
   dropped) and duplicates. The key None carries the reading's dead letters and
@@ -318,7 +339,7 @@ class CleanUser(beam.DoFn):
       return
     kept: List = []
     dead = []
-    it = iter(values)
+    it = itertools.chain.from_iterable(values)  # ReadEvents' batches
     for rec in it:
       kept.append(rec)
       if len(kept) == self._cap:
@@ -343,14 +364,16 @@ class CleanUser(beam.DoFn):
     for letter in dead:
       self._rejected.inc()
       yield DEAD_TAG, letter
-    counts = collections.Counter()
+    values = []  # every (feature, value) of the kept events, counted at once
     side: Dict[str, Tuple] = {}
     for rec in ordered:
-      counts[("item_id", rec[1])] += 1
-      counts.update(rec[3])
-      counts.update(rec[4])
-      if rec[1] not in side or rec[3] < side[rec[1]]:
+      values.append(("item_id", rec[1]))
+      values += rec[3]
+      values += rec[4]
+      old = side.get(rec[1])
+      if old is None or rec[3] < old:
         side[rec[1]] = rec[3]
+    counts = collections.Counter(values)
     counts[("user_id", user)] = len(ordered)
     yield STATS, (counts, side)
     yield USER, (user, ordered)

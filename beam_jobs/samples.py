@@ -156,6 +156,11 @@ class FastUserSampleBuilder(UserSampleBuilder):
                    self.encoder.entry(LABEL, encoding.float_feature([1.0]))]
     self._target_cache: Dict[Tuple[int, int], bytes] = {}
     self._lookup = {n: self.vocabs[n].index for n in self.item_names}
+    # Per feature name: packed length -> entry header (histories, negatives).
+    self._headers: Dict[str, Dict[int, bytes]] = {
+        n: {} for n in self.encoder.names}
+    # (raw item, raw item features) -> the item's row of indices.
+    self._row_cache: Dict[Tuple, Tuple[int, ...]] = {}
 
   def _value_entry(self, j: int, value: int) -> bytes:
     key = (j, value)
@@ -167,13 +172,17 @@ class FastUserSampleBuilder(UserSampleBuilder):
     return entry
 
   def _rows(self, records: Sequence[EventRecord]) -> List[Tuple[int, ...]]:
-    item_index = self._lookup[ITEM_ID]
-    side = [self._lookup[n] for n in self.item_feature_names]
+    cache = self._row_cache
     rows = []
     for rec in records:
-      feats = dict(rec[3])
-      rows.append((item_index(rec[1]),) + tuple(
-          index(feats[n]) for n, index in zip(self.item_feature_names, side)))
+      key = (rec[1], rec[3])
+      row = cache.get(key)
+      if row is None:
+        feats = dict(rec[3])
+        row = (self._lookup[ITEM_ID](rec[1]),) + tuple(
+            self._lookup[n](feats[n]) for n in self.item_feature_names)
+        cache[key] = row
+      rows.append(row)
     return rows
 
   def encode(self, user: str, records: Sequence[EventRecord]
@@ -218,38 +227,31 @@ class FastUserSampleBuilder(UserSampleBuilder):
       slots[order[name]] = entry
     label_slot = order[LABEL]
     target_slots = [order[n] for n in self.item_names]
-    hist_slots = [order[n] for n in hist_names]
-    neg_slots = [order[n] for n in neg_names] if opts.aux_negatives else []
 
-    small = encoding._SMALL  # pylint: disable=protected-access
-    varint = encoding.varint
-    hist_prefix = [enc._prefix[n] for n in hist_names]  # pylint: disable=protected-access
-    neg_prefix = [enc._prefix[n] for n in neg_names  # pylint: disable=protected-access
-                  if opts.aux_negatives]
-    columns = ([(hist_slots[j], hist_prefix[j]) + hist[j] for j in range(width)]
-               + [(neg_slots[j], neg_prefix[j]) + negs[j]
-                  for j in range(len(neg_slots))])
+    prefixes = enc._prefix  # pylint: disable=protected-access
+    columns = [(order[name], prefixes[name], self._headers[name]) + packed
+               for name, packed in zip(hist_names + neg_names[:len(negs)],
+                                       hist + negs)]
+    header = encoding.int64_entry_header
 
     def set_history(lo: int, hi: int) -> None:
-      # enc.entry(name, int64_feature(packed)), inlined: the hot loop.
-      for slot, prefix, blob, off in columns:
-        packed = blob[off[lo]:off[hi]]
-        n = len(packed)
-        if n:
-          inner = b"\x0a" + (small[n] if n < 128 else varint(n)) + packed
-          n = len(inner)
-          feature = b"\x1a" + (small[n] if n < 128 else varint(n)) + inner
-        else:
-          feature = b"\x1a\x00"
-        body = prefix + small[len(feature)] + feature if len(feature) < 128 \
-            else prefix + varint(len(feature)) + feature
-        n = len(body)
-        slots[slot] = b"\x0a" + (small[n] if n < 128 else varint(n)) + body
+      # enc.entry(name, int64_feature(blob[off[lo]:off[hi]])): the header of
+      # an entry depends only on the packed length, so it is cached.
+      for slot, prefix, headers, blob, off in columns:
+        a = off[lo]
+        b = off[hi]
+        head = headers.get(b - a)
+        if head is None:
+          head = headers[b - a] = header(prefix, b - a)
+        slots[slot] = head + blob[a:b]
 
     cache = self._target_cache
     labels = self._label
     crc = encoding._masked_crc  # pylint: disable=protected-access
     pack = struct.pack
+    lengths = encoding._VARINTS  # pylint: disable=protected-access
+    size = encoding.VARINT_TABLE_SIZE
+    varint = encoding.varint
 
     def frame(target: Tuple[int, ...], label: int) -> bytes:
       # encoding.tfrecord(enc.example(slots)), inlined.
@@ -259,7 +261,7 @@ class FastUserSampleBuilder(UserSampleBuilder):
       slots[label_slot] = labels[label]
       features = b"".join(slots)
       n = len(features)
-      record = b"\x0a" + (small[n] if n < 128 else varint(n)) + features
+      record = b"\x0a" + (lengths[n] if n < size else varint(n)) + features
       length = pack("<Q", len(record))
       return b"".join((length, pack("<I", crc(length)), record,
                        pack("<I", crc(record))))

@@ -106,7 +106,7 @@ def _dofns_on_lists(prepare, config) -> dict:
   by_user = collections.defaultdict(list)
   for rng in prepare._ranges(config.events, fmt, prepare.RANGE_BYTES):  # pylint: disable=protected-access
     for user, value in reader.process(rng):
-      by_user[user].append(value)
+      by_user[user].append(value)  # a batch of records (or a tagged value)
   times["read_validate_s"] = time.perf_counter() - start
   start = time.perf_counter()
   clean = prepare.CleanUser(config.max_events_per_user, config.columns)

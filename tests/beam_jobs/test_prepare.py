@@ -196,6 +196,35 @@ def test_deterministic_across_runs_and_worker_counts(tmp_path):
     assert other == outputs[0]
 
 
+def test_reader_batches_change_no_byte_of_the_output(tmp_path, monkeypatch):
+  """ReadEvents groups a range's events by user in batches; a user split over
+  many batches (and past the per-user cap) gives the same files as one batch."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from output_files import files_under  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  lines = ["user_id,item_id,category_id,timestamp"]
+  for _ in range(600):
+    item = int(rng.integers(80))
+    lines.append(f"u{rng.integers(12)},i{item},c{item % 5},{rng.integers(10**6)}")
+  lines.append("u1,,c1,5")  # a dead letter among the batches
+  config = prepare.PrepareConfig(
+      events=_write(tmp_path, "\n".join(lines) + "\n"),
+      output=str(tmp_path / "out"), max_events_per_user=40,
+      samples=SampleOptions(max_history=6, seed=3))
+  whole = prepare.run(config)
+  expected = files_under(config.output)
+  shutil.rmtree(config.output)
+  monkeypatch.setattr(prepare, "READ_BATCH_EVENTS", 7)
+  batched = prepare.run(config)
+  assert files_under(config.output) == expected
+  assert batched == whole
+  counts = batched["counts"]
+  assert counts["events_read"] == 601
+  # 12 users capped at 40 of ~50 events each, plus the row without an item.
+  assert counts["events_rejected"] > 12 * 5
+  assert counts["events_read"] == counts["events_used"] + counts["events_rejected"]
+
+
 def test_labeled_protocol_with_ratings_splits_users(tmp_path):
   lines = ["user_id\titem_id\trating\ttimestamp"]
   for u in range(40):
