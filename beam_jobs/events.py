@@ -211,7 +211,7 @@ class RowParser:
     if self.fmt == "parquet":
       return self._validate_row(line_or_row, item_table)
     line = line_or_row
-    if not line.strip():
+    if not line or line.isspace():
       return None
     if self.fmt == "jsonl":
       rows = _parse_json(line)
@@ -265,10 +265,11 @@ class RowParser:
     if item_table is not None:
       item_feats = item_table[item]
     else:
-      item_feats = tuple((n, _nonempty(values[i].strip()))
-                         for n, i in self._item_features)
-    user_feats = tuple((n, _nonempty(values[i].strip()))
-                       for n, i in self._user_features)
+      item_feats = tuple([(n, _nonempty(values[i].strip()))
+                          for n, i in self._item_features])
+    user_feats = (tuple([(n, _nonempty(values[i].strip()))
+                         for n, i in self._user_features])
+                  if self._user_features else ())
     return user, (timestamp, item, label, item_feats, user_feats)
 
 
@@ -296,8 +297,14 @@ def read_header(pattern: str, delimiter: str) -> List[str]:
   match = FileSystems.match([pattern])[0].metadata_list
   if not match:
     raise ValueError(f"no file matches {pattern!r}")
-  with FileSystems.open(sorted(m.path for m in match)[0]) as handle:
-    first = io.TextIOWrapper(handle, encoding="utf-8").readline()
+  path = sorted(m.path for m in match)[0]
+  with FileSystems.open(path) as handle:
+    raw = handle.readline()  # the header alone: later lines may be bad
+  try:
+    first = raw.decode("utf-8")
+  except UnicodeDecodeError as error:
+    raise ValueError(f"{path}: the header line is not valid UTF-8 "
+                     f"({error.reason} at byte {error.start})") from None
   return [name.strip().split(":")[0]
           for name in next(csv.reader([first.rstrip("\r\n")],
                                       delimiter=delimiter))]

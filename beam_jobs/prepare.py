@@ -172,10 +172,15 @@ def _range_bytes(pattern: str, cap: int) -> int:
   return max(MIN_RANGE_BYTES, min(cap, -(-total // MIN_RANGES)))
 
 
+# `_read_range` reads this many bytes at a time (then to the end of the line).
+READ_BLOCK_BYTES = 1 << 20
+
+
 def _read_range(path: str, start: int, end: int, fmt: str,
                 skip_header: bool) -> Iterator:
-  """Lines (str) whose first byte is in [start, end), as `ReadFromText` splits
-  them ('\\n' or '\\r\\n'); rows (dicts) of a Parquet row group."""
+  """Lines whose first byte is in [start, end), as `ReadFromText` splits
+  them ('\\n' or '\\r\\n'): str, or the raw bytes of a line that is not
+  UTF-8; rows (dicts) of a Parquet row group."""
   if fmt == "parquet":
     import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
     with FileSystems.open(path) as handle:
@@ -184,8 +189,7 @@ def _read_range(path: str, start: int, end: int, fmt: str,
   compressed = end < 0
   with FileSystems.open(path, compression_type=(
       CompressionTypes.AUTO if compressed else CompressionTypes.UNCOMPRESSED)
-                        ) as raw:
-    handle = raw
+                        ) as handle:
     position = start
     if start > 0:
       handle.seek(start - 1)
@@ -193,13 +197,39 @@ def _read_range(path: str, start: int, end: int, fmt: str,
     elif skip_header:
       position += len(handle.readline())
     while compressed or position < end:
-      line = handle.readline()
-      if not line:
+      block = handle.read(READ_BLOCK_BYTES if compressed
+                          else min(READ_BLOCK_BYTES, end - position))
+      if not block:
         break
-      position += len(line)
-      if line.endswith(b"\n"):
-        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-      yield line.decode("utf-8")
+      if not block.endswith(b"\n"):
+        block += handle.readline()  # the last line, whole
+      position += len(block)
+      yield from _lines(block)
+
+
+def _lines(block: bytes) -> Iterator:
+  """The lines of a block of whole lines (see `_read_range`)."""
+  try:
+    text = block.decode("utf-8")
+  except UnicodeDecodeError:
+    for raw in block.split(b"\n")[:-1 if block.endswith(b"\n") else None]:
+      raw = raw[:-1] if raw.endswith(b"\r") else raw
+      try:
+        yield raw.decode("utf-8")
+      except UnicodeDecodeError:
+        yield raw
+    return
+  lines = text.split("\n")
+  if block.endswith(b"\n"):
+    lines.pop()
+  if "\r" in text:
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+  yield from lines
+
+
+def _not_utf8(source: str, line: bytes) -> Dict:
+  return dead_letter(source, "line is not valid UTF-8",
+                     line.decode("utf-8", "backslashreplace"))
 
 
 class ReadEvents(beam.DoFn):
@@ -230,7 +260,8 @@ class ReadEvents(beam.DoFn):
     batched = 0
     for line in _read_range(path, start, end, self._fmt,
                             skip_header=self._fmt in ("csv", "tsv")):
-      parsed = parse(line, item_table)
+      parsed = (parse(line, item_table) if not isinstance(line, bytes)
+                else (None, _not_utf8("events", line)))
       if parsed is None:
         continue
       n += 1
@@ -274,6 +305,10 @@ class ReadItems(beam.DoFn):
     n = 0
     for line in _read_range(path, start, end, self._fmt,
                             skip_header=self._fmt in ("csv", "tsv")):
+      if isinstance(line, bytes):
+        n += 1
+        yield None, (DEAD_TAG, _not_utf8("items", line))
+        continue
       if self._fmt == "parquet":
         rows = [line]
       elif self._fmt == "jsonl":

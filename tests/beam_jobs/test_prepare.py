@@ -225,6 +225,66 @@ def test_reader_batches_change_no_byte_of_the_output(tmp_path, monkeypatch):
   assert counts["events_read"] == counts["events_used"] + counts["events_rejected"]
 
 
+def _reference_lines(data: bytes, skip_header: bool):
+  """Lines as the job must see them: split on \\n, one trailing \\r removed,
+  decoded, or the raw bytes of a line that is not UTF-8."""
+  lines = data.split(b"\n")
+  if data.endswith(b"\n"):
+    lines.pop()
+  out = []
+  for raw in lines[1:] if skip_header else lines:
+    raw = raw[:-1] if raw.endswith(b"\r") else raw
+    try:
+      out.append(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+      out.append(raw)
+  return out
+
+
+@pytest.mark.parametrize("tail", [b"\n", b""])
+def test_byte_ranges_read_every_line_once(tmp_path, monkeypatch, tail):
+  data = (b"user_id,item_id,timestamp\r\nu1,a,1\n\nu2,\xc3\xa9t\xc3\xa9,2\r\n"
+          b"u3,b\rc,3\nu4,\xff\xfe,4\n   \nu5,\xe2\x82\xac,5" + tail)
+  path = tmp_path / "events.csv"
+  path.write_bytes(data)
+  expected = _reference_lines(data, skip_header=True)
+  assert b"u4,\xff\xfe,4" in expected and "u3,b\rc,3" in expected
+  for block in (1, 3, 7, 1 << 20):
+    monkeypatch.setattr(prepare, "READ_BLOCK_BYTES", block)
+    for size in (1, 2, 5, 13, len(data)):
+      got = []
+      for start in range(0, len(data), size):
+        got += list(prepare._read_range(  # pylint: disable=protected-access
+            str(path), start, min(len(data), start + size), "csv", True))
+      assert got == expected, (block, size)
+
+
+def test_a_line_that_is_not_utf8_is_dead_lettered(tmp_path):
+  events = _write(tmp_path, "")
+  with open(events, "wb") as f:
+    f.write(b"user_id,item_id,category_id,timestamp\n"
+            b"u1,a,c1,1\nu1,b,c1,2\nu1,\xff,c1,3\nu1,c,c2,4\nu2,d,c2,1\n")
+  config = _config(tmp_path, events)
+  counts = prepare.run(config)["counts"]
+  assert counts["events_read"] == 5
+  assert counts["events_rejected"] == 1
+  assert counts["events_used"] == 4
+  with open(glob.glob(os.path.join(config.output, "dead_letter", "*.jsonl"))[0]) as f:
+    letters = [json.loads(line) for line in f]
+  assert letters == [{"source": "events", "reason": "line is not valid UTF-8",
+                      "row": "u1,\\xff,c1,3"}]
+
+
+def test_a_header_that_is_not_utf8_is_one_clear_error(tmp_path):
+  events = str(tmp_path / "events.csv")
+  with open(events, "wb") as f:
+    f.write(b"user_id,item\xff_id,timestamp\nu1,a,1\n")
+  with pytest.raises(prepare.PrepareFailed,
+                     match="events.csv: the header line is not valid UTF-8"):
+    prepare.run(_config(tmp_path, events))
+  assert not os.path.exists(tmp_path / "out" / "_SUCCESS")
+
+
 def test_labeled_protocol_with_ratings_splits_users(tmp_path):
   lines = ["user_id\titem_id\trating\ttimestamp"]
   for u in range(40):
