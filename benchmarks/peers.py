@@ -167,6 +167,87 @@ def export_data(path: str, quick: bool) -> dict:
   return manifest
 
 
+def export_prepared(path: str, directory: str) -> dict:
+  """Writes `path` (.npz) and its manifest from a `tfrs-din prepare` output
+  (a real log, e.g. Amazon Toys `next_item`) instead of the generator: the
+  same columns, its own train/test splits, the Beam-drawn auxiliary
+  negatives, one fixed order of the training rows.
+
+  Args:
+    path: the .npz to write.
+    directory: the prepared data set (user_id, item_id and category_id
+      features, histories of at most 50, auxiliary negatives).
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import tfrs_din  # noqa: F401  (Keras 2 before TensorFlow)
+  import tensorflow as tf
+  with open(os.path.join(directory, "metadata.json")) as f:
+    metadata = json.load(f)
+  spec = metadata["feature_spec"]
+  names = [g["name"] for g in spec["user_features"] + spec["item_features"]]
+  if sorted(names) != ["category_id", "item_id", "user_id"]:
+    raise ValueError(f"{directory}: features {names}; the peers' models take "
+                     "user_id, item_id and category_id")
+  if spec["max_history"] > MAX_HISTORY or not metadata.get("has_aux_negatives"):
+    raise ValueError(f"{directory}: needs histories of at most {MAX_HISTORY} "
+                     "and auxiliary negatives")
+  vocab = {g["name"]: g["vocab_size"]
+           for g in spec["user_features"] + spec["item_features"]}
+  features = {n: tf.io.FixedLenFeature([], tf.int64) for n in names}
+  features["label"] = tf.io.FixedLenFeature([], tf.float32)
+  for prefix in ("hist_", "neg_hist_"):
+    for n in ("item_id", "category_id"):
+      features[prefix + n] = tf.io.VarLenFeature(tf.int64)
+
+  def read(split: str) -> dict:
+    files = sorted(tf.io.gfile.glob(os.path.join(directory, split, "*.tfrecord.gz")))
+    columns = collections.defaultdict(list)
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192):
+      parsed = tf.io.parse_example(batch, features)
+      for name, value in parsed.items():
+        if isinstance(value, tf.sparse.SparseTensor):
+          value = tf.sparse.to_dense(tf.sparse.reset_shape(
+              value, [value.dense_shape[0], MAX_HISTORY]))
+        columns[name].append(value.numpy())
+    out = {n: np.concatenate(v) for n, v in columns.items()}
+    out["hist_length"] = (out["hist_item_id"] > 0).sum(1)
+    # As the generator's export: int64 ids, float32 labels.
+    return {n: out[n].astype(np.float32 if n == "label" else np.int64)
+            for n in COLUMNS}
+
+  train, test = read("train"), read("test")
+  order = np.random.default_rng(0).permutation(len(train["label"]))
+  order = order[:len(order) // BATCH * BATCH]
+  out = {}
+  for split, arrays, rows in (("train", train, order),
+                              ("test", test, np.arange(len(test["label"])))):
+    for name in COLUMNS:
+      out[f"{split}_{name}"] = np.ascontiguousarray(arrays[name][rows])
+  # The serving request: a user, 100 behaviours and 500 candidates drawn from
+  # the (item, category) pairs of the training targets.
+  pairs = np.unique(np.stack([train["item_id"], train["category_id"]], 1), axis=0)
+  pick = pairs[np.random.default_rng(2).integers(
+      len(pairs), size=SERVE_HISTORY + SERVE_CANDIDATES)]
+  out.update(serve_user_id=train["user_id"][:1],
+             serve_hist_item_id=pick[None, :SERVE_HISTORY, 0],
+             serve_hist_category_id=pick[None, :SERVE_HISTORY, 1],
+             serve_hist_length=np.array([SERVE_HISTORY]),
+             serve_item_id=pick[None, SERVE_HISTORY:, 0],
+             serve_category_id=pick[None, SERVE_HISTORY:, 1])
+  np.savez(path, **out)
+  manifest = {"sha256": _hash(out), "n_train": int(len(order)),
+              "n_test": int(len(test["label"])), "vocab": vocab,
+              "generator": None, "quick": False,
+              "source": os.path.abspath(directory),
+              "protocol": metadata["options"]["samples"]["protocol"],
+              "train_click_rate": float(out["train_label"].mean()),
+              "mean_history": float(out["train_hist_length"].mean()),
+              "max_history": int(out["train_hist_length"].max())}
+  with open(path + ".json", "w") as f:
+    json.dump(manifest, f, indent=1)
+  return manifest
+
+
 def _hash(arrays: dict) -> str:
   digest = hashlib.sha256()
   for name in sorted(arrays):
@@ -693,6 +774,10 @@ def main() -> int:
   parser.add_argument("--python", default=None,
                       help="interpreter of the runs (default: this one); it "
                            "needs tfrs-din[peers]")
+  parser.add_argument("--prepared", default=None,
+                      help="a `tfrs-din prepare` output to use instead of the "
+                           "generator (e.g. Amazon Toys, next_item); its "
+                           "report goes to a docs section of its own")
   parser.add_argument("--docs", default=os.path.join(ROOT, "docs",
                                                      "benchmarks.md"))
   parser.add_argument("--no-docs", action="store_true",
@@ -727,7 +812,8 @@ def main() -> int:
   args.skip = args.skip if args.skip is not None else (10 if args.quick else 50)
   args.latency_reps = args.latency_reps or (50 if args.quick else 200)
   if args.export:
-    print(json.dumps(export_data(args.data, args.quick)))
+    print(json.dumps(export_prepared(args.data, args.prepared) if args.prepared
+                     else export_data(args.data, args.quick)))
     return 0
   if args.child:
     return _child(args)
@@ -740,6 +826,10 @@ def main() -> int:
     parser.error(f"unknown {sorted(unknown)}")
   seeds = _seeds(args.seeds or ("2" if args.quick else "5"))
   tag = "quick" if args.quick else "full"
+  if args.prepared:
+    if args.quick:
+      parser.error("--quick applies to the generator, not to --prepared")
+    tag = "prepared-" + os.path.basename(os.path.abspath(args.prepared))
   os.makedirs(args.workdir, exist_ok=True)
   data = os.path.join(args.workdir, f"data-{tag}.npz")
   out = args.out or os.path.join(args.workdir, f"runs-{tag}.jsonl")
@@ -747,7 +837,9 @@ def main() -> int:
     print(f"[peers] generating {data} ...", flush=True)
     proc = subprocess.run([args.python or sys.executable,
                            os.path.abspath(__file__), "--export", "--data", data]
-                          + (["--quick"] if args.quick else []),
+                          + (["--quick"] if args.quick else [])
+                          + (["--prepared", args.prepared] if args.prepared
+                             else []),
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
                               filter(None, [ROOT, os.environ.get("PYTHONPATH")]))))
     if proc.returncode:
@@ -798,7 +890,7 @@ def main() -> int:
   text = report(runs, manifest, libraries, models, seeds, out, timed)
   print(text)
   if not args.quick and not args.no_docs:
-    write_section(args.docs, text)
+    write_section(args.docs, text, manifest.get("source"))
     print(f"[peers] rewrote the peers section of {args.docs}")
   return 0
 
@@ -819,19 +911,38 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
       by[(run["library"], run["model"])].append(run)
   lines = []
   now = datetime.datetime.now().strftime("%Y-%m-%d")
+  source = manifest.get("source")
+  title = "## Peers: FuxiCTR and DeepCTR-Torch (issue 17)"
+  if source:
+    title += f", on `{os.path.basename(source)}`"
   lines += [
-      "## Peers: FuxiCTR and DeepCTR-Torch (issue 17)", "",
-      f"Made by `python benchmarks/peers.py` on {now}: {platform.machine()}, "
+      title, "",
+      f"Made by `python benchmarks/peers.py"
+      f"{' --prepared ' + os.path.basename(source) if source else ''}` on "
+      f"{now}: {platform.machine()}, "
       f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
       "CPU only. The machine was shared with another session's experiments "
       "(the 1-minute load average at each run's start is in the JSONL, "
       f"`{os.path.basename(out)}`), so examples/s and latencies are "
-      "indicative; AUC does not depend on the load.", "",
-      f"Data: `tfrs_din.data.synthetic` ({manifest['generator']['num_users']} "
-      f"users, 1000 items, 40 categories, history up to {MAX_HISTORY}, mean "
-      f"{manifest['mean_history']:.1f}; click rate "
-      f"{manifest['train_click_rate']:.3f}), {manifest['n_train']:,} training "
-      f"/ {manifest['n_test']:,} test examples (test = 9% of the users), "
+      "indicative; AUC does not depend on the load.", ""]
+  if source:
+    data = (f"Data: the `tfrs-din prepare` output `{os.path.basename(source)}` "
+            f"({manifest['protocol']} protocol, its own train/test split and "
+            "Beam-drawn auxiliary negatives; history up to "
+            f"{manifest['max_history']}, mean {manifest['mean_history']:.1f}; "
+            f"click rate {manifest['train_click_rate']:.3f}; vocabularies "
+            + ", ".join(f"{k} {v:,}" for k, v in manifest["vocab"].items())
+            + ")")
+  else:
+    data = (f"Data: `tfrs_din.data.synthetic` "
+            f"({manifest['generator']['num_users']} "
+            f"users, 1000 items, 40 categories, history up to {MAX_HISTORY}, "
+            f"mean {manifest['mean_history']:.1f}; click rate "
+            f"{manifest['train_click_rate']:.3f})")
+  lines += [
+      f"{data}, {manifest['n_train']:,} training "
+      f"/ {manifest['n_test']:,} test examples"
+      f"{'' if source else ' (test = 9% of the users)'}, "
       f"sha256 `{manifest['sha256'][:16]}`. One fixed order of the training "
       "rows, batch 256, one epoch, Adam 1e-3, embedding 18; seeds "
       f"{', '.join(map(str, seeds))} set the model initialisation only (the "
@@ -998,13 +1109,19 @@ def latency_text(timed: dict) -> str:
           "not depend on the weights), ")
 
 
-def write_section(path: str, text: str) -> None:
-  """Replaces the generated section (or appends it), keeping the rest."""
+def write_section(path: str, text: str, source: str = None) -> None:
+  """Replaces the generated section (or appends it), keeping the rest; the
+  runs on a prepared data set (`source`) have a section per data set."""
   old = open(path).read() if os.path.exists(path) else ""
-  block = f"{SECTION_BEGIN}\n{text.rstrip()}\n{SECTION_END}\n"
-  if SECTION_BEGIN in old and SECTION_END in old:
-    head, rest = old.split(SECTION_BEGIN, 1)
-    new = head + block + rest.split(SECTION_END, 1)[1].lstrip("\n")
+  begin, end = SECTION_BEGIN, SECTION_END
+  if source:
+    name = os.path.basename(source)
+    begin = begin.replace("peers.py:", f"peers.py --prepared {name}:")
+    end = end.replace("peers.py:", f"peers.py --prepared {name}:")
+  block = f"{begin}\n{text.rstrip()}\n{end}\n"
+  if begin in old and end in old:
+    head, rest = old.split(begin, 1)
+    new = head + block + rest.split(end, 1)[1].lstrip("\n")
   else:
     new = old.rstrip("\n") + "\n\n" + block
   with open(path, "w") as f:
