@@ -149,16 +149,24 @@ def export_data(path: str, quick: bool) -> dict:
   rng = np.random.default_rng(2)
   items = rng.integers(FIRST_ID, vocab["item_id"], SERVE_HISTORY + SERVE_CANDIDATES)
   cats_of = item_category[items - FIRST_ID] + FIRST_ID
-  out.update(serve_user_id=np.array([FIRST_ID + 7]),
+  return _write_export(path, out, FIRST_ID + 7, items, cats_of, vocab,
+                       generator=_sizes(quick), quick=quick)
+
+
+def _write_export(path: str, out: dict, user: int, items: np.ndarray,
+                  categories: np.ndarray, vocab: dict, **about) -> dict:
+  """Adds the serving request (`user`, the first SERVE_HISTORY of `items` /
+  `categories` as behaviours, the rest as candidates) to the train/test
+  arrays `out`, writes `path` and its manifest (with `about` in it)."""
+  out = dict(out, serve_user_id=np.array([user]),
              serve_hist_item_id=items[None, :SERVE_HISTORY],
-             serve_hist_category_id=cats_of[None, :SERVE_HISTORY],
+             serve_hist_category_id=categories[None, :SERVE_HISTORY],
              serve_hist_length=np.array([SERVE_HISTORY]),
              serve_item_id=items[None, SERVE_HISTORY:],
-             serve_category_id=cats_of[None, SERVE_HISTORY:])
+             serve_category_id=categories[None, SERVE_HISTORY:])
   np.savez(path, **out)
-  manifest = {"sha256": _hash(out), "n_train": int(len(train)),
-              "n_test": int(len(test)), "vocab": vocab,
-              "generator": _sizes(quick), "quick": quick,
+  manifest = {"sha256": _hash(out), "n_train": len(out["train_label"]),
+              "n_test": len(out["test_label"]), "vocab": vocab, **about,
               "train_click_rate": float(out["train_label"].mean()),
               "mean_history": float(out["train_hist_length"].mean()),
               "max_history": int(out["train_hist_length"].max())}
@@ -228,24 +236,10 @@ def export_prepared(path: str, directory: str) -> dict:
   pairs = np.unique(np.stack([train["item_id"], train["category_id"]], 1), axis=0)
   pick = pairs[np.random.default_rng(2).integers(
       len(pairs), size=SERVE_HISTORY + SERVE_CANDIDATES)]
-  out.update(serve_user_id=train["user_id"][:1],
-             serve_hist_item_id=pick[None, :SERVE_HISTORY, 0],
-             serve_hist_category_id=pick[None, :SERVE_HISTORY, 1],
-             serve_hist_length=np.array([SERVE_HISTORY]),
-             serve_item_id=pick[None, SERVE_HISTORY:, 0],
-             serve_category_id=pick[None, SERVE_HISTORY:, 1])
-  np.savez(path, **out)
-  manifest = {"sha256": _hash(out), "n_train": int(len(order)),
-              "n_test": int(len(test["label"])), "vocab": vocab,
-              "generator": None, "quick": False,
-              "source": os.path.abspath(directory),
-              "protocol": metadata["options"]["samples"]["protocol"],
-              "train_click_rate": float(out["train_label"].mean()),
-              "mean_history": float(out["train_hist_length"].mean()),
-              "max_history": int(out["train_hist_length"].max())}
-  with open(path + ".json", "w") as f:
-    json.dump(manifest, f, indent=1)
-  return manifest
+  return _write_export(
+      path, out, int(train["user_id"][0]), pick[:, 0], pick[:, 1], vocab,
+      generator=None, quick=False, source=os.path.abspath(directory),
+      protocol=metadata["options"]["samples"]["protocol"])
 
 
 def _hash(arrays: dict) -> str:
