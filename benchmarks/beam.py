@@ -52,12 +52,13 @@ def write_events(path: str, n: int, protocol: str, seed: int = 0) -> None:
                    for u, i, t in zip(users, items, ts))
 
 
-def _config(prepare, events: str, output: str, protocol: str):
+def _config(prepare, events: str, output: str, protocol: str,
+            num_shards: int = 0):
   from beam_jobs.events import Columns  # pylint: disable=g-import-not-at-top
   from beam_jobs.samples import SampleOptions  # pylint: disable=g-import-not-at-top
   columns = Columns(rating="rating") if protocol == "labeled" else Columns()
   return prepare.PrepareConfig(
-      events=events, output=output, columns=columns,
+      events=events, output=output, columns=columns, num_shards=num_shards,
       samples=SampleOptions(protocol=protocol, max_history=50))
 
 
@@ -65,7 +66,8 @@ def _child(args) -> None:
   """One measured run, in this process; prints a JSON line."""
   sys.path.insert(0, args.code)
   from beam_jobs import prepare  # pylint: disable=g-import-not-at-top
-  config = _config(prepare, args.events_path, args.output, args.protocol)
+  config = _config(prepare, args.events_path, args.output, args.protocol,
+                   args.num_shards)
   out = {}
   start = time.perf_counter()
   if args.mode == "dofns":
@@ -75,13 +77,15 @@ def _child(args) -> None:
     with LocalCluster(n_workers=args.dask_workers, threads_per_worker=1,
                       processes=True, dashboard_address=None) as cluster:
       start = time.perf_counter()
-      # Partitions grow with the log (one per 4 MiB input range, at least 4
-      # per worker), so that a task's input does not grow with it.
+      # Partitions grow with the log (one per input range of
+      # --dask_partition_mb, at least 2 per worker), so that a task's input
+      # does not grow with it.
+      range_bytes = int(args.dask_partition_mb * (1 << 20))
       size = os.path.getsize(args.events_path)
-      partitions = max(4 * args.dask_workers, -(-size // (4 << 20)))
+      partitions = max(2 * args.dask_workers, -(-size // range_bytes))
       meta = prepare.run(config, [
           "--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}",
-          f"--dask_npartitions={partitions}"], range_bytes=4 << 20)
+          f"--dask_npartitions={partitions}"], range_bytes=range_bytes)
       out["seconds"] = time.perf_counter() - start
       out["samples"] = meta["counts"]["samples_train"] + meta["counts"]["samples_test"]
       out["dask_partitions"] = partitions
@@ -157,12 +161,15 @@ def _dofns_on_lists(prepare, config) -> dict:
 
 
 def _measure(code: str, mode: str, events: str, protocol: str, tmp: str,
-             dask_workers: int = 2) -> dict:
+             dask_workers: int = 2, num_shards: int = 0,
+             dask_partition_mb: float = 4) -> dict:
   output = tempfile.mkdtemp(dir=tmp)
   shutil.rmtree(output)
   cmd = [sys.executable, os.path.abspath(__file__), "--child", "--code", code,
          "--mode", mode, "--events_path", events, "--output", output,
-         "--protocol", protocol, "--dask_workers", str(dask_workers)]
+         "--protocol", protocol, "--dask_workers", str(dask_workers),
+         "--num_shards", str(num_shards),
+         "--dask_partition_mb", str(dask_partition_mb)]
   env = dict(os.environ, PYTHONPATH=code)
   load = os.getloadavg()[0]
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -184,7 +191,14 @@ def main() -> None:
                       help="protocols to also run on the old path (slow)")
   parser.add_argument("--baseline_ref", default="aa53a77")
   parser.add_argument("--dask_workers", type=int, default=2)
+  parser.add_argument("--num_shards", type=int, default=0,
+                      help="output shards (0: the job's default, one per 64 "
+                           "MiB of input); the Dask runs' write groups")
   parser.add_argument("--no_dask", action="store_true")
+  parser.add_argument("--dask_partition_mb", type=float, default=4,
+                      help="input bytes per Dask partition (and read range)")
+  parser.add_argument("--dask_only", action="store_true",
+                      help="only the DaskRunner runs (memory per worker)")
   parser.add_argument("--markdown", action="store_true")
   # Internal: one measured run.
   parser.add_argument("--child", action="store_true")
@@ -208,6 +222,13 @@ def main() -> None:
     events = os.path.join(tmp, f"{protocol}.csv")
     write_events(events, args.events, protocol)
     r = {}
+    if args.dask_only:
+      r["dask"] = _measure(ROOT, "dask", events, protocol, tmp,
+                           args.dask_workers, args.num_shards,
+                           args.dask_partition_mb)
+      report[protocol] = r
+      print(json.dumps({protocol: r}, indent=1), flush=True)
+      continue
     r["new"] = _measure(ROOT, "direct", events, protocol, tmp)
     if protocol in args.old_protocols.split(","):
       r["old"] = _measure(old, "direct", events, protocol, tmp)
@@ -215,7 +236,8 @@ def main() -> None:
     r["dofns_on_lists"] = _measure(ROOT, "dofns", events, protocol, tmp)
     if not args.no_dask:
       r["dask"] = _measure(ROOT, "dask", events, protocol, tmp,
-                           args.dask_workers)
+                           args.dask_workers, args.num_shards,
+                           args.dask_partition_mb)
     n = args.events
     new_s = min(r["new"]["seconds"], r.get("new_again", r["new"])["seconds"])
     r["new_events_per_s"] = n / new_s

@@ -54,6 +54,7 @@ OURS_VARIANTS = {
     "no_behaviour_sum": {"behaviour_sum_in_tower": False},
     "embeddings_1e-4": {"embedding_stddev": 1e-4},
     "torch_adam": {"adam_epsilon": 1e-8, "adam_adaptive_epsilon": True},
+    "no_aux": {"aux_loss_weight": 0.0},  # DIEN as FuxiCTR's trains it
     "fuxictr_like": {"behaviour_sum_in_tower": False,
                      "embedding_stddev": 1e-4, "adam_epsilon": 1e-8,
                      "adam_adaptive_epsilon": True},
