@@ -55,6 +55,8 @@ OURS_VARIANTS = {
     "embeddings_1e-4": {"embedding_stddev": 1e-4},
     "torch_adam": {"adam_epsilon": 1e-8, "adam_adaptive_epsilon": True},
     "no_aux": {"aux_loss_weight": 0.0},  # DIEN as FuxiCTR's trains it
+    "bilinear": {"dien_attention": "bilinear"},  # FuxiCTR's DIEN attention
+    "no_tower_norm": {"tower_input_normalization": None},
     "fuxictr_like": {"behaviour_sum_in_tower": False,
                      "embedding_stddev": 1e-4, "adam_epsilon": 1e-8,
                      "adam_adaptive_epsilon": True},
