@@ -36,7 +36,6 @@ import itertools
 import json
 import logging
 import os
-import pickle
 import sys
 import threading
 import time
@@ -656,16 +655,6 @@ def _to_one_key(pcoll, label: str):
           | f"{label}Values" >> beam.MapTuple(lambda _, xs: list(xs)))
 
 
-def _save_catalogue(catalogue, path: str) -> None:
-  with FileSystems.create(path) as handle:
-    handle.write(pickle.dumps(catalogue, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def _load_catalogue(path: str):
-  with FileSystems.open(path) as handle:
-    return pickle.loads(handle.read())
-
-
 def num_shards_for(config: PrepareConfig) -> int:
   """`config.num_shards`, or one shard per `SHARD_INPUT_BYTES` of events."""
   if config.num_shards:
@@ -678,9 +667,7 @@ def num_shards_for(config: PrepareConfig) -> int:
 def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig,
                    root: Optional[str] = None,
                    range_bytes: int = RANGE_BYTES,
-                   progress_seconds: float = PROGRESS_SECONDS,
-                   catalogue: Optional[tuple] = None,
-                   catalogue_only: Optional[str] = None) -> None:
+                   progress_seconds: float = PROGRESS_SECONDS) -> None:
   """Adds the whole job to `pipeline`.
 
   Args:
@@ -690,11 +677,6 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig,
       passes a temporary directory and renames it on success).
     range_bytes: the most bytes of input one read step handles.
     progress_seconds: interval of the progress log lines of each worker.
-    catalogue: the catalogue (vocabularies, sampler, item side features) of
-      a first pass; the samples then take it as a plain argument instead of
-      a side input computed in this pipeline (the two-pass mode of `run`).
-    catalogue_only: the first pass: compute the catalogue alone and pickle
-      it to this path.
   """
   cols = config.columns
   if config.samples.protocol not in PROTOCOLS:
@@ -750,21 +732,18 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig,
                                                  cols)))
   dead.append(users | "UserDead" >> beam.Filter(_only(DEAD_TAG)))
   small.append(users | "ReadCounts" >> beam.Filter(_only(COUNT)))
-  catalogue_pc = (users | "Stats" >> beam.Filter(_only(STATS))
+  catalogue = (users | "Stats" >> beam.Filter(_only(STATS))
                | "StatValues" >> beam.Values()
                | "MergeStats" >> beam.CombineGlobally(_MergeStats())
                .without_defaults()
                | "Catalogue" >> beam.Map(_catalogue, config))
-  if catalogue_only:
-    _ = catalogue_pc | "SaveCatalogue" >> beam.Map(_save_catalogue, catalogue_only)
-    return
-  small.append(catalogue_pc | "WriteVocab" >> beam.FlatMap(_write_vocabularies,
+  small.append(catalogue | "WriteVocab" >> beam.FlatMap(_write_vocabularies,
                                                         root))
   if not config.items:
     # Serving looks items up by raw id: the whole item table when one is given
     # (items without events included), else each item's side features as used
     # for negatives.
-    small.append(catalogue_pc | "WriteItemTable" >> beam.Map(
+    small.append(catalogue | "WriteItemTable" >> beam.Map(
         lambda c: _write_file(f"{root}/item_table.tsv",
                               item_table_tsv(c[3], cols.item_features))
         or (FILE, "item_table.tsv")))
@@ -772,8 +751,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig,
   built = (users | "Users" >> beam.Filter(_only(USER))
            | "Samples" >> beam.ParDo(
                BuildUserSamples(config, num_shards, progress_seconds),
-               catalogue if catalogue is not None
-               else beam.pvalue.AsSingleton(catalogue_pc)))
+               beam.pvalue.AsSingleton(catalogue)))
   dead.append(built | "SampleDead" >> beam.Filter(_only(DEAD_TAG)))
   small.append(built | "UsedCounts" >> beam.Filter(_only(COUNT)))
   small.append(built | "Records" >> beam.Filter(_only(RECORDS))
@@ -936,24 +914,9 @@ def _commit(tmp: str, out: str, num_shards: int) -> None:
   FileSystems.delete([tmp])
 
 
-def _run_pipeline(options: PipelineOptions, config: PrepareConfig, root: str,
-                  range_bytes: int, progress_seconds: float, **kwargs) -> None:
-  """Builds and runs one pipeline of the job (see `build_pipeline`)."""
-  pipeline = beam.Pipeline(options=options)
-  try:
-    with pipeline:
-      build_pipeline(pipeline, config, root=root, range_bytes=range_bytes,
-                     progress_seconds=progress_seconds, **kwargs)
-  finally:
-    client = getattr(getattr(pipeline, "result", None), "client", None)
-    if client is not None:  # the DaskRunner's; it would outlive the job
-      client.close()
-
-
 def run(config: PrepareConfig, beam_args: Sequence[str] = (),
         progress_seconds: float = PROGRESS_SECONDS,
-        range_bytes: int = RANGE_BYTES,
-        two_pass: Optional[bool] = None) -> dict:
+        range_bytes: int = RANGE_BYTES) -> dict:
   """Runs the job to completion and returns the metadata it wrote.
 
   The pipeline writes into `<output>/_temporary/<run id>/`; only when it has
@@ -965,12 +928,6 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
     beam_args: Beam pipeline options (`--runner=DaskRunner` is accepted).
     progress_seconds: interval of the progress log lines.
     range_bytes: the most bytes of input one read step handles.
-    two_pass: compute the catalogue (vocabularies, sampler) in a first
-      pipeline and hand it to the second as a plain argument, not as a side
-      input. Default: on for the DaskRunner, whose side inputs are computed
-      inside each consuming task (every user's events in one worker); off
-      elsewhere (the events are then read and grouped once). Same bytes
-      either way.
 
   Raises:
     ValueError: bad options or inputs (before anything runs).
@@ -990,19 +947,11 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
   _Progress.reset()
   start = time.monotonic()
   _LOG.info("prepare: %s -> %s (temporary %s)", config.events, out, tmp)
-  if two_pass is None:
-    two_pass = any(arg.endswith("DaskRunner") for arg in _runner_args(beam_args)
-                   if arg.startswith("--runner="))
-  catalogue_path = f"{out}/{TEMPORARY_DIR}/{uuid.uuid4().hex}.catalogue.pickle"
+  pipeline = beam.Pipeline(options=options)
   try:
-    catalogue = None
-    if two_pass:
-      _run_pipeline(options, config, tmp, range_bytes, progress_seconds,
-                    catalogue_only=catalogue_path)
-      catalogue = _load_catalogue(catalogue_path)
-      _Progress.reset()
-    _run_pipeline(options, config, tmp, range_bytes, progress_seconds,
-                  catalogue=catalogue)
+    with pipeline:
+      build_pipeline(pipeline, config, root=tmp, range_bytes=range_bytes,
+                     progress_seconds=progress_seconds)
   except Exception as error:  # pylint: disable=broad-except
     if FileSystems.exists(tmp):
       FileSystems.delete([tmp])
@@ -1010,8 +959,9 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
         f"prepare failed, {config.output!r} was left as it was (its partial "
         f"files were removed): {type(error).__name__}: {error}") from error
   finally:
-    if FileSystems.exists(catalogue_path):
-      FileSystems.delete([catalogue_path])
+    client = getattr(getattr(pipeline, "result", None), "client", None)
+    if client is not None:  # the DaskRunner's; it would outlive the job
+      client.close()
   _commit(tmp, out, num_shards_for(config))
   parent = f"{out}/{TEMPORARY_DIR}"
   if not FileSystems.match([f"{parent}/*"])[0].metadata_list:

@@ -196,10 +196,9 @@ def test_deterministic_across_runs_and_worker_counts(tmp_path):
     assert other == outputs[0]
 
 
-def test_reader_batches_and_two_passes_change_no_byte(tmp_path, monkeypatch):
+def test_reader_batches_change_no_byte_of_the_output(tmp_path, monkeypatch):
   """ReadEvents groups a range's events by user in batches; a user split over
-  many batches (and past the per-user cap) gives the same files as one batch,
-  and so does the two-pass mode."""
+  many batches (and past the per-user cap) gives the same files as one batch."""
   import shutil  # pylint: disable=g-import-not-at-top
   from output_files import files_under  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(1)
@@ -219,10 +218,6 @@ def test_reader_batches_and_two_passes_change_no_byte(tmp_path, monkeypatch):
   batched = prepare.run(config)
   assert files_under(config.output) == expected
   assert batched == whole
-  # The two-pass mode (the catalogue from a first pipeline, as on Dask).
-  shutil.rmtree(config.output)
-  assert prepare.run(config, two_pass=True) == whole
-  assert files_under(config.output) == expected
   counts = batched["counts"]
   assert counts["events_read"] == 601
   # 12 users capped at 40 of ~50 events each, plus the row without an item.
