@@ -75,7 +75,8 @@ def _child(args) -> None:
   elif args.mode == "dask":
     from distributed import Client, LocalCluster  # pylint: disable=g-import-not-at-top
     with LocalCluster(n_workers=args.dask_workers, threads_per_worker=1,
-                      processes=True, dashboard_address=None) as cluster:
+                      processes=True, dashboard_address=None,
+                      memory_limit=args.dask_memory_limit or "auto") as cluster:
       start = time.perf_counter()
       # Partitions grow with the log (one per input range of
       # --dask_partition_mb, at least 2 per worker), so that a task's input
@@ -162,14 +163,15 @@ def _dofns_on_lists(prepare, config) -> dict:
 
 def _measure(code: str, mode: str, events: str, protocol: str, tmp: str,
              dask_workers: int = 2, num_shards: int = 0,
-             dask_partition_mb: float = 4) -> dict:
+             dask_partition_mb: float = 4, dask_memory_limit: str = "") -> dict:
   output = tempfile.mkdtemp(dir=tmp)
   shutil.rmtree(output)
   cmd = [sys.executable, os.path.abspath(__file__), "--child", "--code", code,
          "--mode", mode, "--events_path", events, "--output", output,
          "--protocol", protocol, "--dask_workers", str(dask_workers),
          "--num_shards", str(num_shards),
-         "--dask_partition_mb", str(dask_partition_mb)]
+         "--dask_partition_mb", str(dask_partition_mb),
+         "--dask_memory_limit", dask_memory_limit]
   env = dict(os.environ, PYTHONPATH=code)
   load = os.getloadavg()[0]
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -197,6 +199,9 @@ def main() -> None:
   parser.add_argument("--no_dask", action="store_true")
   parser.add_argument("--dask_partition_mb", type=float, default=4,
                       help="input bytes per Dask partition (and read range)")
+  parser.add_argument("--dask_memory_limit", default="",
+                      help="each Dask worker's memory limit (e.g. 500MB; it "
+                           "spills to disk past ~60%% of it); default: Dask's")
   parser.add_argument("--dask_only", action="store_true",
                       help="only the DaskRunner runs (memory per worker)")
   parser.add_argument("--markdown", action="store_true")
@@ -225,7 +230,7 @@ def main() -> None:
     if args.dask_only:
       r["dask"] = _measure(ROOT, "dask", events, protocol, tmp,
                            args.dask_workers, args.num_shards,
-                           args.dask_partition_mb)
+                           args.dask_partition_mb, args.dask_memory_limit)
       report[protocol] = r
       print(json.dumps({protocol: r}, indent=1), flush=True)
       continue
@@ -237,7 +242,7 @@ def main() -> None:
     if not args.no_dask:
       r["dask"] = _measure(ROOT, "dask", events, protocol, tmp,
                            args.dask_workers, args.num_shards,
-                           args.dask_partition_mb)
+                           args.dask_partition_mb, args.dask_memory_limit)
     n = args.events
     new_s = min(r["new"]["seconds"], r.get("new_again", r["new"])["seconds"])
     r["new_events_per_s"] = n / new_s
