@@ -55,27 +55,6 @@ def _len(n: int) -> bytes:
   return _VARINTS[n] if n < VARINT_TABLE_SIZE else varint(n)
 
 
-def int64_entry_header(prefix: bytes, n: int) -> bytes:
-  """The bytes before `packed` in a framed map entry holding an Int64List.
-
-  `int64_entry_header(p, len(packed)) + packed` equals
-  `ExampleEncoder.entry(name, int64_feature(packed))` where `p` is the
-  encoder's prefix for `name`; the header depends only on the length, so a
-  caller encoding many histories caches it per length.
-
-  Args:
-    prefix: the map entry's key field and the tag of its value field.
-    n: the length of the packed varints in bytes.
-  """
-  if n:
-    inner = b"\x0a" + _len(n)  # Int64List.value, packed
-    feature = b"\x1a" + _len(len(inner) + n) + inner
-  else:
-    feature = b"\x1a\x00"
-  body_len = len(prefix) + len(_len(len(feature) + n)) + len(feature) + n
-  return b"\x0a" + _len(body_len) + prefix + _len(len(feature) + n) + feature
-
-
 def int64_feature(packed: bytes) -> bytes:
   """A `Feature` holding an Int64List, from its packed varints."""
   if not packed:
@@ -113,6 +92,13 @@ class ExampleEncoder:
     """A framed map entry (`Features` field 1) for `name`; cacheable."""
     body = self._prefix[name] + _len(len(feature)) + feature
     return b"\x0a" + _len(len(body)) + body
+
+  def int64_entry_header(self, name: str, n: int) -> bytes:
+    """The bytes before `packed` in `entry(name, int64_feature(packed))`
+    for any `packed` of `n` bytes: they depend only on the length, so a
+    caller encoding many histories caches them per length."""
+    entry = self.entry(name, int64_feature(bytes(n)))
+    return entry[:len(entry) - n]
 
   def example(self, entries: Sequence[bytes]) -> bytes:
     """The Example from framed entries given in `self.names` order."""

@@ -399,16 +399,16 @@ class CleanUser(beam.DoFn):
     for letter in dead:
       self._rejected.inc()
       yield DEAD_TAG, letter
-    values = []  # every (feature, value) of the kept events, counted at once
+    pairs = []  # every (feature, value) of the kept events, counted at once
     side: Dict[str, Tuple] = {}
     for rec in ordered:
-      values.append(("item_id", rec[1]))
-      values += rec[3]
-      values += rec[4]
+      pairs.append(("item_id", rec[1]))
+      pairs += rec[3]
+      pairs += rec[4]
       old = side.get(rec[1])
       if old is None or rec[3] < old:
         side[rec[1]] = rec[3]
-    counts = collections.Counter(values)
+    counts = collections.Counter(pairs)
     counts[("user_id", user)] = len(ordered)
     yield STATS, (counts, side)
     yield USER, (user, ordered)

@@ -228,21 +228,20 @@ class FastUserSampleBuilder(UserSampleBuilder):
     label_slot = order[LABEL]
     target_slots = [order[n] for n in self.item_names]
 
-    prefixes = enc._prefix  # pylint: disable=protected-access
-    columns = [(order[name], prefixes[name], self._headers[name]) + packed
+    columns = [(order[name], name, self._headers[name]) + packed
                for name, packed in zip(hist_names + neg_names[:len(negs)],
                                        hist + negs)]
-    header = encoding.int64_entry_header
+    header = enc.int64_entry_header
 
     def set_history(lo: int, hi: int) -> None:
       # enc.entry(name, int64_feature(blob[off[lo]:off[hi]])): the header of
       # an entry depends only on the packed length, so it is cached.
-      for slot, prefix, headers, blob, off in columns:
+      for slot, name, headers, blob, off in columns:
         a = off[lo]
         b = off[hi]
         head = headers.get(b - a)
         if head is None:
-          head = headers[b - a] = header(prefix, b - a)
+          head = headers[b - a] = header(name, b - a)
         slots[slot] = head + blob[a:b]
 
     cache = self._target_cache

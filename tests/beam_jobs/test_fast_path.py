@@ -101,6 +101,19 @@ def test_tfrecord_frames_match_beams_writer():
     assert encoding.varint(value) == encoding.packed_offsets([value])[0]
 
 
+def test_entry_header_plus_packed_ids_is_the_entry():
+  import tensorflow as tf
+  enc = encoding.ExampleEncoder(["hist_item_id", "label"])
+  for n_ids in (0, 1, 40, 50, 3000, 70000):
+    values = list(range(n_ids, 2 * n_ids))
+    packed = encoding.packed_offsets(values)[0]
+    entry = enc.entry("hist_item_id", encoding.int64_feature(packed))
+    assert enc.int64_entry_header("hist_item_id", len(packed)) + packed == entry
+    example = enc.example([entry, enc.entry("label", encoding.float_feature([1.0]))])
+    parsed = tf.train.Example.FromString(example).features.feature
+    assert list(parsed["hist_item_id"].int64_list.value) == values
+
+
 def test_sample_calls_equals_a_loop_of_sample_with_retries():
   sampler = NegativeSampler(list(range(2, 12)), [50, 1, 1, 1, 1, 1, 1, 1, 1, 1],
                             power=1.0)
