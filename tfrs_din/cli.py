@@ -101,6 +101,10 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--dien_attention", choices=list(ATTENTIONS), default=d.dien_attention,
     help="DIEN's attention: the paper's bilinear h W e, or the official "
     "code's MLP")
+  a("--dien_attention_initializer", choices=["glorot_uniform", "identity"],
+    default=d.dien_attention_initializer,
+    help="initializer of the bilinear attention's W (default Glorot "
+    "uniform); identity starts it as h . e, as FuxiCTR does")
   a("--optimizer", choices=["lazy_adam", "adam", "sgd"], default=d.optimizer,
     help="lazy_adam updates only the embedding rows in the batch")
   a("--strategy", choices=STRATEGIES, default=d.strategy)
@@ -137,6 +141,7 @@ def _train_config(args, model: str) -> TrainConfig:
       aux_loss_weight=args.aux_loss_weight,
       aux_loss_reduction=args.aux_loss_reduction,
       dien_attention=args.dien_attention,
+      dien_attention_initializer=args.dien_attention_initializer,
       tower_input_normalization=none(args.tower_input_normalization),
       behaviour_sum_in_tower={"auto": None, "true": True, "false": False}[
           args.behaviour_sum_in_tower],

@@ -84,3 +84,37 @@ def test_aux_reduction_reaches_the_extractor(reduction, small_data):
   assert terms[reduction] == pytest.approx(
       terms["step_mean"] * steps / count, rel=1e-5)
   assert models[reduction].get_config()["aux_reduction"] == reduction
+
+
+def test_identity_bilinear_attention_is_a_softmax_of_dot_products(small_data):
+  # W = I (gru_units = the item embedding width): a_t = softmax(h_t . e_A)
+  # over the valid steps, FuxiCTR's starting point.
+  item_dim = sum(f.embedding_dim for f in small_data.spec.item_features)
+  model = DIENModel(small_data.spec, attention="bilinear",
+                    attention_initializer="identity",
+                    **dict(SMALL, gru_units=item_dim))
+  np.testing.assert_array_equal(model.attention_kernel.numpy(),
+                                np.eye(item_dim, dtype=np.float32))
+  features = small_data.features(slice(0, 6))
+  weights = model.attention_weights(features).numpy()
+  embedded = model.embedder(features)
+  states = model.extractor(embedded.history, embedded.mask).numpy()
+  lengths = features[HISTORY_LENGTH].numpy()
+  assert (lengths > 1).sum() >= 3
+  for row, length in enumerate(lengths):
+    scores = states[row, :length] @ embedded.candidate[row, 0].numpy()
+    expected = np.exp(scores - scores.max())
+    np.testing.assert_allclose(weights[row, :length],
+                               expected / expected.sum(), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_array_equal(weights[row, length:], 0.0)
+  clone = DIENModel.from_config(model.get_config())
+  assert isinstance(clone.attention_initializer,
+                    tf.keras.initializers.Identity)
+
+
+def test_attention_initializer_needs_the_bilinear_attention(small_data):
+  with pytest.raises(ValueError, match="attention_initializer is the "
+                     "bilinear attention's"):
+    DIENModel(small_data.spec, attention="mlp",
+              attention_initializer="identity", **SMALL)

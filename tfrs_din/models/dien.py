@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -50,6 +50,10 @@ class DIENModel(CTRModel):
       paper's eq. 5) or "padded_mean" (the official code's).
     attention: "bilinear" (the paper's eq. 7) or "mlp" (the official code).
     attention_units: hidden sizes of the "mlp" attention net (80, 40).
+    attention_initializer: initializer of the "bilinear" W (None: Glorot
+      uniform). "identity" starts the scores as h_t . e_A, the state's
+      similarity to the target, as FuxiCTR does (docs/results.md). Only for
+      the bilinear attention.
     behaviour_sum_in_tower: see `CTRModel`; on by default, as in the
       official code.
     **kwargs: see `CTRModel`.
@@ -69,7 +73,8 @@ class DIENModel(CTRModel):
                aux_reduction: str = "step_mean",
                attention: str = "bilinear",
                attention_units: Sequence[int] = (80, 40),
-               behaviour_sum_in_tower: bool = True, **kwargs):
+               behaviour_sum_in_tower: bool = True,
+               attention_initializer: Any = None, **kwargs):
     super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
                      **kwargs)
     if attention not in ATTENTIONS:
@@ -82,6 +87,11 @@ class DIENModel(CTRModel):
     self.aux_reduction = aux_reduction
     self.attention = attention
     self.attention_units = tuple(attention_units)
+    if attention_initializer is not None and attention != "bilinear":
+      raise ValueError("attention_initializer is the bilinear attention's; "
+                       f"attention={attention!r} has no kernel W.")
+    self.attention_initializer = tf.keras.initializers.get(
+        attention_initializer or "glorot_uniform")
     self.extractor = InterestExtractor(gru_units, aux_hidden_units,
                                        aux_reduction=aux_reduction,
                                        name="interest_extractor")
@@ -91,7 +101,7 @@ class DIENModel(CTRModel):
       item_dim = sum(f.embedding_dim for f in spec.item_features)
       self.attention_kernel = self.add_weight(
           name="attention_kernel", shape=(self.gru_units, item_dim),
-          initializer="glorot_uniform")
+          initializer=self.attention_initializer)
     else:
       kernel = tf.keras.initializers.serialize(self.kernel_initializer)
       self.attention_query = tf.keras.Sequential(
@@ -165,4 +175,7 @@ class DIENModel(CTRModel):
                 gru_type=self.gru_type, aux_loss_weight=self.aux_loss_weight,
                 aux_hidden_units=self.aux_hidden_units,
                 aux_reduction=self.aux_reduction, attention=self.attention,
-                attention_units=self.attention_units)
+                attention_units=self.attention_units,
+                attention_initializer=(
+                    tf.keras.initializers.serialize(self.attention_initializer)
+                    if self.attention == "bilinear" else None))

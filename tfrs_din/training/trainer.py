@@ -86,6 +86,8 @@ class TrainConfig:
   aux_loss_weight: float = 1.0
   aux_loss_reduction: str = "padded_mean"
   dien_attention: str = "mlp"
+  # None: Glorot uniform; "identity" (FuxiCTR's): with dien_attention="bilinear".
+  dien_attention_initializer: Optional[str] = None
   # None: as the official code (DIN and DIEN yes, the base model no).
   behaviour_sum_in_tower: Optional[bool] = None
   # "auto": "affine" for DIEN (with the options above), none for base/DIN.
@@ -157,6 +159,7 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                    aux_loss_weight=config.aux_loss_weight,
                    aux_reduction=config.aux_loss_reduction,
                    attention=config.dien_attention,
+                   attention_initializer=config.dien_attention_initializer,
                    attention_units=config.attention_units),
   }[config.model]
   return MODELS[config.model](spec, **common, **extra)
