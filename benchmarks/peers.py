@@ -54,13 +54,42 @@ OURS_VARIANTS = {
     "no_behaviour_sum": {"behaviour_sum_in_tower": False},
     "embeddings_1e-4": {"embedding_stddev": 1e-4},
     "torch_adam": {"adam_epsilon": 1e-8, "adam_adaptive_epsilon": True},
+    "dense_adam": {"optimizer": "adam"},  # every embedding row, every step
     "no_aux": {"aux_loss_weight": 0.0},  # DIEN as FuxiCTR's trains it
     "bilinear": {"dien_attention": "bilinear"},  # FuxiCTR's DIEN attention
+    "bilinear_identity": {"dien_attention": "bilinear",
+                          "dien_attention_initializer": "identity"},
     "no_tower_norm": {"tower_input_normalization": None},
     "fuxictr_like": {"behaviour_sum_in_tower": False,
                      "embedding_stddev": 1e-4, "adam_epsilon": 1e-8,
                      "adam_adaptive_epsilon": True},
 }
+# Every choice of FuxiCTR 2.3.10's DIEN that ours has as an option (its
+# model_zoo/LongCTR/DIEN and BaseModel, read from the wheel): bilinear
+# attention with W = I, no auxiliary loss, no normalisation of the tower
+# input, N(0, 1e-4) embeddings, torch's Adam (epsilon after the bias
+# correction, every row of the tables updated every step).
+FUXICTR_DIEN = {"dien_attention": "bilinear",
+                "dien_attention_initializer": "identity",
+                "aux_loss_weight": 0.0, "tower_input_normalization": None,
+                "embedding_stddev": 1e-4, "adam_epsilon": 1e-8,
+                "adam_adaptive_epsilon": True, "optimizer": "adam"}
+OURS_VARIANTS["fuxictr_dien"] = FUXICTR_DIEN
+# All of them but one, which keeps our default: which ones carry the result.
+for _name, _fields in {
+    "aux_loss": ("aux_loss_weight",),
+    "attention": ("dien_attention", "dien_attention_initializer"),
+    "glorot_attention": ("dien_attention_initializer",),
+    "tower_norm": ("tower_input_normalization",),
+    "embeddings": ("embedding_stddev",),
+    "adam_epsilon": ("adam_epsilon", "adam_adaptive_epsilon"),
+    "lazy_adam": ("optimizer",)}.items():
+  OURS_VARIANTS[f"fuxictr_dien_with_our_{_name}"] = {
+      k: v for k, v in FUXICTR_DIEN.items() if k not in _fields}
+del _name, _fields
+# FuxiCTR's DIN choices with its dense Adam as well.
+OURS_VARIANTS["fuxictr_din"] = dict(OURS_VARIANTS["fuxictr_like"],
+                                    optimizer="adam")
 MODELS = ("din", "dien")
 BATCH = 256
 EMBEDDING = 18
