@@ -22,9 +22,10 @@ import os
 import re
 import statistics
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(__file__))
+from peers import FUXICTR_DIEN, OURS_VARIANTS  # noqa: E402  (NumPy only)
 
 # (row name, model, TrainConfig fields changed from the defaults, what it is)
 ROWS: List[Tuple[str, str, dict, str]] = [
@@ -61,6 +62,13 @@ ROWS: List[Tuple[str, str, dict, str]] = [
      "aux loss averaged over valid steps"),
     ("dien_aux_user_sum", "dien", {"aux_loss_reduction": "user_sum"},
      "aux loss summed over each user's steps (paper)"),
+    ("dien_fuxictr_like", "dien", FUXICTR_DIEN,
+     "DIEN with FuxiCTR 2.3.10's choices: bilinear attention with W = I, no "
+     "auxiliary loss, no tower-input normalisation, N(0, 1e-4) embeddings, "
+     "PyTorch's Adam (its epsilon; every embedding row every step)"),
+    ("dien_fuxictr_like_aux", "dien",
+     OURS_VARIANTS["fuxictr_dien_with_our_aux_loss"],
+     "the same with our auxiliary loss"),
     ("dien_prepared_negatives", "dien", {"aux_negatives": "prepared"},
      "aux negatives drawn once by prepare (uniform)"),
 ]
@@ -68,10 +76,16 @@ ROWS: List[Tuple[str, str, dict, str]] = [
 BEGIN, END = "<!-- ablation -->", "<!-- /ablation -->"
 
 
-def pending(done: List[dict], seeds: List[int], lane: Tuple[int, int]):
-  """(row, seed) pairs not in `done`, in row order, this lane's share."""
+def pending(done: List[dict], seeds: List[int], lane: Tuple[int, int],
+            names: Optional[List[str]] = None):
+  """(row, seed) pairs not in `done`, in row order, this lane's share (of
+  the rows named in `names`, or of all rows)."""
+  unknown = sorted(set(names or ()) - {row[0] for row in ROWS})
+  if unknown:
+    raise ValueError(f"--rows: no such row {unknown}")
   keys = {(r["variant"], r["model"], r["seed"]) for r in done}
-  pairs = [(row, seed) for row in ROWS for seed in seeds]
+  pairs = [(row, seed) for row in ROWS for seed in seeds
+           if not names or row[0] in names]
   index, count = lane
   return [(row, seed) for i, (row, seed) in enumerate(pairs)
           if i % count == index and (row[0], row[1], seed) not in keys]
@@ -131,6 +145,8 @@ def main(argv=None) -> None:
   parser.add_argument("--out", required=True, help="JSON lines, appended")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--lane", default="0/1", help="i/n: every n-th run")
+  parser.add_argument("--rows", default=None,
+                      help="comma-separated row names (default: every row)")
   parser.add_argument("--write", help="markdown file with an ablation block")
   parser.add_argument("--table_only", action="store_true")
   args = parser.parse_args(argv)
@@ -142,7 +158,8 @@ def main(argv=None) -> None:
   if not args.table_only:
     import seeds  # noqa: E402  (imports TensorFlow)
     for (name, model, overrides, _), seed in pending(
-        done, [int(s) for s in args.seeds.split(",")], (index, count)):
+        done, [int(s) for s in args.seeds.split(",")], (index, count),
+        args.rows.split(",") if args.rows else None):
       row = seeds.run_one(args.data, name, overrides, model, seed)
       print(json.dumps({k: row[k] for k in ("variant", "model", "seed",
                                             "test", "best_epoch",
