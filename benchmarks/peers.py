@@ -87,9 +87,14 @@ for _name, _fields in {
   OURS_VARIANTS[f"fuxictr_dien_with_our_{_name}"] = {
       k: v for k, v in FUXICTR_DIEN.items() if k not in _fields}
 del _name, _fields
-# FuxiCTR's DIN choices with its dense Adam as well.
-OURS_VARIANTS["fuxictr_din"] = dict(OURS_VARIANTS["fuxictr_like"],
-                                    optimizer="adam")
+OURS_VARIANTS["padded_statistics"] = {"attention_padded_statistics": True}
+# FuxiCTR's DIN choices with its dense Adam, then also its Dice statistics
+# over padded positions (all of its choices that ours has as options).
+OURS_VARIANTS["fuxictr_din_masked_statistics"] = dict(
+    OURS_VARIANTS["fuxictr_like"], optimizer="adam")
+OURS_VARIANTS["fuxictr_din"] = dict(
+    OURS_VARIANTS["fuxictr_din_masked_statistics"],
+    attention_padded_statistics=True)
 MODELS = ("din", "dien")
 BATCH = 256
 EMBEDDING = 18

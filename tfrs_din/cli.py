@@ -75,6 +75,10 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--attention_units", type=_units, default=d.attention_units)
   a("--attention_activation", default=d.attention_activation)
   a("--attention_normalization", choices=["none", "softmax"], default="none")
+  a("--attention_padded_statistics", type=_boolean,
+    default=d.attention_padded_statistics,
+    help="DIN: Dice statistics of the activation unit also over padded "
+    "positions, as FuxiCTR and DeepCTR-Torch compute them")
   a("--behaviour_sum_in_tower", choices=["auto", "true", "false"],
     default="auto",
     help="also feed the tower the behaviour sum s and item * s (auto: DIN "
@@ -137,6 +141,7 @@ def _train_config(args, model: str) -> TrainConfig:
       pooling=args.pooling, attention_units=args.attention_units,
       attention_activation=args.attention_activation,
       attention_normalization=none(args.attention_normalization),
+      attention_padded_statistics=args.attention_padded_statistics,
       gru_units=args.gru_units, gru_type=args.gru_type,
       aux_loss_weight=args.aux_loss_weight,
       aux_loss_reduction=args.aux_loss_reduction,

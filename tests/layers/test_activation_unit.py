@@ -101,3 +101,53 @@ def test_ragged_keys_give_the_same_result_as_padded_keys_and_mask(
   np.testing.assert_allclose(r_w, w, rtol=1e-5, atol=1e-6)  # longest row: L
   with pytest.raises(ValueError, match="mask must be None"):
     layer(tf.constant(q), ragged, mask=tf.constant(MASK))
+
+
+def _dice_statistics(layer):
+  """The moving mean and variance of every Dice in the unit."""
+  from tfrs_din.layers.dice import Dice  # pylint: disable=g-import-not-at-top
+  dices = [layer._first_activation] + [
+      m for m in layer._rest.submodules if isinstance(m, Dice)]
+  assert len(dices) == 2
+  return [v.numpy() for d in dices for v in (d.moving_mean, d.moving_variance)]
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_padded_statistics_equal_scoring_every_position(ragged):
+  # FuxiCTR and DeepCTR-Torch score every position up to the batch's longest
+  # history, padded ones with a zero behaviour, and Dice's batch statistics
+  # see them all. The option gets the same scores and moving statistics
+  # from one weighted pair per row.
+  q, keys = _inputs()
+  keys = keys * MASK[:, :, None]         # padded behaviours embed to zero
+  width = MASK.sum(1).max()              # the longest history: all L here
+  option = LocalActivationUnit((5, 3), padded_statistics=True)
+  every = LocalActivationUnit((5, 3))
+  default = LocalActivationUnit((5, 3))
+  for layer in (option, every, default):
+    layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK))
+  every.set_weights(option.get_weights())
+  default.set_weights(option.get_weights())
+  given = (tf.ragged.boolean_mask(tf.constant(keys), tf.constant(MASK))
+           if ragged else tf.constant(keys))
+  mask = None if ragged else tf.constant(MASK)
+  pooled, w = option(tf.constant(q), given, mask=mask, return_weights=True,
+                     training=True)
+  e_pooled, e_w = every(tf.constant(q), tf.constant(keys[:, :width]),
+                        mask=tf.ones([B, width], tf.bool),
+                        return_weights=True, training=True)
+  np.testing.assert_allclose(pooled, e_pooled, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(w, np.where(MASK, e_w, 0.0), rtol=1e-5,
+                             atol=1e-6)
+  for mine, theirs in zip(_dice_statistics(option), _dice_statistics(every)):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
+  # Only the statistics differ from the default: it sees valid pairs only.
+  d_pooled = default(tf.constant(q), given, mask=mask, training=True)
+  assert np.abs(d_pooled.numpy() - pooled.numpy()).max() > 1e-3
+  # Inference uses the moving statistics either way.
+  default.set_weights(option.get_weights())
+  np.testing.assert_allclose(
+      default(tf.constant(q), given, mask=mask, training=False),
+      option(tf.constant(q), given, mask=mask, training=False), rtol=1e-6)
+  config = option.get_config()
+  assert LocalActivationUnit.from_config(config).padded_statistics is True

@@ -61,6 +61,13 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     normalization: None or "softmax".
     kernel_initializer: initializer of the scoring net's dense kernels.
     bias_initializer: initializer of its dense biases.
+    padded_statistics: in training, Dice's batch statistics also count the
+      padded positions up to the batch's longest history, with a zero
+      behaviour (k = 0, so the first layer gives (W1 + W3) q + b), as
+      FuxiCTR and DeepCTR-Torch compute them by scoring every position.
+      Scores, pooling and inference are unchanged; the statistics then
+      depend on how much padding a batch holds. Default False: only valid
+      behaviours count (measured in docs/results.md).
 
   Call args:
     query: [B, D] or [B, N, D] candidate embeddings.
@@ -84,8 +91,10 @@ class LocalActivationUnit(tf.keras.layers.Layer):
                activation: Optional[str] = "dice",
                normalization: Optional[str] = None,
                kernel_initializer: Any = "glorot_uniform",
-               bias_initializer: Any = "zeros", **kwargs):
+               bias_initializer: Any = "zeros",
+               padded_statistics: bool = False, **kwargs):
     super().__init__(**kwargs)
+    self.padded_statistics = bool(padded_statistics)
     if normalization not in (None, "softmax"):
       raise ValueError(
           f"normalization must be None or 'softmax', got {normalization!r}.")
@@ -127,6 +136,7 @@ class LocalActivationUnit(tf.keras.layers.Layer):
                  - tf.gather(keys.row_starts(), rows))
       positions = tf.stack([rows, columns], axis=1)
       batch, width = keys.nrows(), keys.bounding_shape(axis=1)
+      lengths = keys.row_lengths()
     else:
       if mask is None:
         mask = tf.ones(tf.shape(keys)[:2], dtype=tf.bool)
@@ -135,7 +145,12 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       valid_keys = tf.gather_nd(keys, positions)               # [P, D]
       batch = tf.shape(keys, out_type=tf.int64)[0]
       width = tf.shape(keys, out_type=tf.int64)[1]
-    scores = self.pair_scores(q, valid_keys, rows, training=training)  # [P, N]
+      lengths = tf.reduce_sum(tf.cast(mask, tf.int64), 1)
+    padding = None
+    if self.padded_statistics and training:   # [B]: padded positions per row
+      padding = tf.cast(tf.reduce_max(lengths) - lengths, tf.float32)
+    scores = self.pair_scores(q, valid_keys, rows, training=training,
+                              padding=padding)                  # [P, N]
     if self.normalization == "softmax":
       scores = _segment_softmax(scores, rows, batch)
     pooled = tf.math.unsorted_segment_sum(                     # [B, N, D]
@@ -150,11 +165,14 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     return pooled, weights
 
   def pair_scores(self, q: tf.Tensor, valid_keys: tf.Tensor, rows: tf.Tensor,
-                  training: Optional[bool] = None) -> tf.Tensor:
+                  training: Optional[bool] = None,
+                  padding: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Raw scores a(q_b, k_p) [P, N] of q [B, N, D] and keys [P, D] of rows b.
 
     Only valid behaviours are scored, so the work follows the real history
-    lengths, not the padded length.
+    lengths, not the padded length. `padding` [B] (`padded_statistics`): row
+    b's padded pairs all have the hidden value (W1 + W3) q_b + b, so one
+    such pair per row, weighted by its count, enters Dice's statistics.
     """
     w_q, w_k, w_diff, w_prod = tf.split(self.first_kernel, 4, axis=0)
     query_part = _project(q, w_q + w_diff) + self.first_bias    # [B, N, H]
@@ -163,6 +181,14 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     prod_part = _project(pair_q * tf.expand_dims(valid_keys, 1), w_prod)
     hidden = (prod_part + tf.gather(query_part, rows)
               + tf.expand_dims(key_part, 1))                    # [P, N, H]
+    if padding is not None:
+      pairs = tf.shape(hidden)[0]
+      hidden = tf.concat([hidden, query_part], 0)               # [P + B, N, H]
+      counts = tf.concat([tf.ones([pairs]), padding], 0)[:, tf.newaxis]
+      counts = counts * tf.ones_like(hidden[:, :, 0])           # [P + B, N]
+      hidden = self._first_activation(hidden, training=training, mask=counts)
+      scores = self._rest(hidden, training=training, mask=counts)
+      return tf.squeeze(scores, -1)[:pairs]
     if isinstance(self._first_activation, Dice):
       hidden = self._first_activation(hidden, training=training)
     else:
@@ -173,6 +199,7 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     config = super().get_config()
     config.update(hidden_units=self.hidden_units, activation=self.activation,
                   normalization=self.normalization,
+                  padded_statistics=self.padded_statistics,
                   kernel_initializer=tf.keras.initializers.serialize(
                       self.kernel_initializer),
                   bias_initializer=tf.keras.initializers.serialize(

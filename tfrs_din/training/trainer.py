@@ -80,6 +80,7 @@ class TrainConfig:
   attention_units: Tuple[int, ...] = (80, 40)
   attention_activation: str = "dice"
   attention_normalization: Optional[str] = None
+  attention_padded_statistics: bool = False  # DIN: FuxiCTR's Dice statistics
   gru_units: int = 36
   # DIEN as the official code (chosen on validation, docs/results.md).
   gru_type: str = "AUGRU_OFFICIAL"
@@ -154,7 +155,9 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
       "base": dict(pooling=config.pooling),
       "din": dict(attention_units=config.attention_units,
                   attention_activation=config.attention_activation,
-                  attention_normalization=config.attention_normalization),
+                  attention_normalization=config.attention_normalization,
+                  attention_padded_statistics=(
+                      config.attention_padded_statistics)),
       "dien": dict(gru_units=config.gru_units, gru_type=config.gru_type,
                    aux_loss_weight=config.aux_loss_weight,
                    aux_reduction=config.aux_loss_reduction,
