@@ -44,6 +44,9 @@ ROWS: List[Tuple[str, str, dict, str]] = [
                                  "adam_adaptive_epsilon": True},
      "DIN as FuxiCTR initialises and trains it: no behaviour sum in the "
      "tower, N(0, 1e-4) embeddings, PyTorch-style Adam epsilon"),
+    ("din_fuxictr_all", "din", OURS_VARIANTS["fuxictr_din"],
+     "the same with FuxiCTR's dense Adam and Dice statistics over padding "
+     "(all its choices that ours has)"),
     ("dien", "dien", {}, "DIEN, defaults (AUGRU official form, MLP "
      "attention, affine tower input, aux loss over padded steps, fresh "
      "negatives)"),
