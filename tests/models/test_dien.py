@@ -34,15 +34,22 @@ def _numpy_mlp_attention(model, candidate, states, length):
   return weights / weights.sum()
 
 
-def test_mlp_attention_matches_the_official_formula(small_data):
-  model = DIENModel(small_data.spec, attention="mlp", attention_units=(5, 3),
-                    **SMALL)
-  features = small_data.features(slice(0, 6))
+def _attention_inputs(model, features):
+  """The model's attention weights [B, T] and what they are computed from:
+  the embedded features, the interest states [B, T, H], the lengths [B]."""
   weights = model.attention_weights(features).numpy()
   embedded = model.embedder(features)
   states = model.extractor(embedded.history, embedded.mask).numpy()
   lengths = features[HISTORY_LENGTH].numpy()
   assert (lengths > 1).sum() >= 3
+  return weights, embedded, states, lengths
+
+
+def test_mlp_attention_matches_the_official_formula(small_data):
+  model = DIENModel(small_data.spec, attention="mlp", attention_units=(5, 3),
+                    **SMALL)
+  features = small_data.features(slice(0, 6))
+  weights, embedded, states, lengths = _attention_inputs(model, features)
   for row, length in enumerate(lengths):
     expected = _numpy_mlp_attention(
         model, embedded.candidate[row, 0].numpy(), states[row], length)
@@ -96,11 +103,7 @@ def test_identity_bilinear_attention_is_a_softmax_of_dot_products(small_data):
   np.testing.assert_array_equal(model.attention_kernel.numpy(),
                                 np.eye(item_dim, dtype=np.float32))
   features = small_data.features(slice(0, 6))
-  weights = model.attention_weights(features).numpy()
-  embedded = model.embedder(features)
-  states = model.extractor(embedded.history, embedded.mask).numpy()
-  lengths = features[HISTORY_LENGTH].numpy()
-  assert (lengths > 1).sum() >= 3
+  weights, embedded, states, lengths = _attention_inputs(model, features)
   for row, length in enumerate(lengths):
     scores = states[row, :length] @ embedded.candidate[row, 0].numpy()
     expected = np.exp(scores - scores.max())
