@@ -136,7 +136,6 @@ class LocalActivationUnit(tf.keras.layers.Layer):
                  - tf.gather(keys.row_starts(), rows))
       positions = tf.stack([rows, columns], axis=1)
       batch, width = keys.nrows(), keys.bounding_shape(axis=1)
-      lengths = keys.row_lengths()
     else:
       if mask is None:
         mask = tf.ones(tf.shape(keys)[:2], dtype=tf.bool)
@@ -145,10 +144,11 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       valid_keys = tf.gather_nd(keys, positions)               # [P, D]
       batch = tf.shape(keys, out_type=tf.int64)[0]
       width = tf.shape(keys, out_type=tf.int64)[1]
-      lengths = tf.reduce_sum(tf.cast(mask, tf.int64), 1)
     padding = None
     if self.padded_statistics and training:   # [B]: padded positions per row
-      padding = tf.cast(tf.reduce_max(lengths) - lengths, tf.float32)
+      lengths = tf.math.bincount(rows, minlength=batch, maxlength=batch,
+                                 dtype=tf.float32)
+      padding = tf.reduce_max(lengths) - lengths
     scores = self.pair_scores(q, valid_keys, rows, training=training,
                               padding=padding)                  # [P, N]
     if self.normalization == "softmax":
