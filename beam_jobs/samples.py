@@ -161,6 +161,8 @@ class FastUserSampleBuilder(UserSampleBuilder):
         n: {} for n in self.encoder.names}
     # (raw item, raw item features) -> the item's row of indices.
     self._row_cache: Dict[Tuple, Tuple[int, ...]] = {}
+    # Record length -> a TFRecord frame's first 12 bytes (length, its CRC).
+    self._frame_heads: Dict[int, bytes] = {}
 
   def _value_entry(self, j: int, value: int) -> bytes:
     key = (j, value)
@@ -251,6 +253,7 @@ class FastUserSampleBuilder(UserSampleBuilder):
     lengths = encoding._VARINTS  # pylint: disable=protected-access
     size = encoding.VARINT_TABLE_SIZE
     varint = encoding.varint
+    heads = self._frame_heads
 
     def frame(target: Tuple[int, ...], label: int) -> bytes:
       # encoding.tfrecord(enc.example(slots)), inlined.
@@ -261,9 +264,11 @@ class FastUserSampleBuilder(UserSampleBuilder):
       features = b"".join(slots)
       n = len(features)
       record = b"\x0a" + (lengths[n] if n < size else varint(n)) + features
-      length = pack("<Q", len(record))
-      return b"".join((length, pack("<I", crc(length)), record,
-                       pack("<I", crc(record))))
+      head = heads.get(len(record))
+      if head is None:  # the length and its CRC: one per record length
+        length = pack("<Q", len(record))
+        head = heads[len(record)] = length + pack("<I", crc(length))
+      return b"".join((head, record, pack("<I", crc(record))))
 
     out: Dict[str, List[bytes]] = {"train": [], "test": []}
     if opts.protocol == "next_item":
