@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import io
 import json
+import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -196,6 +197,11 @@ class RowParser:
     self.fmt = fmt
     self.header = header
     self.delimiter = "\t" if fmt == "tsv" else ","
+    # What keeps a block from being plain (`is_plain`): anything but
+    # printable ASCII, the delimiter and line ends; a quote; a lone '\r'.
+    self._not_plain = (re.compile(
+        f"[^!-~\n\r{re.escape(self.delimiter)}]|\"|\r(?!\n)")
+                       if fmt in ("csv", "tsv") and header is not None else None)
     if header is not None:
       position = {name: i for i, name in enumerate(header)}  # last one wins
       pick = lambda name: position.get(name) if name else None
@@ -227,6 +233,26 @@ class RowParser:
       return None, dead_letter("events", f"expected {len(self.header)} columns,"
                                f" got {len(values)}", line)
     try:
+      return self._fast([value.strip() for value in values], item_table)
+    except (ValueError, TypeError, LookupError):
+      return self._validate_row(dict(zip(self.header, values)), item_table)
+
+  def is_plain(self, text: str) -> bool:
+    """Whether every line of a CSV/TSV block `text` splits on the delimiter
+    alone: printable ASCII other than space and '"' (no quoting, no field
+    with whitespace around it), and line ends '\\n' or '\\r\\n'."""
+    return self._not_plain is not None and self._not_plain.search(text) is None
+
+  def parse_plain(self, line: str, item_table: Optional[Dict] = None):
+    """`parse` for a line of a block that `is_plain`: the same results,
+    without the checks and strips such a line cannot need."""
+    if not line:
+      return None
+    values = line.split(self.delimiter)
+    if len(values) != len(self.header):
+      return None, dead_letter("events", f"expected {len(self.header)} columns,"
+                               f" got {len(values)}", line)
+    try:
       return self._fast(values, item_table)
     except (ValueError, TypeError, LookupError):
       return self._validate_row(dict(zip(self.header, values)), item_table)
@@ -239,18 +265,17 @@ class RowParser:
     return event.user, event_record(event)
 
   def _fast(self, values: List[str], item_table: Optional[Dict]):
-    """`validate` for a split line; raises on anything unusual (the caller
-    then takes the reference path)."""
-    user = values[self._user].strip()
-    item = values[self._item].strip()
+    """`validate` for a split line whose fields are stripped; raises on
+    anything unusual (the caller then takes the reference path)."""
+    user = values[self._user]
+    item = values[self._item]
     if not user or not item:
       raise ValueError("missing field")
-    text = values[self._ts].strip()
-    timestamp = float(text)  # ISO-8601 and errors: reference path
+    timestamp = float(values[self._ts])  # ISO-8601 and errors: reference path
     cols = self.columns
     label = 1
     if cols.label:
-      raw = values[self._label].strip()
+      raw = values[self._label]
       if raw in ("1", "1.0", "true", "True"):
         label = 1
       elif raw in ("0", "0.0", "false", "False"):
@@ -258,16 +283,16 @@ class RowParser:
       else:
         raise ValueError("label")
     elif cols.rating:
-      raw = values[self._rating].strip()
+      raw = values[self._rating]
       if not raw:
         raise ValueError("rating")
       label = int(float(raw) >= cols.rating_threshold)
     if item_table is not None:
       item_feats = item_table[item]
     else:
-      item_feats = tuple([(n, _nonempty(values[i].strip()))
+      item_feats = tuple([(n, _nonempty(values[i]))
                           for n, i in self._item_features])
-    user_feats = (tuple([(n, _nonempty(values[i].strip()))
+    user_feats = (tuple([(n, _nonempty(values[i]))
                          for n, i in self._user_features])
                   if self._user_features else ())
     return user, (timestamp, item, label, item_feats, user_feats)

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -139,6 +138,7 @@ def _dofns_on_lists(prepare, config) -> dict:
   times["clean_vocab_s"] = time.perf_counter() - start
   start = time.perf_counter()
   samples = prepare.BuildUserSamples(config, 1)
+  samples.setup()
   shards = collections.defaultdict(list)
   for element in users:
     for tag, value in samples.process(element, catalogue):
@@ -149,7 +149,8 @@ def _dofns_on_lists(prepare, config) -> dict:
   # for (the frames the files get), in MB.
   payloads = [frames for users_ in shards.values() for _, _, frames in users_]
   sizes = {"shuffle_mb": sum(map(len, payloads)) / 1e6,
-           "frames_mb": sum(len(zlib.decompress(p)) for p in payloads) / 1e6}
+           "frames_mb": sum(len(prepare.shuffle_decompress(p))
+                                 for p in payloads) / 1e6}
   start = time.perf_counter()
   writer = prepare.WriteShard(config.output, 1)
   os.makedirs(config.output + "/train", exist_ok=True)

@@ -157,6 +157,29 @@ def test_row_parser_agrees_with_split_and_validate():
     assert repr(got) == repr(want), line  # repr: nan == nan
 
 
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_plain_blocks_parse_as_every_line_does(fmt):
+  header = ["user_id", "item_id", "category_id", "timestamp", "rating"]
+  parser = RowParser(Columns(rating="rating"), fmt, header)
+  d = parser.delimiter
+  plain = ["u1,a,c,1,5", "u2,,c,1,5", "u3,b,c,notatime,5",
+           "u3,b,c,2020-01-01T00:00:00Z,5", "u4,b,,1,5", "u5,b,c,1,x",
+           "u6,b,c,1", "u9,b,c,1,5,6", "u11,b,c,,4", "u12,b,c,1,", "",
+           "u13,b,c,nan,4", "u14,b,c,1e3,4.5", "u15,b,c,1_000,2"]
+  plain = [line.replace(",", d) for line in plain]
+  for end in ("\n", "\r\n"):
+    text = end.join(plain) + end
+    assert parser.is_plain(text), end
+    for line in plain:
+      assert repr(parser.parse_plain(line)) == repr(parser.parse(line)), line
+  # What the plain path must not see: each makes its block not plain.
+  for odd in (" a", "a\t" if fmt == "csv" else "a b", '"a"', "\u00e9",
+              "a\rb", "a\x00", "a\x0b", "a\x1f", "\u3000"):
+    text = "\n".join(plain[:2] + [plain[0].replace("a", odd, 1)]) + "\n"
+    assert not parser.is_plain(text), repr(odd)
+  assert not RowParser(Columns(), "jsonl").is_plain('{"user_id": "u"}\n')
+
 # Whole runs -----------------------------------------------------------------
 def _events_log(tmp_path):
   rng = np.random.default_rng(11)

@@ -1,5 +1,6 @@
 """The Beam job on small hand-made logs: exact samples, negatives, counts."""
 
+import gc
 import glob
 import gzip
 import json
@@ -390,3 +391,29 @@ def test_refuses_to_mix_with_an_existing_output_unless_overwrite(tmp_path):
   again = prepare.run(config)
   assert again["counts"] == first["counts"]
   assert len(_read_examples(config.output, "train")) == first["counts"]["samples_train"]
+
+
+def test_full_collections_are_rarer_inside_the_block_only():
+  old = gc.get_threshold()
+  with prepare.fewer_full_collections(every=777):
+    assert gc.get_threshold() == (old[0], old[1], max(old[2], 777))
+  assert gc.get_threshold() == old
+  with pytest.raises(RuntimeError):
+    with prepare.fewer_full_collections(every=777):
+      raise RuntimeError("a failing pipeline")
+  assert gc.get_threshold() == old
+
+
+def test_the_pipeline_runs_with_rarer_full_collections(tmp_path, monkeypatch):
+  seen = []
+  process = prepare.WriteShard.process
+
+  def spy(self, element):
+    seen.append(gc.get_threshold()[2])
+    yield from process(self, element)
+
+  monkeypatch.setattr(prepare.WriteShard, "process", spy)
+  old = gc.get_threshold()
+  prepare.run(_config(tmp_path, _write(tmp_path, EVENTS)))
+  assert seen and set(seen) == {max(old[2], prepare.FULL_COLLECTION_EVERY)}
+  assert gc.get_threshold() == old
