@@ -548,6 +548,7 @@ class BuildUserSamples(beam.DoFn):
       written += n
       yield RECORDS, ((split, shard), (
           user, n, self._compressor.compress(frames)))
+    yield COUNT, (SAMPLES_BUILT, written)
     self._samples.inc(written)
     _Progress.add("users done", 1, self._progress_seconds)
     _Progress.add("samples written", written, self._progress_seconds)
@@ -649,6 +650,42 @@ def _metadata(config: PrepareConfig, sizes: Dict[str, int], counts) -> str:
       "options": options}, indent=2, sort_keys=True)
 
 
+# Samples made per user (counted before the (split, shard) shuffle, against
+# the samples the shard writers wrote after it); not in the metadata.
+SAMPLES_BUILT = "samples_built"
+
+
+def check_accounting(counts: Dict[str, int]) -> None:
+  """Raises ValueError unless every event read was used or dead-lettered and
+  every sample made was written.
+
+  Events are counted where they are read, used where their samples are made
+  (after the group-by-user) and rejected where the dead letters are written
+  (after their own shuffle); samples where they are made and where the files
+  are written. A runner that drops or repeats elements in a shuffle (seen
+  here: Dask's disk shuffle across worker processes) breaks one of the two
+  equations, and the job then fails instead of committing that output.
+
+  Args:
+    counts: the run's counts, `SAMPLES_BUILT` included.
+  """
+  read, used, rejected = (counts.get(k, 0) for k in (
+      "events_read", "events_used", "events_rejected"))
+  if read != used + rejected:
+    raise ValueError(
+        f"events_read {read} != events_used {used} + events_rejected "
+        f"{rejected}: the runner lost or repeated {read - used - rejected:+d} "
+        "events between reading them and writing their samples or dead "
+        "letters; nothing is committed")
+  built = counts.get(SAMPLES_BUILT, 0)
+  written = counts.get("samples_train", 0) + counts.get("samples_test", 0)
+  if built != written:
+    raise ValueError(
+        f"samples made {built} != samples_train + samples_test {written}: the "
+        f"runner lost or repeated {built - written:+d} samples in the shuffle "
+        "before the shard writers; nothing is committed")
+
+
 def _write_metadata(parts, root: str, config: PrepareConfig) -> str:
   """The last step: every count, reason and size of the run -> metadata.json.
 
@@ -668,7 +705,9 @@ def _write_metadata(parts, root: str, config: PrepareConfig) -> str:
   if "item_id" not in sizes:
     raise ValueError("no event was kept, so there is no item vocabulary: see "
                      f"the dead letters in {root}/dead_letter")
+  check_accounting(counts)
   counts = dict(counts)
+  counts.pop(SAMPLES_BUILT, None)
   counts["rejected_by_reason"] = sorted(reasons,
                                         key=lambda x: (x["source"], x["reason"]))
   _write_file(f"{root}/{schema.METADATA_FILE}", _metadata(config, sizes, counts))

@@ -97,3 +97,44 @@ def test_progress_lines_are_logged_while_it_runs(tmp_path, caplog):
   # user done: the totals grow line by line.
   assert len(lines) >= 30
   assert "events read 181, users done 30, samples written" in lines[-1]
+
+
+def test_check_accounting_names_what_does_not_add_up():
+  good = {"events_read": 10, "events_used": 7, "events_rejected": 3,
+          prepare.SAMPLES_BUILT: 12, "samples_train": 9, "samples_test": 3}
+  prepare.check_accounting(good)
+  with pytest.raises(ValueError, match=r"events_read 10 != events_used 6 \+ "
+                     r"events_rejected 3: the runner lost or repeated \+1 events"):
+    prepare.check_accounting(dict(good, events_used=6))
+  with pytest.raises(ValueError, match=r"samples made 12 != samples_train \+ "
+                     r"samples_test 13: .* repeated -1 samples"):
+    prepare.check_accounting(dict(good, samples_train=10))
+
+
+def _losing_user_u3(monkeypatch, dofn):
+  """A runner that silently loses user u3 in the input of `dofn`: its element
+  in the group-by-user (CleanUser), its frames in a shard (WriteShard)."""
+  process = dofn.process
+
+  def lossy(self, element, *args):
+    key, values = element
+    if dofn is prepare.WriteShard:
+      element = (key, [user for user in values if user[0] != "u3"])
+    elif key == "u3":
+      return
+    yield from process(self, element, *args)
+  monkeypatch.setattr(dofn, "process", lossy)
+
+
+@pytest.mark.parametrize("dofn, error", [
+    (prepare.CleanUser, r"events_read 181 != events_used 174 \+ "
+     r"events_rejected 1: the runner lost or repeated \+6 events"),
+    (prepare.WriteShard, r"samples made \d+ != samples_train \+ samples_test "
+     r"\d+: the runner lost or repeated \+\d+ samples")])
+def test_a_runner_that_loses_data_fails_the_run(tmp_path, monkeypatch, dofn,
+                                                error):
+  config = _config(tmp_path)
+  _losing_user_u3(monkeypatch, dofn)
+  with pytest.raises(prepare.PrepareFailed, match=error):
+    prepare.run(config)
+  assert not os.path.exists(config.output) or not files_under(config.output)
