@@ -90,3 +90,14 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, cluster):
   # Dask re-ran the lost tasks; every write is deterministic and idempotent.
   assert files_under(config.output) == expected
   assert result["metadata"]["counts"]["events_read"] == 8000
+
+
+def test_dasks_disk_shuffle_is_refused_before_anything_runs(tmp_path):
+  import dask  # pylint: disable=g-import-not-at-top
+  config = prepare.PrepareConfig(events=_log(tmp_path / "events.csv", 50, 5),
+                                 output=str(tmp_path / "out"))
+  args = ["--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:1"]
+  with dask.config.set({"dataframe.shuffle.method": "disk"}):
+    with pytest.raises(ValueError, match=r"disk shuffle .* loses events"):
+      prepare.run(config, args)
+  assert not os.path.exists(config.output)
