@@ -229,13 +229,7 @@ class RowParser:
       values = next(csv.reader([line], delimiter=self.delimiter))
     else:
       values = line.split(self.delimiter)
-    if len(values) != len(self.header):
-      return None, dead_letter("events", f"expected {len(self.header)} columns,"
-                               f" got {len(values)}", line)
-    try:
-      return self._fast([value.strip() for value in values], item_table)
-    except (ValueError, TypeError, LookupError):
-      return self._validate_row(dict(zip(self.header, values)), item_table)
+    return self._from_values(values, line, item_table, strip=True)
 
   def is_plain(self, text: str) -> bool:
     """Whether every line of a CSV/TSV block `text` splits on the delimiter
@@ -248,12 +242,19 @@ class RowParser:
     without the checks and strips such a line cannot need."""
     if not line:
       return None
-    values = line.split(self.delimiter)
+    return self._from_values(line.split(self.delimiter), line, item_table,
+                             strip=False)
+
+  def _from_values(self, values: List[str], line: str,
+                   item_table: Optional[Dict], strip: bool):
+    """A line's split fields -> `parse`'s result (`strip`: the fields may
+    have whitespace around them)."""
     if len(values) != len(self.header):
       return None, dead_letter("events", f"expected {len(self.header)} columns,"
                                f" got {len(values)}", line)
     try:
-      return self._fast(values, item_table)
+      return self._fast([value.strip() for value in values] if strip
+                        else values, item_table)
     except (ValueError, TypeError, LookupError):
       return self._validate_row(dict(zip(self.header, values)), item_table)
 
