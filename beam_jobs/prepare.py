@@ -942,8 +942,8 @@ def _runner_args(beam_args: Sequence[str]) -> List[str]:
 def _check_dask_shuffle(options: PipelineOptions) -> None:
   """Raises ValueError for Dask's disk shuffle on the DaskRunner: Dask bags
   shuffle through partd files that its worker processes do not write safely
-  together (on a LocalCluster of 2 processes it lost 45,573 and 90,899 of 1M
-  events in two of four runs; docs/benchmarks.md)."""
+  together (on a LocalCluster of 2 processes it lost data in three of six
+  1M-event runs; docs/benchmarks.md)."""
   runner = options.get_all_options().get("runner") or ""
   if not runner.endswith("DaskRunner"):
     return
