@@ -502,7 +502,7 @@ def shuffle_decompress(payload: bytes) -> bytes:
 class BuildUserSamples(beam.DoFn):
   """("user", (user, ordered records)) -> ("records", ((split, shard), (user,
   n, compressed TFRecord frames))) per split, ("count", ("events_used",
-  n)); if no sample can be made (no item is left to sample as a negative) the
+  n)) and ("count", (SAMPLES_BUILT, samples)); if no sample can be made (no item is left to sample as a negative) the
   user's events are dead-lettered with the reason.
   """
 

@@ -157,7 +157,6 @@ def test_row_parser_agrees_with_split_and_validate():
     assert repr(got) == repr(want), line  # repr: nan == nan
 
 
-
 @pytest.mark.parametrize("fmt", ["csv", "tsv"])
 def test_plain_blocks_parse_as_every_line_does(fmt):
   header = ["user_id", "item_id", "category_id", "timestamp", "rating"]
@@ -179,6 +178,7 @@ def test_plain_blocks_parse_as_every_line_does(fmt):
     text = "\n".join(plain[:2] + [plain[0].replace("a", odd, 1)]) + "\n"
     assert not parser.is_plain(text), repr(odd)
   assert not RowParser(Columns(), "jsonl").is_plain('{"user_id": "u"}\n')
+
 
 # Whole runs -----------------------------------------------------------------
 def _events_log(tmp_path):
