@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import io
 import json
-import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -197,11 +196,12 @@ class RowParser:
     self.fmt = fmt
     self.header = header
     self.delimiter = "\t" if fmt == "tsv" else ","
-    # What keeps a block from being plain (`is_plain`): anything but
-    # printable ASCII, the delimiter and line ends; a quote; a lone '\r'.
-    self._not_plain = (re.compile(
-        f"[^!-~\n\r{re.escape(self.delimiter)}]|\"|\r(?!\n)")
-                       if fmt in ("csv", "tsv") and header is not None else None)
+    # What a plain block (`is_plain`) may hold: printable ASCII but '"',
+    # the delimiter and line ends (bytes, for `bytes.translate`).
+    self._plain_bytes = (
+        bytes(sorted((set(range(0x21, 0x7F)) | {0x0A, 0x0D, ord(self.delimiter)})
+                     - {ord('"')}))
+        if fmt in ("csv", "tsv") and header is not None else None)
     if header is not None:
       position = {name: i for i, name in enumerate(header)}  # last one wins
       pick = lambda name: position.get(name) if name else None
@@ -235,7 +235,13 @@ class RowParser:
     """Whether every line of a CSV/TSV block `text` splits on the delimiter
     alone: printable ASCII other than space and '"' (no quoting, no field
     with whitespace around it), and line ends '\\n' or '\\r\\n'."""
-    return self._not_plain is not None and self._not_plain.search(text) is None
+    if self._plain_bytes is None or not text.isascii():
+      return False
+    raw = text.encode("ascii")
+    if raw.translate(None, self._plain_bytes):  # a byte that is not allowed
+      return False
+    returns = raw.count(b"\r")
+    return returns == 0 or returns == raw.count(b"\r\n")  # no lone '\r'
 
   def parse_plain(self, line: str, item_table: Optional[Dict] = None):
     """`parse` for a line of a block that `is_plain`: the same results,

@@ -13,6 +13,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -177,6 +178,11 @@ def test_plain_blocks_parse_as_every_line_does(fmt):
               "a\rb", "a\x00", "a\x0b", "a\x1f", "\u3000"):
     text = "\n".join(plain[:2] + [plain[0].replace("a", odd, 1)]) + "\n"
     assert not parser.is_plain(text), repr(odd)
+  # Every character, against the rule written as a regular expression.
+  rule = re.compile(f"[^!-~\n\r{re.escape(d)}]|\"|\r(?!\n)")
+  for code in list(range(0x100)) + [0x3000, 0x1F600]:
+    for text in (f"u{chr(code)}1{d}a\n", f"u1{d}a{chr(code)}", chr(code)):
+      assert parser.is_plain(text) == (rule.search(text) is None), (code, text)
   assert not RowParser(Columns(), "jsonl").is_plain('{"user_id": "u"}\n')
 
 
