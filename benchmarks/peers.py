@@ -88,6 +88,13 @@ for _name, _fields in {
       k: v for k, v in FUXICTR_DIEN.items() if k not in _fields}
 del _name, _fields
 OURS_VARIANTS["padded_statistics"] = {"attention_padded_statistics": True}
+# DIN options of the official code (zhougr1993/DeepInterestNetwork
+# din/model.py: sigmoid scoring net, softmax over the history; the DIEN
+# repository's tower also normalises its input).
+OURS_VARIANTS["softmax_attention"] = {"attention_normalization": "softmax"}
+OURS_VARIANTS["sigmoid_attention"] = {"attention_activation": "sigmoid"}
+OURS_VARIANTS["tower_batch_norm"] = {"tower_input_normalization": "batch"}
+OURS_VARIANTS["tower_affine"] = {"tower_input_normalization": "affine"}
 # FuxiCTR's DIN choices with its dense Adam, then also its Dice statistics
 # over padded positions (all of its choices that ours has as options).
 OURS_VARIANTS["fuxictr_din_masked_statistics"] = dict(
