@@ -1,5 +1,6 @@
 """The Beam job on small hand-made logs: exact samples, negatives, counts."""
 
+import dataclasses
 import gc
 import glob
 import gzip
@@ -417,3 +418,22 @@ def test_the_pipeline_runs_with_rarer_full_collections(tmp_path, monkeypatch):
   prepare.run(_config(tmp_path, _write(tmp_path, EVENTS)))
   assert seen and set(seen) == {max(old[2], prepare.FULL_COLLECTION_EVERY)}
   assert gc.get_threshold() == old
+
+
+def test_a_shard_holds_its_users_in_hash_order_not_id_order(tmp_path):
+  # 40 users u00..u39, 3 events each, one shard: the file holds each user's
+  # samples together, users in the order of `write_order` (a hash of the id).
+  lines = ["user_id,item_id,category_id,timestamp"]
+  for u in range(40):
+    lines += [f"u{u:02d},i{(u + k) % 7},c{k % 2},{k + 1}" for k in range(3)]
+  config = dataclasses.replace(
+      _config(tmp_path, _write(tmp_path, "\n".join(lines) + "\n")),
+      num_shards=1)
+  prepare.run(config)
+  users = _vocab(config.output, "user_id")
+  order = [users.ids[int(_decode(r)["user_id"][0]) - 2]
+           for r in _read_examples(config.output, "train")]
+  runs = [u for i, u in enumerate(order) if i == 0 or order[i - 1] != u]
+  assert sorted(runs) == [f"u{u:02d}" for u in range(40)]  # each user once
+  assert runs == sorted(runs, key=lambda u: prepare.write_order((u, 0, b"")))
+  assert runs != sorted(runs)
