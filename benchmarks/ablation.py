@@ -47,6 +47,9 @@ ROWS: List[Tuple[str, str, dict, str]] = [
     ("din_fuxictr_all", "din", OURS_VARIANTS["fuxictr_din"],
      "the same with FuxiCTR's dense Adam and Dice statistics over padding "
      "(all its choices that ours has)"),
+    ("din_sum_start", "din", OURS_VARIANTS["sum_start"],
+     "DIN whose attention starts as sum pooling (weights 1 + the scoring "
+     "net's output), without the behaviour sum in the tower"),
     ("dien", "dien", {}, "DIEN, defaults (AUGRU official form, MLP "
      "attention, affine tower input, aux loss over padded steps, fresh "
      "negatives)"),

@@ -95,6 +95,9 @@ OURS_VARIANTS["softmax_attention"] = {"attention_normalization": "softmax"}
 OURS_VARIANTS["sigmoid_attention"] = {"attention_activation": "sigmoid"}
 OURS_VARIANTS["tower_batch_norm"] = {"tower_input_normalization": "batch"}
 OURS_VARIANTS["tower_affine"] = {"tower_input_normalization": "affine"}
+OURS_VARIANTS["sum_start"] = {"attention_initial_weight": 1.0,
+                              "behaviour_sum_in_tower": False}
+OURS_VARIANTS["sum_start_with_sum"] = {"attention_initial_weight": 1.0}
 # FuxiCTR's DIN choices with its dense Adam, then also its Dice statistics
 # over padded positions (all of its choices that ours has as options).
 OURS_VARIANTS["fuxictr_din_masked_statistics"] = dict(

@@ -79,6 +79,10 @@ def _add_training_options(parser: argparse.ArgumentParser,
     default=d.attention_padded_statistics,
     help="DIN: Dice statistics of the activation unit also over padded "
     "positions, as FuxiCTR and DeepCTR-Torch compute them")
+  a("--attention_initial_weight", type=float,
+    default=d.attention_initial_weight,
+    help="DIN: w0 added to every attention weight (1.0: the pooling starts "
+    "as sum pooling)")
   a("--behaviour_sum_in_tower", choices=["auto", "true", "false"],
     default="auto",
     help="also feed the tower the behaviour sum s and item * s (auto: DIN "
@@ -142,6 +146,7 @@ def _train_config(args, model: str) -> TrainConfig:
       attention_activation=args.attention_activation,
       attention_normalization=none(args.attention_normalization),
       attention_padded_statistics=args.attention_padded_statistics,
+      attention_initial_weight=args.attention_initial_weight,
       gru_units=args.gru_units, gru_type=args.gru_type,
       aux_loss_weight=args.aux_loss_weight,
       aux_loss_reduction=args.aux_loss_reduction,

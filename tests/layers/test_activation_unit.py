@@ -151,3 +151,34 @@ def test_padded_statistics_equal_scoring_every_position(ragged):
       option(tf.constant(q), given, mask=mask, training=False), rtol=1e-6)
   config = option.get_config()
   assert LocalActivationUnit.from_config(config).padded_statistics is True
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_initial_weight_one_starts_as_sum_pooling(training):
+  q, keys = _inputs()
+  layer = LocalActivationUnit((5, 3), activation="dice", initial_weight=1.0)
+  layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK))
+  # The scoring net's output is w = 1 + a(q, k): with a = 0 (its output
+  # layer zeroed), DIN's pooling is the masked sum of the behaviours.
+  for v in layer._rest._output.weights:
+    v.assign(tf.zeros_like(v))
+  pooled, w = layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK),
+                    return_weights=True, training=training)
+  np.testing.assert_array_equal(w, MASK.astype(np.float32))
+  np.testing.assert_allclose(pooled, (keys * MASK[..., None]).sum(1),
+                             rtol=1e-6, atol=1e-6)
+  # In general it adds 1 to every valid weight and nothing at padding.
+  tf.keras.utils.set_random_seed(3)
+  plain = LocalActivationUnit((5, 3), activation="sigmoid")
+  shifted = LocalActivationUnit((5, 3), activation="sigmoid",
+                                initial_weight=1.0)
+  args = (tf.constant(q), tf.constant(keys))
+  plain(*args, mask=tf.constant(MASK))
+  shifted(*args, mask=tf.constant(MASK))
+  shifted.set_weights(plain.get_weights())
+  _, w0 = plain(*args, mask=tf.constant(MASK), return_weights=True)
+  _, w1 = shifted(*args, mask=tf.constant(MASK), return_weights=True)
+  np.testing.assert_allclose(w1, np.where(MASK, w0.numpy() + 1.0, 0.0),
+                             rtol=1e-6, atol=1e-6)
+  clone = LocalActivationUnit.from_config(shifted.get_config())
+  assert clone.initial_weight == 1.0

@@ -60,6 +60,9 @@ CONFIGS = {
         attention_units=(8, 4, 3), attention_normalization="softmax",
         attention_activation="sigmoid", tower_input_normalization="batch",
         behaviour_sum_in_tower=False)),
+    "din_sum_start": (DINModel, dict(
+        attention_units=(8, 4), attention_initial_weight=1.0,
+        behaviour_sum_in_tower=False)),
     "dien": (DIENModel, dict(gru_units=5)),
     "dien_aigru": (DIENModel, dict(gru_units=5, gru_type="AIGRU")),
     "dien_agru_mlp_affine": (DIENModel, dict(

@@ -34,7 +34,7 @@ def _segment_softmax(scores: tf.Tensor, rows: tf.Tensor,
 class LocalActivationUnit(tf.keras.layers.Layer):
   """Pools behaviour embeddings with weights that depend on the candidate.
 
-      w_j  = a([q, k_j, q - k_j, q * k_j])        (a: feed-forward net, 1 output)
+      w_j  = w0 + a([q, k_j, q - k_j, q * k_j])   (a: feed-forward net, 1 output)
       v_U  = sum_j mask_j * w_j * k_j
 
   No softmax by default, so sum_j w_j keeps the intensity of the interest;
@@ -68,6 +68,11 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       Scores, pooling and inference are unchanged; the statistics then
       depend on how much padding a batch holds. Default False: only valid
       behaviours count (measured in docs/results.md).
+    initial_weight: w0, a constant added to every score (the same as
+      starting the net's output bias at w0). 0 (default): the paper's w = a.
+      1: the weights start near 1, so the pooling starts as the base
+      model's sum pooling and the net learns how far to move from it. It
+      changes nothing under softmax.
 
   Call args:
     query: [B, D] or [B, N, D] candidate embeddings.
@@ -92,9 +97,11 @@ class LocalActivationUnit(tf.keras.layers.Layer):
                normalization: Optional[str] = None,
                kernel_initializer: Any = "glorot_uniform",
                bias_initializer: Any = "zeros",
-               padded_statistics: bool = False, **kwargs):
+               padded_statistics: bool = False, initial_weight: float = 0.0,
+               **kwargs):
     super().__init__(**kwargs)
     self.padded_statistics = bool(padded_statistics)
+    self.initial_weight = float(initial_weight)
     if normalization not in (None, "softmax"):
       raise ValueError(
           f"normalization must be None or 'softmax', got {normalization!r}.")
@@ -188,18 +195,19 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       counts = counts * tf.ones_like(hidden[:, :, 0])           # [P + B, N]
       hidden = self._first_activation(hidden, training=training, mask=counts)
       scores = self._rest(hidden, training=training, mask=counts)
-      return tf.squeeze(scores, -1)[:pairs]
+      return tf.squeeze(scores, -1)[:pairs] + self.initial_weight
     if isinstance(self._first_activation, Dice):
       hidden = self._first_activation(hidden, training=training)
     else:
       hidden = self._first_activation(hidden)
-    return tf.squeeze(self._rest(hidden, training=training), -1)
+    return tf.squeeze(self._rest(hidden, training=training), -1) + self.initial_weight
 
   def get_config(self) -> dict:
     config = super().get_config()
     config.update(hidden_units=self.hidden_units, activation=self.activation,
                   normalization=self.normalization,
                   padded_statistics=self.padded_statistics,
+                  initial_weight=self.initial_weight,
                   kernel_initializer=tf.keras.initializers.serialize(
                       self.kernel_initializer),
                   bias_initializer=tf.keras.initializers.serialize(

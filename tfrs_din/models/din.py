@@ -26,6 +26,8 @@ class DINModel(CTRModel):
     attention_padded_statistics: Dice statistics of the activation unit
       also over padded positions, as FuxiCTR and DeepCTR-Torch (see
       `LocalActivationUnit`); default False.
+    attention_initial_weight: w0 of `LocalActivationUnit`: 1.0 starts the
+      pooling as sum pooling; default 0 (the paper).
     behaviour_sum_in_tower: see `CTRModel`; on by default, as in the
       official code.
     **kwargs: see `CTRModel` (activation, dropout, regularization, ...).
@@ -43,6 +45,7 @@ class DINModel(CTRModel):
                attention_activation: str = "dice",
                attention_normalization: Optional[str] = None,
                attention_padded_statistics: bool = False,
+               attention_initial_weight: float = 0.0,
                behaviour_sum_in_tower: bool = True, **kwargs):
     super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
                      **kwargs)
@@ -50,10 +53,12 @@ class DINModel(CTRModel):
     self.attention_activation = attention_activation
     self.attention_normalization = attention_normalization
     self.attention_padded_statistics = bool(attention_padded_statistics)
+    self.attention_initial_weight = float(attention_initial_weight)
     self.attention = LocalActivationUnit(
         self.attention_units, activation=attention_activation,
         normalization=attention_normalization,
         padded_statistics=attention_padded_statistics,
+        initial_weight=attention_initial_weight,
         # Serialised: the unit makes its own instance (see MLP).
         kernel_initializer=tf.keras.initializers.serialize(
             self.kernel_initializer),
@@ -78,4 +83,5 @@ class DINModel(CTRModel):
                 attention_units=self.attention_units,
                 attention_activation=self.attention_activation,
                 attention_normalization=self.attention_normalization,
-                attention_padded_statistics=self.attention_padded_statistics)
+                attention_padded_statistics=self.attention_padded_statistics,
+                attention_initial_weight=self.attention_initial_weight)

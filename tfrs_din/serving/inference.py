@@ -111,7 +111,8 @@ def _raw_scores(unit, query: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
   z = tf.matmul(tf.concat([query, ones], -1), matrices)          # [B, N, L*H]
   z = tf.reshape(z, [batch, tf.shape(query)[1], width, units])
   hidden = _activate(unit._first_activation, z)  # pylint: disable=protected-access
-  return tf.squeeze(_mlp_rest(hidden, unit._rest), -1)  # pylint: disable=protected-access
+  scores = tf.squeeze(_mlp_rest(hidden, unit._rest), -1)  # pylint: disable=protected-access
+  return scores + unit.initial_weight
 
 
 def attention_scores(unit, query: tf.Tensor, keys: tf.Tensor,

@@ -81,6 +81,7 @@ class TrainConfig:
   attention_activation: str = "dice"
   attention_normalization: Optional[str] = None
   attention_padded_statistics: bool = False  # DIN: FuxiCTR's Dice statistics
+  attention_initial_weight: float = 0.0  # DIN: 1.0 starts as sum pooling
   gru_units: int = 36
   # DIEN as the official code (chosen on validation, docs/results.md).
   gru_type: str = "AUGRU_OFFICIAL"
@@ -157,7 +158,8 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                   attention_activation=config.attention_activation,
                   attention_normalization=config.attention_normalization,
                   attention_padded_statistics=(
-                      config.attention_padded_statistics)),
+                      config.attention_padded_statistics),
+                  attention_initial_weight=config.attention_initial_weight),
       "dien": dict(gru_units=config.gru_units, gru_type=config.gru_type,
                    aux_loss_weight=config.aux_loss_weight,
                    aux_reduction=config.aux_loss_reduction,
