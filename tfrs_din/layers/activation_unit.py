@@ -174,7 +174,8 @@ class LocalActivationUnit(tf.keras.layers.Layer):
   def pair_scores(self, q: tf.Tensor, valid_keys: tf.Tensor, rows: tf.Tensor,
                   training: Optional[bool] = None,
                   padding: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """Raw scores a(q_b, k_p) [P, N] of q [B, N, D] and keys [P, D] of rows b.
+    """Raw scores w0 + a(q_b, k_p) [P, N] of q [B, N, D] and keys [P, D] of
+    rows b.
 
     Only valid behaviours are scored, so the work follows the real history
     lengths, not the padded length. `padding` [B] (`padded_statistics`): row
@@ -200,7 +201,8 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       hidden = self._first_activation(hidden, training=training)
     else:
       hidden = self._first_activation(hidden)
-    return tf.squeeze(self._rest(hidden, training=training), -1) + self.initial_weight
+    scores = tf.squeeze(self._rest(hidden, training=training), -1)
+    return scores + self.initial_weight
 
   def get_config(self) -> dict:
     config = super().get_config()
