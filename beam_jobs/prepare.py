@@ -503,8 +503,9 @@ def shuffle_decompress(payload: bytes) -> bytes:
 class BuildUserSamples(beam.DoFn):
   """("user", (user, ordered records)) -> ("records", ((split, shard), (user,
   n, compressed TFRecord frames))) per split, ("count", ("events_used",
-  n)) and ("count", (SAMPLES_BUILT, samples)); if no sample can be made (no item is left to sample as a negative) the
-  user's events are dead-lettered with the reason.
+  n)) and ("count", (SAMPLES_BUILT, samples)); if no sample can be made
+  (no item is left to sample as a negative) the user's events are
+  dead-lettered with the reason.
   """
 
   def __init__(self, config: PrepareConfig, num_shards: int,

@@ -195,14 +195,14 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       counts = tf.concat([tf.ones([pairs]), padding], 0)[:, tf.newaxis]
       counts = counts * tf.ones_like(hidden[:, :, 0])           # [P + B, N]
       hidden = self._first_activation(hidden, training=training, mask=counts)
-      scores = self._rest(hidden, training=training, mask=counts)
-      return tf.squeeze(scores, -1)[:pairs] + self.initial_weight
-    if isinstance(self._first_activation, Dice):
-      hidden = self._first_activation(hidden, training=training)
+      scores = self._rest(hidden, training=training, mask=counts)[:pairs]
     else:
-      hidden = self._first_activation(hidden)
-    scores = tf.squeeze(self._rest(hidden, training=training), -1)
-    return scores + self.initial_weight
+      if isinstance(self._first_activation, Dice):
+        hidden = self._first_activation(hidden, training=training)
+      else:
+        hidden = self._first_activation(hidden)
+      scores = self._rest(hidden, training=training)
+    return tf.squeeze(scores, -1) + self.initial_weight
 
   def get_config(self) -> dict:
     config = super().get_config()
