@@ -129,6 +129,9 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--mba_counts", choices=["events", "samples"], default=d.mba_counts,
     help="n_j of MBA: events holding id j (the vocabulary counts) or "
     "training samples holding it (DIN paper, eq. 4; one pass over the data)")
+  a("--shuffle_buffer", type=int, default=d.shuffle_buffer,
+    help="training records the shuffle holds: a split up to this size is "
+    "shuffled whole (memory ~ this many records)")
 
 
 def _train_config(args, model: str) -> TrainConfig:
@@ -165,7 +168,7 @@ def _train_config(args, model: str) -> TrainConfig:
       verbose=args.verbose,
       aux_negatives=args.aux_negatives,
       aux_negative_power=args.aux_negative_power,
-      mba_counts=args.mba_counts)
+      mba_counts=args.mba_counts, shuffle_buffer=args.shuffle_buffer)
 
 
 def _models(text: str) -> List[str]:

@@ -140,3 +140,61 @@ def test_holdout_by_is_validated(next_item):
   spec, _ = load_feature_spec(next_item)
   with pytest.raises(ValueError, match="holdout_by must be one of"):
     make_dataset(next_item, "train", spec, holdout="only", holdout_by="time")
+
+
+def _sorted_copy(directory, destination, key):
+  """`directory` with its training records rewritten into one file sorted
+  by `key` (a feature name), the order a user's own export might have."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(directory, destination)
+  files = tf.io.gfile.glob(f"{destination}/train/*{schema.TFRECORD_SUFFIX}")
+  records = [r.numpy() for r in tf.data.TFRecordDataset(
+      files, compression_type="GZIP")]
+  value = lambda r: tf.train.Example.FromString(r).features.feature[
+      key].int64_list.value[0]
+  records.sort(key=value)
+  for f in files:
+    tf.io.gfile.remove(f)
+  options = tf.io.TFRecordOptions(compression_type="GZIP")
+  with tf.io.TFRecordWriter(
+      f"{destination}/train/part-00000-of-00001{schema.TFRECORD_SUFFIX}",
+      options) as writer:
+    for r in records:
+      writer.write(r)
+  return [value(r) for r in records]
+
+
+def test_the_default_shuffle_draws_every_batch_from_the_whole_split(
+    prepared, tmp_path):
+  """A file sorted by user would leak its order through a small buffer: the
+  first batch would hold only the first users. The default buffer shuffles
+  the whole split, so the first batch spans the file, and an epoch still
+  holds every record once."""
+  sorted_users = np.array(_sorted_copy(prepared, str(tmp_path / "sorted"),
+                                       "user_id"))
+  spec, _ = load_feature_spec(prepared)
+  directory = str(tmp_path / "sorted")
+  n = len(sorted_users)
+  rank = {u: i for i, u in enumerate(np.unique(sorted_users))}
+  position = lambda users: np.array([rank[u] for u in users]) / len(rank)
+  windowed = make_dataset(directory, "train", spec, 64, shuffle=True,
+                          shuffle_buffer=64)
+  first = next(iter(windowed))["user_id"].numpy()
+  assert position(first).max() < 0.2, "a 64-record window leaks the order"
+  for seed in (0, 1):
+    whole = make_dataset(directory, "train", spec, 64, shuffle=True,
+                         seed=seed)
+    users, _ = _examples(whole)
+    assert sorted(users) == sorted(sorted_users)
+    first = position(users[:64])
+    assert first.min() < 0.15 and first.max() > 0.85, (seed, n)
+    # Any 64 records of the split: their mean rank is ~0.5 +- 0.04.
+    assert abs(first.mean() - 0.5) < 0.15
+
+
+def test_shuffle_buffer_is_validated(prepared):
+  spec, _ = load_feature_spec(prepared)
+  for bad in (0, -5, 2.5, True):
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+      make_dataset(prepared, "train", spec, 32, shuffle=True,
+                   shuffle_buffer=bad)

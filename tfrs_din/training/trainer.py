@@ -11,7 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_din.data.negatives import FreshNegatives
-from tfrs_din.data.pipeline import load_feature_spec, make_dataset
+from tfrs_din.data.pipeline import (DEFAULT_SHUFFLE_BUFFER, load_feature_spec,
+                                    make_dataset)
 from tfrs_din.data.sample_counts import count_samples, with_frequencies
 from tfrs_din.training.distribute import make_strategy
 from tfrs_din.features import FeatureSpec
@@ -58,7 +59,8 @@ class TrainConfig:
   is the n_j of MBA: "events" (the vocabulary counts: kept events of the
   log holding id j) or "samples" (training samples holding id j, DIN's
   eq. 4; one pass over the training split, see
-  `tfrs_din.data.sample_counts`).
+  `tfrs_din.data.sample_counts`). `shuffle_buffer` is how many training
+  records the shuffle holds (see `make_dataset`).
   """
   model: str = "din"
   epochs: int = 5  # at most: validation stops earlier
@@ -108,6 +110,9 @@ class TrainConfig:
   aux_negatives: str = "fresh"
   aux_negative_power: float = 1.0  # with "fresh": P(j) ~ count_j ** power
   mba_counts: str = "events"  # "events" | "samples": the n_j of MBA
+  # Records the training shuffle holds: a split up to this size is shuffled
+  # whole, so the order of its files does not matter (docs/results.md).
+  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
 
 
 AUX_NEGATIVES = ("prepared", "fresh")
@@ -131,6 +136,11 @@ def check_data_options(config: TrainConfig) -> None:
   if config.mba_counts not in MBA_COUNTS:
     raise ValueError(f"mba_counts (--mba_counts) must be one of {MBA_COUNTS}, "
                      f"got {config.mba_counts!r}")
+  buffer = config.shuffle_buffer
+  if (isinstance(buffer, bool) or not isinstance(buffer, (int, np.integer))
+      or buffer < 1):
+    raise ValueError("shuffle_buffer (--shuffle_buffer) must be an integer "
+                     f">= 1, got {buffer!r}")
 
 
 def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
@@ -212,7 +222,8 @@ class _TrainingData:
     return make_dataset(data_dir, "train", spec, config.batch_size,
                         shuffle=True, seed=config.seed,
                         with_negatives=self.with_negatives,
-                        fresh_negatives=self.fresh_negatives, **kwargs)
+                        fresh_negatives=self.fresh_negatives,
+                        shuffle_buffer=config.shuffle_buffer, **kwargs)
 
 
 def _training_data(config: TrainConfig, data_dir: str, spec: FeatureSpec,
