@@ -76,6 +76,14 @@ def load_feature_spec(directory: str, max_history: Optional[int] = None,
 # DIEN's negatives): a full buffer of them holds ~0.3 GB.
 DEFAULT_SHUFFLE_BUFFER = 1_000_000
 
+
+def check_shuffle_buffer(value: int, name: str = "shuffle_buffer") -> None:
+  """Raises ValueError naming `name` unless `value` is an integer >= 1."""
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+      or value < 1):
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 HOLDOUTS = (None, "exclude", "only")
 # What a holdout holds out: a share of whole users, or every user's last
 # training target (`tfrs_din.data.last_target`).
@@ -151,10 +159,7 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
                      f"{holdout_by!r}")
   if holdout and spec.group_key is None:
     raise ValueError("a user holdout needs the feature spec's group_key")
-  if (isinstance(shuffle_buffer, bool)
-      or not isinstance(shuffle_buffer, (int, np.integer)) or shuffle_buffer < 1):
-    raise ValueError("shuffle_buffer must be an integer >= 1, got "
-                     f"{shuffle_buffer!r}")
+  check_shuffle_buffer(shuffle_buffer)
   by_user = holdout if holdout_by == "users" else None
   if by_user and not 0.0 < holdout_fraction < 1.0:
     raise ValueError("holdout_fraction must be in (0, 1), got "

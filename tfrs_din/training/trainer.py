@@ -11,7 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_din.data.negatives import FreshNegatives
-from tfrs_din.data.pipeline import (DEFAULT_SHUFFLE_BUFFER, load_feature_spec,
+from tfrs_din.data.pipeline import (DEFAULT_SHUFFLE_BUFFER,
+                                    check_shuffle_buffer, load_feature_spec,
                                     make_dataset)
 from tfrs_din.data.sample_counts import count_samples, with_frequencies
 from tfrs_din.training.distribute import make_strategy
@@ -136,11 +137,8 @@ def check_data_options(config: TrainConfig) -> None:
   if config.mba_counts not in MBA_COUNTS:
     raise ValueError(f"mba_counts (--mba_counts) must be one of {MBA_COUNTS}, "
                      f"got {config.mba_counts!r}")
-  buffer = config.shuffle_buffer
-  if (isinstance(buffer, bool) or not isinstance(buffer, (int, np.integer))
-      or buffer < 1):
-    raise ValueError("shuffle_buffer (--shuffle_buffer) must be an integer "
-                     f">= 1, got {buffer!r}")
+  check_shuffle_buffer(config.shuffle_buffer,
+                       "shuffle_buffer (--shuffle_buffer)")
 
 
 def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
