@@ -34,6 +34,8 @@ ROWS: List[Tuple[str, str, dict, str]] = [
     ("din_prelu", "din", {"activation": "prelu",
                           "attention_activation": "prelu"},
      "DIN with PReLU in the tower and the attention unit"),
+    ("din_no_regularization", "din", {"regularization": None},
+     "DIN without MBA (no penalty on the embeddings)"),
     ("din_mba_samples", "din", {"mba_counts": "samples"},
      "DIN, MBA's n_j counted in samples (paper) instead of events"),
     ("din_tower_affine", "din", {"tower_input_normalization": "affine"},
