@@ -196,12 +196,11 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       counts = counts * tf.ones_like(hidden[:, :, 0])           # [P + B, N]
       hidden = self._first_activation(hidden, training=training, mask=counts)
       scores = self._rest(hidden, training=training, mask=counts)[:pairs]
-    else:
-      if isinstance(self._first_activation, Dice):
-        hidden = self._first_activation(hidden, training=training)
-      else:
-        hidden = self._first_activation(hidden)
+    elif isinstance(self._first_activation, Dice):
+      hidden = self._first_activation(hidden, training=training)
       scores = self._rest(hidden, training=training)
+    else:
+      scores = self._rest(self._first_activation(hidden), training=training)
     return tf.squeeze(scores, -1) + self.initial_weight
 
   def get_config(self) -> dict:
