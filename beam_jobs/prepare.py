@@ -560,10 +560,11 @@ def write_order(user_frames: Tuple) -> Tuple[int, str]:
   """Sort key of a (user, n, frames) in its shard: a hash of the user id.
 
   A user's samples stay together, but the users follow a pseudo-random,
-  runner-independent order. Training streams a file through a bounded
-  shuffle buffer, so the file's order reaches the batches; sorting users by
-  their id (as before) cost DIN and the base model ~0.02 test GAUC on
-  Amazon Toys against the same records in a well-mixed order
+  runner-independent order. Training shuffles a split whole up to its
+  `shuffle_buffer` (`make_dataset`), and a larger split through a window of
+  that size, where the file's order reaches the batches: through a
+  50,000-record window, users sorted by id cost DIN and the base model
+  ~0.02 test GAUC on Amazon Toys against the same records well mixed
   (docs/results.md, "The order of the records").
   """
   user = user_frames[0]
