@@ -5,6 +5,7 @@
     python benchmarks/peers.py                            # 5 seeds; rewrites the
                                                           # peers section of
                                                           # docs/benchmarks.md
+    python benchmarks/peers.py --schedule validated --libraries ours,fuxictr
 
 One data set is generated once (`tfrs_din.data.synthetic`, a planted
 "candidate category vs recent behaviours" signal) and exported to NumPy:
@@ -13,6 +14,14 @@ padded after the history with 0), history length, label, and DIEN's
 auxiliary negative sequences, drawn once uniformly from the items outside
 the row's own history. The training rows are put in one fixed order; every
 library reads them in that order, batch 256, one epoch.
+
+`--schedule validated` trains every library as a user would before
+shipping it: up to `--max-epochs` epochs, the epoch chosen on held-out
+training users (the same users, and the same order of the rows in every
+epoch, for every library), the test split scored with the model of the best
+validation epoch. `--prepared DIR` runs either schedule on a `tfrs-din
+prepare` output (e.g. Amazon Toys) instead of the generator. Each data set
+and schedule has a docs section of its own.
 
 Every (library, model, seed) trains in its own subprocess, so its peak RSS
 is its own; peers are imported only there (our default install and test
@@ -106,6 +115,12 @@ OURS_VARIANTS["fuxictr_din"] = dict(
     OURS_VARIANTS["fuxictr_din_masked_statistics"],
     attention_padded_statistics=True)
 MODELS = ("din", "dien")
+SCHEDULES = ("one_epoch", "validated")
+# `--schedule validated`: the users held out to choose the epoch, and how
+# many epochs without a better validation AUC end the training.
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 17
+PATIENCE = 2  # FuxiCTR's default (`early_stop_patience`); ours is 1
 BATCH = 256
 EMBEDDING = 18
 MAX_HISTORY = 50
@@ -368,9 +383,94 @@ def _latency(call, reps: int) -> dict:
           "p99_ms": float(np.percentile(times, 99))}
 
 
-def _check_counts(manifest, trained: int, tested: int) -> None:
-  assert trained == manifest["n_train"], (trained, manifest["n_train"])
-  assert tested == manifest["n_test"], (tested, manifest["n_test"])
+def _check_counts(expected_train: int, trained: int, expected_test: int,
+                  tested: int) -> None:
+  assert trained == expected_train, (trained, expected_train)
+  assert tested == expected_test, (tested, expected_test)
+
+
+def validation_rows(train: dict) -> np.ndarray:
+  """Training rows of the users held out by `--schedule validated`: a fixed
+  VALIDATION_FRACTION of the training users (whole users, one draw for every
+  library, model and seed)."""
+  users = np.unique(train["user_id"])
+  held = np.random.default_rng(VALIDATION_SEED).choice(
+      users, size=max(1, round(VALIDATION_FRACTION * len(users))),
+      replace=False)
+  return np.isin(train["user_id"], held)
+
+
+def epoch_rows(train: dict, schedule: str, epoch: int) -> np.ndarray:
+  """The training rows of an epoch (0-based), in the order every library
+  reads them, whole batches only. "one_epoch": every row in the export's
+  order. "validated": the rows of the users not held out, in the export's
+  order in the first epoch and in a fixed permutation (seeded by the epoch,
+  the same for every library and seed) in each later one."""
+  rows = np.arange(len(train["label"]))
+  if schedule == "validated":
+    rows = rows[~validation_rows(train)]
+    if epoch:
+      rows = rows[np.random.default_rng(1000 + epoch).permutation(len(rows))]
+  return rows[:len(rows) // BATCH * BATCH]
+
+
+def run_schedule(train_epoch, predict, train: dict, test: dict,
+                 args) -> dict:
+  """Trains and scores one library's model on `args.schedule`.
+
+  Args:
+    train_epoch: `train_epoch(rows)` trains one pass over the training rows
+      `rows` (an index array, read in that order, batch BATCH) and returns
+      how many examples its loop saw.
+    predict: `predict(arrays)` returns the click probabilities of every row
+      of `arrays` (columns as `train`), in evaluation mode.
+    train, test: the export's splits.
+    args: the child's arguments (`schedule`, `max_epochs`).
+
+  Returns:
+    "p": the test probabilities of the model kept, "train_s" (training time,
+    scoring left out), and with "validated" the epoch kept ("epochs", 1-based)
+    and every epoch's "curve" (validation AUC, which chooses, and the test
+    AUC and log loss it was computed beside, which do not).
+  """
+  if args.schedule == "one_epoch":
+    rows = epoch_rows(train, "one_epoch", 0)
+    start = time.perf_counter()
+    seen = train_epoch(rows)
+    train_s = time.perf_counter() - start
+    p = predict(test)
+    _check_counts(len(rows), seen, len(test["label"]), len(p))
+    return {"p": p, "train_s": train_s}
+  held = validation_rows(train)
+  validation = {n: v[held] for n, v in train.items()}
+  best, curve, train_s = None, [], 0.0
+  for epoch in range(args.max_epochs):
+    rows = epoch_rows(train, "validated", epoch)
+    start = time.perf_counter()
+    seen = train_epoch(rows)
+    train_s += time.perf_counter() - start
+    p_val, p = predict(validation), predict(test)
+    _check_counts(len(rows), seen, len(test["label"]), len(p))
+    assert len(p_val) == int(held.sum())
+    curve.append({"val_auc": auc(validation["label"], p_val),
+                  "test_auc": auc(test["label"], p),
+                  "test_logloss": logloss(test["label"], p)})
+    if best is None or curve[-1]["val_auc"] > curve[best]["val_auc"]:
+      best, kept = epoch, p
+    elif epoch - best >= PATIENCE:
+      break
+  return {"p": kept, "train_s": train_s, "epochs": best + 1, "curve": curve,
+          "validation_rows": int(held.sum()),
+          "validation_users": int(len(np.unique(validation["user_id"])))}
+
+
+def _scored(run: dict, labels: np.ndarray) -> dict:
+  """The quality fields of a result record from `run_schedule`'s output."""
+  out = {"auc": auc(labels, run["p"]), "logloss": logloss(labels, run["p"]),
+         "train_s": run["train_s"]}
+  out.update({k: run[k] for k in ("epochs", "curve", "validation_rows",
+                                  "validation_users") if k in run})
+  return out
 
 
 # --------------------------------------------------------------------------- #
@@ -404,8 +504,6 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
                                config.adam_epsilon, config.adam_adaptive_epsilon))
   names = [n for n in COLUMNS if model_name == "dien" or not n.startswith("neg_")]
   tensors = {n: tf.constant(train[n]) for n in names}
-  dataset = tf.data.Dataset.range(manifest["n_train"]).batch(BATCH).map(
-      lambda i: {n: tf.gather(t, i) for n, t in tensors.items()}).prefetch(2)
 
   class Steps(tf.keras.callbacks.Callback):
     ends, seen = [], 0
@@ -414,20 +512,25 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
       Steps.ends.append(time.perf_counter())
       Steps.seen += BATCH
 
-  start = time.perf_counter()
-  model.fit(dataset, epochs=1, verbose=0, callbacks=[Steps()])
-  train_s = time.perf_counter() - start
+  def train_epoch(rows):
+    seen = Steps.seen
+    dataset = tf.data.Dataset.from_tensor_slices(rows).batch(BATCH).map(
+        lambda i: {n: tf.gather(t, i) for n, t in tensors.items()}).prefetch(2)
+    model.fit(dataset, epochs=1, verbose=0, callbacks=[Steps()])
+    return Steps.seen - seen
+
   predict = tf.function(lambda f: model(f, training=False))
-  probabilities = []
-  for i in range(0, manifest["n_test"], 2048):
-    probabilities.append(predict({n: tf.constant(test[n][i:i + 2048])
-                                  for n in COLUMNS if not n.startswith("neg_")
-                                  and n != "label"}).numpy())
-  p = np.concatenate(probabilities)
-  _check_counts(manifest, Steps.seen, len(p))
-  result = {"auc": auc(test["label"], p), "logloss": logloss(test["label"], p),
-            "examples_per_s": _examples_per_s(Steps.ends, args.skip),
-            "train_s": train_s, "steps": len(Steps.ends)}
+
+  def predict_all(arrays):
+    return np.concatenate([
+        predict({n: tf.constant(arrays[n][i:i + 2048]) for n in COLUMNS
+                 if not n.startswith("neg_") and n != "label"}).numpy()
+        for i in range(0, len(arrays["label"]), 2048)])
+
+  result = _scored(run_schedule(train_epoch, predict_all, train, test, args),
+                   test["label"])
+  result.update(examples_per_s=_examples_per_s(Steps.ends, args.skip),
+                steps=len(Steps.ends))
   result["params"] = int(sum(np.prod(v.shape)
                              for v in model.trainable_variables))
   result["embedding_params"] = int(sum(
@@ -477,15 +580,14 @@ def _torch_setup(seed: int, threads: int):
   return torch
 
 
-def _torch_result(model, labels, p, ends, train_s, args, notes,
-                  versions) -> dict:
-  """The result record of a PyTorch peer's run (quality, speed, sizes)."""
+def _torch_result(model, run, labels, ends, args, notes, versions) -> dict:
+  """The result record of a PyTorch peer's run (quality from `run_schedule`'s
+  output `run`, speed, sizes)."""
   total, emb, parts = _torch_params(model)
-  return {"auc": auc(labels, p), "logloss": logloss(labels, p),
-          "examples_per_s": _examples_per_s(ends, args.skip),
-          "train_s": train_s, "steps": len(ends), "params": total,
-          "embedding_params": emb, "params_by_part": parts, "notes": notes,
-          "versions": versions}
+  return dict(_scored(run, labels),
+              examples_per_s=_examples_per_s(ends, args.skip),
+              steps=len(ends), params=total, embedding_params=emb,
+              params_by_part=parts, notes=notes, versions=versions)
 
 
 def _torch_params(model) -> tuple:
@@ -568,27 +670,31 @@ def run_fuxictr(model_name: str, seed: int, path: str, args) -> dict:
     mask = torch.from_numpy(hist_item > 0).float()
     return batch_dict, item_dict, mask
 
-  model.train()
   model._max_gradient_norm = 10.0  # BaseModel.fit's default clipping
-  ends, seen = [], 0
-  start = time.perf_counter()
-  for i, first in enumerate(range(0, manifest["n_train"], BATCH)):
-    rows = slice(first, first + BATCH)
-    model._batch_index = i
-    data = batch(train, rows)
-    model.train_step(data)
-    seen += len(data[0]["user_id"])
-    ends.append(time.perf_counter())
-  train_s = time.perf_counter() - start
-  model.eval()
-  p = []
-  with torch.no_grad():
-    for first in range(0, manifest["n_test"], 2048):
-      rows = slice(first, first + 2048)
-      p.append(model.forward(batch(test, rows))["y_pred"].numpy().ravel())
-  p = np.concatenate(p)
-  _check_counts(manifest, seen, len(p))
-  result = _torch_result(model, test["label"], p, ends, train_s, args, notes,
+  ends = []
+
+  def train_epoch(rows):
+    model.train()
+    seen = 0
+    for first in range(0, len(rows), BATCH):
+      model._batch_index = first // BATCH  # reset every epoch, as its fit does
+      data = batch(train, rows[first:first + BATCH])
+      model.train_step(data)
+      seen += len(data[0]["user_id"])
+      ends.append(time.perf_counter())
+    return seen
+
+  def predict(arrays):
+    model.eval()
+    with torch.no_grad():
+      return np.concatenate([
+          model.forward(batch(arrays, slice(first, first + 2048)))[
+              "y_pred"].numpy().ravel()
+          for first in range(0, len(arrays["label"]), 2048)])
+
+  result = _torch_result(model, run_schedule(train_epoch, predict, train,
+                                             test, args),
+                         test["label"], ends, args, notes,
                          {"fuxictr": fuxictr.__version__,
                           "torch": torch.__version__})
   if args.latency:
@@ -677,14 +783,20 @@ def run_deepctr_torch(model_name: str, seed: int, path: str, args) -> dict:
   model.register_forward_pre_hook(
       lambda m, inputs: seen.__setitem__(0, seen[0] + inputs[0].shape[0])
       if m.training else None)
-  x = {n: train[n] for n in model.feature_index}
-  start = time.perf_counter()
-  model.fit(x, train["label"], batch_size=BATCH, epochs=1, verbose=0,
-            shuffle=False)
-  train_s = time.perf_counter() - start
-  p = model.predict({n: test[n] for n in model.feature_index}, batch_size=2048)
-  _check_counts(manifest, seen[0], len(p))
-  result = _torch_result(model, test["label"], p, ends, train_s, args, notes,
+  def train_epoch(rows):
+    before = seen[0]
+    model.fit({n: train[n][rows] for n in model.feature_index},
+              train["label"][rows], batch_size=BATCH, epochs=1, verbose=0,
+              shuffle=False)
+    return seen[0] - before
+
+  def predict(arrays):
+    return model.predict({n: arrays[n] for n in model.feature_index},
+                         batch_size=2048).ravel()
+
+  result = _torch_result(model, run_schedule(train_epoch, predict, train,
+                                             test, args),
+                         test["label"], ends, args, notes,
                          {"deepctr_torch": deepctr_torch.__version__,
                           "torch": torch.__version__})
   if args.latency:
@@ -749,7 +861,7 @@ def _child(args) -> int:
   result = RUNNERS[args.library.partition(":")[0]](args.model, args.seed,
                                                    args.data, args)
   result.update(library=args.library, model=args.model, seed=args.seed,
-                threads=args.threads, latency_only=args.latency_only,
+                schedule=args.schedule, threads=args.threads, latency_only=args.latency_only,
                 wall_s=time.perf_counter() - start,
                 peak_rss_mb=resource.getrusage(
                     resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -765,7 +877,8 @@ def _done(path: str) -> dict:
       for line in f:
         if line.strip():
           run = json.loads(line)
-          runs[(run["data"], run["library"], run["model"], run["seed"])] = run
+          runs[(run["data"], run.get("schedule", "one_epoch"),
+                run["library"], run["model"], run["seed"])] = run
   return runs
 
 
@@ -775,7 +888,8 @@ def _run_child(args, library, model, seed, data, latency: bool,
          "--library", library, "--model", model, "--seed", str(seed),
          "--data", data, "--skip", str(args.skip),
          "--latency-reps", str(args.latency_reps),
-         "--threads", str(args.threads)]
+         "--threads", str(args.threads), "--schedule", args.schedule,
+         "--max-epochs", str(args.max_epochs)]
   cmd += ["--latency"] if latency else []
   cmd += ["--latency-only"] if latency_only else []
   env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -829,6 +943,15 @@ def main() -> int:
   parser.add_argument("--skip", type=int, default=None,
                       help="first training steps left out of examples/s")
   parser.add_argument("--latency-reps", type=int, default=None)
+  parser.add_argument("--schedule", choices=SCHEDULES, default="one_epoch",
+                      help="one_epoch (the default): every training row once, "
+                           "in one fixed order. validated: up to "
+                           "--max-epochs epochs on the training users not "
+                           "held out, the epoch chosen on the held-out users' "
+                           "AUC (see run_schedule); its report goes to a docs "
+                           "section of its own")
+  parser.add_argument("--max-epochs", type=int, default=5,
+                      help="at most this many epochs with --schedule validated")
   parser.add_argument("--threads", type=int, default=1,
                       help="compute threads of every library (TensorFlow "
                            "intra- and inter-op, torch.set_num_threads); 0: "
@@ -866,6 +989,9 @@ def main() -> int:
   if unknown:
     parser.error(f"unknown {sorted(unknown)}")
   seeds = _seeds(args.seeds or ("2" if args.quick else "5"))
+  if args.schedule == "validated" and args.latency_pass:
+    parser.error("--latency-pass times the one-epoch models: run it without "
+                 "--schedule validated")
   tag = "quick" if args.quick else "full"
   if args.prepared:
     if args.quick:
@@ -894,11 +1020,14 @@ def main() -> int:
   for i, seed in enumerate(seeds):
     for library in libraries:
       for model in models:
-        key = (manifest["sha256"], library, model, seed)
+        key = (manifest["sha256"], args.schedule, library, model, seed)
         if args.report_only or (key in done and "error" not in done[key]):
           continue
         print(f"[peers] {library} {model} seed {seed} ...", flush=True)
-        result = _run_child(args, library, model, seed, data, latency=i == 0)
+        # The validated schedule reports quality only: latency does not
+        # depend on it and is timed by the one-epoch runs.
+        result = _run_child(args, library, model, seed, data,
+                            latency=i == 0 and args.schedule == "one_epoch")
         result["data"] = manifest["sha256"]
         result["date"] = datetime.datetime.now().isoformat(timespec="seconds")
         with open(out, "a") as f:
@@ -909,7 +1038,7 @@ def main() -> int:
         print(f"[peers]   {json.dumps(shown)}", flush=True)
   latency_out = out[:-len(".jsonl")] + "-latency.jsonl" if out.endswith(
       ".jsonl") else out + "-latency"
-  timed = {k[1:3]: r for k, r in _done(latency_out).items()
+  timed = {k[2:4]: r for k, r in _done(latency_out).items()
            if k[0] == manifest["sha256"] and "error" not in r}
   if args.latency_pass and not args.report_only:
     for library in libraries:
@@ -927,11 +1056,14 @@ def main() -> int:
           timed[(library, model)] = result
         print(f"[peers]   {json.dumps(result.get('latency', result.get('error')))}",
               flush=True)
-  runs = [r for (d, *_), r in done.items() if d == manifest["sha256"]]
-  text = report(runs, manifest, libraries, models, seeds, out, timed)
+  runs = [r for (d, schedule, *_), r in done.items()
+          if d == manifest["sha256"] and schedule == args.schedule]
+  text = report(runs, manifest, libraries, models, seeds, out,
+                timed if args.schedule == "one_epoch" else None,
+                args.schedule, args.max_epochs)
   print(text)
   if not args.quick and not args.no_docs:
-    write_section(args.docs, text, manifest.get("source"))
+    write_section(args.docs, text, manifest.get("source"), args.schedule)
     print(f"[peers] rewrote the peers section of {args.docs}")
   return 0
 
@@ -944,8 +1076,10 @@ NAMES = {"ours": "tfrs-din (ours)", "fuxictr": "FuxiCTR", "deepctr_torch":
 NAMES.update({f"ours:{v}": f"tfrs-din (ours), {v}" for v in OURS_VARIANTS})
 
 
-def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
+def report(runs, manifest, libraries, models, seeds, out, timed=None,
+           schedule="one_epoch", max_epochs=None) -> str:
   timed = timed or {}
+  validated = schedule == "validated"
   by = collections.defaultdict(list)
   for run in runs:
     if run.get("seed") in seeds:
@@ -956,10 +1090,13 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
   title = "## Peers: FuxiCTR and DeepCTR-Torch (issue 17)"
   if source:
     title += f", on `{os.path.basename(source)}`"
+  if validated:
+    title += ", validated schedule"
   lines += [
       title, "",
       f"Made by `python benchmarks/peers.py"
-      f"{' --prepared ' + os.path.basename(source) if source else ''}` on "
+      f"{' --prepared ' + os.path.basename(source) if source else ''}"
+      f"{' --schedule validated' if validated else ''}` on "
       f"{now}: {platform.machine()}, "
       f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
       "CPU only. The machine was shared with another session's experiments "
@@ -984,10 +1121,13 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
       f"{data}, {manifest['n_train']:,} training "
       f"/ {manifest['n_test']:,} test examples"
       f"{'' if source else ' (test = 9% of the users)'}, "
-      f"sha256 `{manifest['sha256'][:16]}`. One fixed order of the training "
-      "rows, batch 256, one epoch, Adam 1e-3, embedding 18; seeds "
+      f"sha256 `{manifest['sha256'][:16]}`. "
+      + (_validated_text(runs, max_epochs) if validated else
+         "One fixed order of the training rows, batch 256, one epoch, ")
+      + "Adam 1e-3, embedding 18; seeds "
       f"{', '.join(map(str, seeds))} set the model initialisation only (the "
-      "per-seed column shows which ran).", ""]
+      "per-seed column shows which ran"
+      + (", with the epoch kept" if validated else "") + ").", ""]
   lines += ["| library | model | test AUC (mean ± sd, n seeds) | per seed | logloss | "
             "train ex/s median (range) | latency p50 / p99 ms (1 user × 500) | peak RSS MB | "
             "params (embeddings) |",
@@ -1006,7 +1146,9 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
       aucs = [r["auc"] for r in good]
       sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
       speeds = [r["examples_per_s"] for r in good]
-      per_seed = ", ".join(f"{r['seed']}: {r['auc']:.4f}" for r in good)
+      per_seed = ", ".join(
+          f"{r['seed']}: {r['auc']:.4f}"
+          + (f" (epoch {r['epochs']})" if "epochs" in r else "") for r in good)
       lat = timed.get((library, model)) or next(
           (r for r in good if "latency" in r), None)
       latency = "—"
@@ -1035,12 +1177,14 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None) -> str:
       "",
       "train ex/s: batch size over the median step time of each run (the "
       "first 50 steps, 10 with `--quick`, left out), median over seeds. "
-      + (latency_text(timed) if timed else
-         "Latency: on the first seed's trained model, ") +
-      "200 calls (50 with "
+      + ("Latency: not timed on this schedule (it does not depend on it; "
+         "see the one-epoch section). " if validated else
+         latency_text(timed) if timed else
+         "Latency: on the first seed's trained model, ")
+      + ("" if validated else "200 calls (50 with "
       "`--quick`) after 10 warm-up calls; ours is `score_candidates` (user "
       "work once), in brackets ours scoring 500 tiled rows, which is what "
-      "the peers do (they have no per-user call). Peak RSS: the run's own "
+      "the peers do (they have no per-user call). ") + "Peak RSS: the run's own "
       "subprocess (max over seeds). Params: trainable (embedding tables in "
       "brackets).", "",
       f"Compute threads per library: {', '.join(map(str, threads))} "
@@ -1078,7 +1222,8 @@ Checked in every run's subprocess: the SHA-256 and shapes of the arrays it
 loaded match the export's manifest; its training loop saw exactly the
 manifest's training examples and its test pass scored every test example;
 every AUC comes from one NumPy function. Same everywhere: the examples and
-their order, batch 256 (whole batches only), one epoch, embedding 18 for
+their order, batch 256 (whole batches only), the schedule (above),
+embedding 18 for
 user id, item id and category (an item and the behaviours share the
 tables), attention 80-40 with Dice (DIN), tower 200-80 with Dice, GRU 36
 (= 2 x 18) with AUGRU (DIEN), Adam with learning rate 1e-3, no dropout, no
@@ -1140,6 +1285,22 @@ What the peers could not do, as run here:
 """
 
 
+def _validated_text(runs: list, max_epochs: int) -> str:
+  """The protocol sentence of `--schedule validated`."""
+  held = next((r for r in runs if "validation_rows" in r), None)
+  size = (f" ({held['validation_users']:,} users, "
+          f"{held['validation_rows']:,} examples)" if held else "")
+  return (f"Each library trains for up to {max_epochs} epochs on the "
+          f"training users not held out, batch 256 (whole batches), the "
+          "first epoch in the export's order and each later one in a fixed "
+          "permutation, the same for every library; after every epoch it "
+          f"scores the {VALIDATION_FRACTION:.0%} of the training users held out"
+          f"{size}, stops once their AUC has not risen for {PATIENCE} epochs, "
+          "and the test split is scored with the model of its best "
+          "validation epoch (no refit on the held-out users, whose user-id "
+          "embeddings stay untrained in every library); ")
+
+
 def latency_text(timed: dict) -> str:
   loads = [x for r in timed.values() for x in (r["load_start"], r["load_end"])]
   dates = sorted(r["date"] for r in timed.values())
@@ -1150,15 +1311,18 @@ def latency_text(timed: dict) -> str:
           "not depend on the weights), ")
 
 
-def write_section(path: str, text: str, source: str = None) -> None:
+def write_section(path: str, text: str, source: str = None,
+                  schedule: str = "one_epoch") -> None:
   """Replaces the generated section (or appends it), keeping the rest; the
-  runs on a prepared data set (`source`) have a section per data set."""
+  runs on a prepared data set (`source`) and on the validated schedule have
+  a section of their own."""
   old = open(path).read() if os.path.exists(path) else ""
   begin, end = SECTION_BEGIN, SECTION_END
-  if source:
-    name = os.path.basename(source)
-    begin = begin.replace("peers.py:", f"peers.py --prepared {name}:")
-    end = end.replace("peers.py:", f"peers.py --prepared {name}:")
+  flags = f" --prepared {os.path.basename(source)}" if source else ""
+  flags += " --schedule validated" if schedule == "validated" else ""
+  if flags:
+    begin = begin.replace("peers.py:", f"peers.py{flags}:")
+    end = end.replace("peers.py:", f"peers.py{flags}:")
   block = f"{begin}\n{text.rstrip()}\n{end}\n"
   if begin in old and end in old:
     head, rest = old.split(begin, 1)

@@ -1,0 +1,106 @@
+"""The schedules of benchmarks/peers.py: which rows each epoch reads, which
+users validate, and which epoch's test scores are kept."""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..",
+                                "benchmarks"))
+import peers  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def _train(users: int = 60, rows_per_user: int = 23, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  user_id = rng.permutation(np.repeat(np.arange(1, users + 1), rows_per_user))
+  return {"user_id": user_id,
+          "label": rng.integers(0, 2, len(user_id)).astype(np.float32)}
+
+
+def test_validation_holds_out_whole_users_the_same_every_time():
+  train = _train()
+  held = peers.validation_rows(train)
+  np.testing.assert_array_equal(held, peers.validation_rows(train))
+  held_users = set(train["user_id"][held])
+  assert len(held_users) == round(peers.VALIDATION_FRACTION * 60)
+  assert not held_users & set(train["user_id"][~held])  # whole users
+
+
+def test_one_epoch_reads_every_row_in_the_export_order():
+  train = _train()
+  rows = peers.epoch_rows(train, "one_epoch", 0)
+  n = len(train["label"]) // peers.BATCH * peers.BATCH
+  np.testing.assert_array_equal(rows, np.arange(n))
+
+
+def test_validated_epochs_read_the_same_rows_in_fixed_orders():
+  train = _train(users=200)
+  held = peers.validation_rows(train)
+  first = peers.epoch_rows(train, "validated", 0)
+  second = peers.epoch_rows(train, "validated", 1)
+  kept = np.flatnonzero(~held)
+  n = len(kept) // peers.BATCH * peers.BATCH
+  np.testing.assert_array_equal(first, kept[:n])  # the export's order
+  assert len(second) == n and not held[second].any()
+  assert not np.array_equal(first, second)
+  # The same permutation for every library and seed.
+  np.testing.assert_array_equal(second, peers.epoch_rows(train, "validated", 1))
+
+
+def _learner(train, test, strengths):
+  """A fake library whose validation AUC after epoch e rises with
+  strengths[e], and whose test scores say which epoch produced them."""
+  state = {"epoch": -1, "rows": []}
+  rng = np.random.default_rng(1)
+
+  def train_epoch(rows):
+    state["epoch"] += 1
+    state["rows"].append(rows)
+    return len(rows)
+
+  def predict(arrays):
+    if arrays is test:
+      return np.full(len(arrays["label"]), state["epoch"] / 10.0)
+    noise = rng.uniform(size=len(arrays["label"]))
+    return strengths[state["epoch"]] * arrays["label"] + noise
+
+  return train_epoch, predict, state
+
+
+def test_validated_keeps_the_best_validation_epoch_and_stops_after_patience():
+  train, test = _train(users=300), _train(users=40, seed=1)
+  strengths = [0.1, 0.8, 0.3, 0.2, 5.0]  # best at epoch 2 (1-based)
+  train_epoch, predict, state = _learner(train, test, strengths)
+  args = argparse.Namespace(schedule="validated", max_epochs=5)
+  out = peers.run_schedule(train_epoch, predict, train, test, args)
+  assert peers.PATIENCE == 2
+  assert out["epochs"] == 2
+  assert len(out["curve"]) == 4  # epochs 3 and 4 did not beat 2: stop
+  np.testing.assert_array_equal(out["p"], np.full(len(test["label"]), 0.1))
+  aucs = [c["val_auc"] for c in out["curve"]]
+  assert aucs[1] == max(aucs)
+  held = peers.validation_rows(train)
+  assert out["validation_rows"] == int(held.sum())
+  for rows in state["rows"]:
+    assert not held[rows].any()
+
+
+def test_one_epoch_schedule_trains_once_and_scores_the_test_split():
+  train, test = _train(), _train(users=10, seed=1)
+  train_epoch, predict, state = _learner(train, test, [1.0])
+  out = peers.run_schedule(train_epoch, predict, train, test,
+                           argparse.Namespace(schedule="one_epoch",
+                                              max_epochs=5))
+  assert len(state["rows"]) == 1 and "epochs" not in out
+  np.testing.assert_array_equal(out["p"], np.zeros(len(test["label"])))
+
+
+def test_a_loop_that_skips_examples_is_caught():
+  train, test = _train(), _train(users=10, seed=1)
+  _, predict, _ = _learner(train, test, [1.0])
+  with pytest.raises(AssertionError):
+    peers.run_schedule(lambda rows: len(rows) - 1, predict, train, test,
+                       argparse.Namespace(schedule="one_epoch", max_epochs=1))
