@@ -861,7 +861,8 @@ def _child(args) -> int:
   result = RUNNERS[args.library.partition(":")[0]](args.model, args.seed,
                                                    args.data, args)
   result.update(library=args.library, model=args.model, seed=args.seed,
-                schedule=args.schedule, threads=args.threads, latency_only=args.latency_only,
+                schedule=args.schedule, threads=args.threads,
+                latency_only=args.latency_only,
                 wall_s=time.perf_counter() - start,
                 peak_rss_mb=resource.getrusage(
                     resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -989,6 +990,8 @@ def main() -> int:
   if unknown:
     parser.error(f"unknown {sorted(unknown)}")
   seeds = _seeds(args.seeds or ("2" if args.quick else "5"))
+  if args.max_epochs < 1:
+    parser.error(f"--max-epochs must be at least 1, got {args.max_epochs}")
   if args.schedule == "validated" and args.latency_pass:
     parser.error("--latency-pass times the one-epoch models: run it without "
                  "--schedule validated")
@@ -1087,7 +1090,8 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None,
   lines = []
   now = datetime.datetime.now().strftime("%Y-%m-%d")
   source = manifest.get("source")
-  title = "## Peers: FuxiCTR and DeepCTR-Torch (issue 17)"
+  peers_run = [NAMES[x] for x in LIBRARIES if x != "ours" and x in libraries]
+  title = f"## Peers: {' and '.join(peers_run) or 'none'} (issue 17)"
   if source:
     title += f", on `{os.path.basename(source)}`"
   if validated:
