@@ -400,17 +400,13 @@ def validation_rows(train: dict) -> np.ndarray:
   return np.isin(train["user_id"], held)
 
 
-def epoch_rows(train: dict, schedule: str, epoch: int) -> np.ndarray:
-  """The training rows of an epoch (0-based), in the order every library
-  reads them, whole batches only. "one_epoch": every row in the export's
-  order. "validated": the rows of the users not held out, in the export's
-  order in the first epoch and in a fixed permutation (seeded by the epoch,
-  the same for every library and seed) in each later one."""
-  rows = np.arange(len(train["label"]))
-  if schedule == "validated":
-    rows = rows[~validation_rows(train)]
-    if epoch:
-      rows = rows[np.random.default_rng(1000 + epoch).permutation(len(rows))]
+def epoch_rows(rows: np.ndarray, epoch: int) -> np.ndarray:
+  """The training rows `rows` (in the export's order) as epoch `epoch`
+  (0-based) reads them, whole batches only: in the export's order in the
+  first epoch and in a fixed permutation (seeded by the epoch, the same for
+  every library and seed) in each later one."""
+  if epoch:
+    rows = rows[np.random.default_rng(1000 + epoch).permutation(len(rows))]
   return rows[:len(rows) // BATCH * BATCH]
 
 
@@ -434,7 +430,7 @@ def run_schedule(train_epoch, predict, train: dict, test: dict,
     AUC and log loss it was computed beside, which do not).
   """
   if args.schedule == "one_epoch":
-    rows = epoch_rows(train, "one_epoch", 0)
+    rows = epoch_rows(np.arange(len(train["label"])), 0)
     start = time.perf_counter()
     seen = train_epoch(rows)
     train_s = time.perf_counter() - start
@@ -443,9 +439,10 @@ def run_schedule(train_epoch, predict, train: dict, test: dict,
     return {"p": p, "train_s": train_s}
   held = validation_rows(train)
   validation = {n: v[held] for n, v in train.items()}
+  training_rows = np.flatnonzero(~held)  # the users not held out
   best, curve, train_s = None, [], 0.0
   for epoch in range(args.max_epochs):
-    rows = epoch_rows(train, "validated", epoch)
+    rows = epoch_rows(training_rows, epoch)
     start = time.perf_counter()
     seen = train_epoch(rows)
     train_s += time.perf_counter() - start
@@ -1098,9 +1095,7 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None,
     title += ", validated schedule"
   lines += [
       title, "",
-      f"Made by `python benchmarks/peers.py"
-      f"{' --prepared ' + os.path.basename(source) if source else ''}"
-      f"{' --schedule validated' if validated else ''}` on "
+      f"Made by `python benchmarks/peers.py{_section_flags(source, schedule)}` on "
       f"{now}: {platform.machine()}, "
       f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
       "CPU only. The machine was shared with another session's experiments "
@@ -1289,6 +1284,13 @@ What the peers could not do, as run here:
 """
 
 
+def _section_flags(source: str, schedule: str) -> str:
+  """The flags that name a report's section, e.g. " --prepared toys
+  --schedule validated" ("" for the generator, one epoch)."""
+  flags = f" --prepared {os.path.basename(source)}" if source else ""
+  return flags + (" --schedule validated" if schedule == "validated" else "")
+
+
 def _validated_text(runs: list, max_epochs: int) -> str:
   """The protocol sentence of `--schedule validated`."""
   held = next((r for r in runs if "validation_rows" in r), None)
@@ -1322,8 +1324,7 @@ def write_section(path: str, text: str, source: str = None,
   a section of their own."""
   old = open(path).read() if os.path.exists(path) else ""
   begin, end = SECTION_BEGIN, SECTION_END
-  flags = f" --prepared {os.path.basename(source)}" if source else ""
-  flags += " --schedule validated" if schedule == "validated" else ""
+  flags = _section_flags(source, schedule)
   if flags:
     begin = begin.replace("peers.py:", f"peers.py{flags}:")
     end = end.replace("peers.py:", f"peers.py{flags}:")

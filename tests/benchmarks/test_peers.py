@@ -30,24 +30,26 @@ def test_validation_holds_out_whole_users_the_same_every_time():
 
 
 def test_one_epoch_reads_every_row_in_the_export_order():
-  train = _train()
-  rows = peers.epoch_rows(train, "one_epoch", 0)
+  train, test = _train(), _train(users=10, seed=1)
+  train_epoch, predict, state = _learner(train, test, [1.0])
+  peers.run_schedule(train_epoch, predict, train, test,
+                     argparse.Namespace(schedule="one_epoch", max_epochs=5))
   n = len(train["label"]) // peers.BATCH * peers.BATCH
-  np.testing.assert_array_equal(rows, np.arange(n))
+  np.testing.assert_array_equal(state["rows"][0], np.arange(n))
 
 
 def test_validated_epochs_read_the_same_rows_in_fixed_orders():
   train = _train(users=200)
   held = peers.validation_rows(train)
-  first = peers.epoch_rows(train, "validated", 0)
-  second = peers.epoch_rows(train, "validated", 1)
   kept = np.flatnonzero(~held)
+  first = peers.epoch_rows(kept, 0)
+  second = peers.epoch_rows(kept, 1)
   n = len(kept) // peers.BATCH * peers.BATCH
   np.testing.assert_array_equal(first, kept[:n])  # the export's order
   assert len(second) == n and not held[second].any()
   assert not np.array_equal(first, second)
   # The same permutation for every library and seed.
-  np.testing.assert_array_equal(second, peers.epoch_rows(train, "validated", 1))
+  np.testing.assert_array_equal(second, peers.epoch_rows(kept, 1))
 
 
 def _learner(train, test, strengths):
