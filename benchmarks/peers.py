@@ -114,6 +114,14 @@ OURS_VARIANTS["fuxictr_din_masked_statistics"] = dict(
 OURS_VARIANTS["fuxictr_din"] = dict(
     OURS_VARIANTS["fuxictr_din_masked_statistics"],
     attention_padded_statistics=True)
+# Our default regularisation, `TrainConfig`'s: MBA, lambda 0.01, n_j the id
+# counts the data set carries (the generator's, or the prepared vocabulary's).
+OURS_VARIANTS["mba"] = {"regularization": "mba"}
+# `--libraries fuxictr:NAME`: FuxiCTR with these constructor arguments
+# changed. embedding_regularizer=lambda adds lambda / 2 * ||W||^2 of every
+# embedding table to each step's loss (its BaseModel.regularization_loss).
+FUXICTR_VARIANTS = {f"embedding_l2_{v}": {"embedding_regularizer": float(v)}
+                    for v in ("1e-6", "1e-5", "1e-4", "1e-3")}
 MODELS = ("din", "dien")
 SCHEDULES = ("one_epoch", "validated")
 # `--schedule validated`: the users held out to choose the epoch, and how
@@ -211,15 +219,20 @@ def export_data(path: str, quick: bool) -> dict:
   rng = np.random.default_rng(2)
   items = rng.integers(FIRST_ID, vocab["item_id"], SERVE_HISTORY + SERVE_CANDIDATES)
   cats_of = item_category[items - FIRST_ID] + FIRST_ID
+  frequencies = {f.name: f.frequencies.tolist()
+                 for f in data.spec.user_features + data.spec.item_features}
   return _write_export(path, out, FIRST_ID + 7, items, cats_of, vocab,
-                       generator=_sizes(quick), quick=quick)
+                       generator=_sizes(quick), quick=quick,
+                       frequencies=frequencies)
 
 
 def _write_export(path: str, out: dict, user: int, items: np.ndarray,
                   categories: np.ndarray, vocab: dict, **about) -> dict:
   """Adds the serving request (`user`, the first SERVE_HISTORY of `items` /
   `categories` as behaviours, the rest as candidates) to the train/test
-  arrays `out`, writes `path` and its manifest (with `about` in it)."""
+  arrays `out`, writes `path` and its manifest (with `about` in it: the
+  id counts of each feature, `frequencies`, are the n_j of our MBA, as
+  `tfrs-din train` reads them from the data set)."""
   out = dict(out, serve_user_id=np.array([user]),
              serve_hist_item_id=items[None, :SERVE_HISTORY],
              serve_hist_category_id=categories[None, :SERVE_HISTORY],
@@ -298,10 +311,14 @@ def export_prepared(path: str, directory: str) -> dict:
   pairs = np.unique(np.stack([train["item_id"], train["category_id"]], 1), axis=0)
   pick = pairs[np.random.default_rng(2).integers(
       len(pairs), size=SERVE_HISTORY + SERVE_CANDIDATES)]
+  from beam_jobs.vocabulary import load_vocabularies
+  frequencies = {n: v.frequencies().tolist()
+                 for n, v in load_vocabularies(directory, names).items()}
   return _write_export(
       path, out, int(train["user_id"][0]), pick[:, 0], pick[:, 1], vocab,
       generator=None, quick=False, source=os.path.abspath(directory),
-      protocol=metadata["options"]["samples"]["protocol"])
+      protocol=metadata["options"]["samples"]["protocol"],
+      frequencies=frequencies)
 
 
 def _hash(arrays: dict) -> str:
@@ -484,17 +501,23 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
   from tfrs_din.training import TrainConfig, build_model, make_optimizer
   train, test, serve, manifest = _load(path)
   vocab = manifest["vocab"]
-  spec = FeatureSpec(
-      user_features=[CategoricalFeature("user_id", vocab["user_id"], EMBEDDING)],
-      item_features=[CategoricalFeature(n, vocab[n], EMBEDDING)
-                     for n in ("item_id", "category_id")],
-      max_history=MAX_HISTORY)
+  if "frequencies" not in manifest:
+    raise ValueError(f"{path}: exported before the manifest held the id "
+                     "counts (MBA's n_j); delete it to export it again")
+
+  def feature(name):
+    return CategoricalFeature(name, vocab[name], EMBEDDING,
+                              frequencies=manifest["frequencies"][name])
+
+  spec = FeatureSpec(user_features=[feature("user_id")],
+                     item_features=[feature("item_id"), feature("category_id")],
+                     max_history=MAX_HISTORY)
   # TrainConfig's defaults (embedding N(0, 0.05), Glorot-normal kernels, Dice,
   # behaviour sum in the tower, AUGRU 36, auxiliary loss weight 1, LazyAdam
   # 1e-3), without the MBA regularisation the peers cannot match.
   overrides = OURS_VARIANTS.get(args.library.partition(":")[2], {})
-  config = TrainConfig(model=model_name, regularization=None, seed=seed,
-                       **overrides)
+  config = TrainConfig(**{"model": model_name, "regularization": None,
+                          "seed": seed, **overrides})
   tf.keras.utils.set_random_seed(seed)
   model = build_model(spec, config)
   model.compile(make_optimizer(config.optimizer, config.learning_rate,
@@ -631,6 +654,7 @@ def run_fuxictr(model_name: str, seed: int, path: str, args) -> dict:
                 loss="binary_crossentropy", verbose=0, metrics=["AUC"],
                 model_root=tempfile.mkdtemp(), dnn_hidden_units=[200, 80],
                 dnn_activations="Dice")
+  common.update(FUXICTR_VARIANTS.get(args.library.partition(":")[2], {}))
   notes = []
   if model_name == "din":
     from model_zoo.LongCTR.DIN import DIN
@@ -982,11 +1006,15 @@ def main() -> int:
 
   libraries = [x for x in args.libraries.split(",") if x]
   models = [x for x in args.models.split(",") if x]
-  known = set(LIBRARIES) | {f"ours:{v}" for v in OURS_VARIANTS}
+  known = (set(LIBRARIES) | {f"ours:{v}" for v in OURS_VARIANTS}
+           | {f"fuxictr:{v}" for v in FUXICTR_VARIANTS})
   unknown = (set(libraries) - known) | (set(models) - set(MODELS))
   if unknown:
     parser.error(f"unknown {sorted(unknown)}")
   seeds = _seeds(args.seeds or ("2" if args.quick else "5"))
+  if not seeds:
+    parser.error(f"--seeds {args.seeds!r} names no seed: a count is at least "
+                 f"1; seed 0 alone is '0,'")
   if args.max_epochs < 1:
     parser.error(f"--max-epochs must be at least 1, got {args.max_epochs}")
   if args.schedule == "validated" and args.latency_pass:
@@ -1074,6 +1102,7 @@ def main() -> int:
 NAMES = {"ours": "tfrs-din (ours)", "fuxictr": "FuxiCTR", "deepctr_torch":
          "DeepCTR-Torch"}
 NAMES.update({f"ours:{v}": f"tfrs-din (ours), {v}" for v in OURS_VARIANTS})
+NAMES.update({f"fuxictr:{v}": f"FuxiCTR, {v}" for v in FUXICTR_VARIANTS})
 
 
 def report(runs, manifest, libraries, models, seeds, out, timed=None,

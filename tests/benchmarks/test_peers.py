@@ -106,3 +106,25 @@ def test_a_loop_that_skips_examples_is_caught():
   with pytest.raises(AssertionError):
     peers.run_schedule(lambda rows: len(rows) - 1, predict, train, test,
                        argparse.Namespace(schedule="one_epoch", max_epochs=1))
+
+
+def test_the_export_carries_mba_counts_of_the_training_rows_only(tmp_path):
+  path = str(tmp_path / "data.npz")
+  manifest = peers.export_data(path, quick=True)
+  train, test, _, _ = peers._load(path)  # checks the hash and the shapes
+  counts = manifest["frequencies"]
+  for name in ("user_id", "item_id", "category_id"):
+    assert len(counts[name]) == manifest["vocab"][name]
+  # The generator counts an id in the candidate and history columns of its
+  # training samples; the export keeps whole batches, dropping < BATCH rows.
+  # (Row 0, the padding, is not an id.)
+  for name, columns in (("user_id", ("user_id",)),
+                        ("item_id", ("item_id", "hist_item_id"))):
+    ids = np.concatenate([train[c][train[c] > 0].ravel() for c in columns])
+    seen = np.bincount(ids, minlength=len(counts[name]))
+    dropped = (np.asarray(counts[name]) - seen)[1:]
+    assert dropped.min() >= 0
+    assert 0 < dropped.sum() <= (peers.BATCH - 1) * len(columns) * (
+        1 if name == "user_id" else 1 + peers.MAX_HISTORY)
+  # The test users never count (the test split is whole users).
+  assert not np.asarray(counts["user_id"])[np.unique(test["user_id"])].any()
