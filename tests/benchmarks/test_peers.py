@@ -108,23 +108,21 @@ def test_a_loop_that_skips_examples_is_caught():
                        argparse.Namespace(schedule="one_epoch", max_epochs=1))
 
 
-def test_the_export_carries_mba_counts_of_the_training_rows_only(tmp_path):
+def test_the_export_carries_mba_counts_of_the_events(tmp_path):
   path = str(tmp_path / "data.npz")
   manifest = peers.export_data(path, quick=True)
   train, test, _, _ = peers._load(path)  # checks the hash and the shapes
-  counts = manifest["frequencies"]
+  counts = {n: np.asarray(c) for n, c in manifest["frequencies"].items()}
   for name in ("user_id", "item_id", "category_id"):
     assert len(counts[name]) == manifest["vocab"][name]
-  # The generator counts an id in the candidate and history columns of its
-  # training samples; the export keeps whole batches, dropping < BATCH rows.
-  # (Row 0, the padding, is not an id.)
-  for name, columns in (("user_id", ("user_id",)),
-                        ("item_id", ("item_id", "hist_item_id"))):
-    ids = np.concatenate([train[c][train[c] > 0].ravel() for c in columns])
-    seen = np.bincount(ids, minlength=len(counts[name]))
-    dropped = (np.asarray(counts[name]) - seen)[1:]
-    assert dropped.min() >= 0
-    assert 0 < dropped.sum() <= (peers.BATCH - 1) * len(columns) * (
-        1 if name == "user_id" else 1 + peers.MAX_HISTORY)
-  # The test users never count (the test split is whole users).
-  assert not np.asarray(counts["user_id"])[np.unique(test["user_id"])].any()
+    assert counts[name][:2].sum() == 0  # padding and OOV are no ids
+  # Every event holds one user, one item and one category.
+  events = counts["user_id"].sum()
+  assert counts["item_id"].sum() == counts["category_id"].sum() == events
+  # Each sample is an event of its user and its candidate; users' events
+  # before their first click are not samples.
+  assert events > len(train["label"]) + len(test["label"])
+  for name in ("user_id", "item_id", "category_id"):
+    seen = sum(np.bincount(split[name], minlength=len(counts[name]))
+               for split in (train, test))
+    assert (counts[name] >= seen).all()
