@@ -87,6 +87,11 @@ def _add_training_options(parser: argparse.ArgumentParser,
     default="auto",
     help="also feed the tower the behaviour sum s and item * s (auto: DIN "
     "and DIEN yes, base no, as the official code)")
+  a("--tower_behaviour_pooling", choices=["sum", "mean"],
+    default=d.tower_behaviour_pooling,
+    help="the behaviour summary s fed to the tower: sum (the official code) "
+    "or mean of the valid behaviours (a scale independent of the history "
+    "length)")
   a("--tower_input_normalization", choices=["auto", "none", "batch", "affine"],
     default=d.tower_input_normalization,
     help="normalise the tower input: batch (BatchNormalization) or affine "
@@ -158,6 +163,7 @@ def _train_config(args, model: str) -> TrainConfig:
       tower_input_normalization=none(args.tower_input_normalization),
       behaviour_sum_in_tower={"auto": None, "true": True, "false": False}[
           args.behaviour_sum_in_tower],
+      tower_behaviour_pooling=args.tower_behaviour_pooling,
       embedding_stddev=args.embedding_stddev,
       kernel_initializer=args.kernel_initializer,
       adam_epsilon=args.adam_epsilon,

@@ -67,6 +67,20 @@ def test_behaviour_sum_reaches_the_tower(small_data):
                              (embedded.candidate[:, 0] * expected).numpy(),
                              atol=1e-6)
   assert DINModel.from_config(summed.get_config()).behaviour_sum_in_tower
+  # "mean": s divided by the number of valid behaviours (0 if there are none).
+  mean, mean_product = behaviour_sum_features(embedded, "mean")
+  count = tf.reduce_sum(mask, axis=1)
+  expected_mean = np.where(count > 0, expected / np.maximum(count, 1), 0.0)
+  np.testing.assert_allclose(mean[:, 0].numpy(), expected_mean, atol=1e-6)
+  np.testing.assert_allclose(mean_product[:, 0].numpy(),
+                             embedded.candidate[:, 0].numpy() * expected_mean,
+                             atol=1e-6)
+  averaged = DINModel(small_data.spec, attention_units=(8, 4),
+                      tower_behaviour_pooling="mean", **SMALL)
+  assert DINModel.from_config(
+      averaged.get_config()).tower_behaviour_pooling == "mean"
+  with pytest.raises(ValueError, match="tower_behaviour_pooling"):
+    DINModel(small_data.spec, tower_behaviour_pooling="max", **SMALL)
   # The base model's interest is already the sum: only e_A * s is added.
   plain_base = BaseModel(small_data.spec, **SMALL)
   base = BaseModel(small_data.spec, behaviour_sum_in_tower=True, **SMALL)

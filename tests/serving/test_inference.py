@@ -63,7 +63,11 @@ CONFIGS = {
     "din_sum_start": (DINModel, dict(
         attention_units=(8, 4), attention_initial_weight=1.0,
         behaviour_sum_in_tower=False)),
+    "din_mean_summary": (DINModel, dict(attention_units=(8, 4),
+                                        tower_behaviour_pooling="mean")),
     "dien": (DIENModel, dict(gru_units=5)),
+    "dien_mean_summary": (DIENModel, dict(gru_units=5,
+                                          tower_behaviour_pooling="mean")),
     "dien_aigru": (DIENModel, dict(gru_units=5, gru_type="AIGRU")),
     "dien_agru_mlp_affine": (DIENModel, dict(
         gru_units=5, gru_type="AGRU", attention="mlp",
@@ -71,8 +75,8 @@ CONFIGS = {
     "dien_official": (DIENModel, dict(gru_units=5, gru_type="AUGRU_OFFICIAL",
                                       attention="mlp", activation="prelu")),
 }
-XLA_CONFIGS = ("din", "din_softmax_batch_norm_no_sum", "dien",
-               "dien_agru_mlp_affine")
+XLA_CONFIGS = ("din", "din_mean_summary", "din_softmax_batch_norm_no_sum",
+               "dien", "dien_agru_mlp_affine")
 
 
 # XLA compiles slowly: a subset covers every code path under it.

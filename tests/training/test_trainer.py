@@ -150,6 +150,15 @@ def test_behaviour_sum_follows_the_official_code_unless_forced(
   assert training.build_model(spec, config).behaviour_sum_in_tower == expected
 
 
+@pytest.mark.parametrize("model", ["base", "din", "dien"])
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_tower_behaviour_pooling_reaches_the_model(prepared, model, pooling):
+  spec, _ = load_feature_spec(prepared)
+  config = training.TrainConfig(model=model, tower_behaviour_pooling=pooling,
+                                behaviour_sum_in_tower=True, **SMALL)
+  assert training.build_model(spec, config).tower_behaviour_pooling == pooling
+
+
 def test_official_code_options_reach_the_dien_model(prepared):
   spec, _ = load_feature_spec(prepared)
   config = training.TrainConfig(

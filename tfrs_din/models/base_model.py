@@ -53,7 +53,7 @@ class BaseModel(CTRModel):
     # The interest is already the (sum- or mean-) pooled behaviours.
     if not self.behaviour_sum_in_tower:
       return []
-    return behaviour_sum_features(embedded)[1:]
+    return behaviour_sum_features(embedded, self.tower_behaviour_pooling)[1:]
 
   def get_config(self) -> dict:
     return dict(super().get_config(), pooling=self.pooling)

@@ -18,6 +18,7 @@ from tfrs_din.models.embedding import (DEFAULT_EMBEDDINGS_INITIALIZER,
 
 # Values of `CTRModel(tower_input_normalization=...)`.
 TOWER_INPUT_NORMALIZATIONS = (None, "batch", "affine")
+BEHAVIOUR_POOLINGS = ("sum", "mean")
 
 
 def _under_parameter_servers() -> bool:
@@ -25,11 +26,25 @@ def _under_parameter_servers() -> bool:
                     tf.distribute.experimental.ParameterServerStrategy)
 
 
-def behaviour_sum_features(embedded: EmbeddedFeatures) -> List[tf.Tensor]:
-  """[s, e_A * s] per candidate, s = sum of the valid behaviour embeddings:
-  the extra tower inputs of the official DIN/DIEN code (DIEN repository,
-  script/model.py), each [B, N, Di]."""
-  total = tf.reduce_sum(embedded.behaviours, axis=1)            # [B, Di]
+def pool_behaviours(behaviours: tf.Tensor, count: tf.Tensor,
+                    pooling: str = "sum") -> tf.Tensor:
+  """s = sum_j e_j over the valid behaviours ("sum"), or that sum / count
+  ("mean"; 0 for an empty history). `behaviours` [B, L, Di] (zeros at padded
+  positions) or ragged [B, (L), Di]; `count` [B], the valid behaviours."""
+  total = tf.reduce_sum(behaviours, axis=1)                     # [B, Di]
+  if pooling == "mean":
+    total = tf.math.divide_no_nan(total, tf.cast(count, total.dtype)[:, None])
+  return total
+
+
+def behaviour_sum_features(embedded: EmbeddedFeatures, pooling: str = "sum"
+                           ) -> List[tf.Tensor]:
+  """[s, e_A * s] per candidate, each [B, N, Di]: the extra tower inputs of
+  the official DIN/DIEN code (DIEN repository, script/model.py), where s is
+  the sum of the valid behaviour embeddings; `pooling="mean"` divides it by
+  their number (see `pool_behaviours`)."""
+  total = pool_behaviours(embedded.behaviours,
+                          embedded.behaviours.row_lengths(), pooling)
   total = tf.broadcast_to(total[:, tf.newaxis], tf.shape(embedded.candidate))
   return [total, embedded.candidate * total]
 
@@ -66,6 +81,11 @@ class CTRModel(tfrs.models.Model):
       embeddings, and e_A * s (e_A: the candidate), as the official code
       does for DIN and DIEN (DIEN repository, script/model.py); a model whose
       interest is already s (the base model) adds only e_A * s.
+    tower_behaviour_pooling: how s is pooled for the tower: "sum" (the
+      official code, and the default here so that saved models load as they
+      were) or "mean", the sum divided by the number of valid behaviours,
+      whose scale does not grow with the history: `TrainConfig`'s default,
+      with which DIN and DIEN overfit less (docs/design.md).
     tower_input_normalization: None (the papers), "batch" or "affine": a
       batch normalisation of the tower input, as both official codebases
       have (`build_fcn_net` in DIEN's script/model.py, the DIN repository's
@@ -96,8 +116,14 @@ class CTRModel(tfrs.models.Model):
                embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
                kernel_initializer="glorot_normal",
                behaviour_sum_in_tower: bool = False,
-               tower_input_normalization: Optional[str] = None, **kwargs):
+               tower_input_normalization: Optional[str] = None,
+               tower_behaviour_pooling: str = "sum", **kwargs):
     super().__init__(**kwargs)
+    if tower_behaviour_pooling not in BEHAVIOUR_POOLINGS:
+      raise ValueError(
+          f"tower_behaviour_pooling must be one of {BEHAVIOUR_POOLINGS}, "
+          f"got {tower_behaviour_pooling!r}.")
+    self.tower_behaviour_pooling = tower_behaviour_pooling
     if tower_input_normalization not in TOWER_INPUT_NORMALIZATIONS:
       raise ValueError(
           f"tower_input_normalization must be one of "
@@ -143,8 +169,8 @@ class CTRModel(tfrs.models.Model):
 
   def extra_tower_inputs(self, embedded: EmbeddedFeatures) -> List[tf.Tensor]:
     """More [B, N, .] inputs of the tower: see `behaviour_sum_in_tower`."""
-    return (behaviour_sum_features(embedded) if self.behaviour_sum_in_tower
-            else [])
+    return (behaviour_sum_features(embedded, self.tower_behaviour_pooling)
+            if self.behaviour_sum_in_tower else [])
 
   def auxiliary_loss(self, features: Dict[str, tf.Tensor],
                      intermediates: Dict[str, tf.Tensor],
@@ -328,6 +354,7 @@ class CTRModel(tfrs.models.Model):
                 kernel_initializer=tf.keras.initializers.serialize(
                     self.kernel_initializer),
                 behaviour_sum_in_tower=self.behaviour_sum_in_tower,
+                tower_behaviour_pooling=self.tower_behaviour_pooling,
                 tower_input_normalization=self.tower_input_normalization,
                 name=self.name)
 

@@ -52,6 +52,7 @@ import tensorflow as tf
 from tfrs_din.features import HISTORY_LENGTH, HISTORY_PREFIX, FeatureSpec
 from tfrs_din.layers.dice import Dice
 from tfrs_din.layers.mlp import PReLU
+from tfrs_din.models.ctr_model import pool_behaviours
 
 # --------------------------------------------------------------------------- #
 # Dense layers and activations at inference.
@@ -343,15 +344,14 @@ def _tower(model, user, candidate, interest, numeric, behaviour_sum):
 BLOCK = 16
 
 
-def _din_logits(model, user, candidate, history, numeric, length):
+def _din_logits(model, user, candidate, history, numeric, length, summary):
   """Logits [1, N] of one user's N candidates; `history` [1, W, Di] holds
-  `length` valid behaviours first."""
+  `length` valid behaviours first; `summary` [1, Di] is their pooled s."""
   most = model.spec.max_history
   block = -(-most // -(-most // BLOCK))   # ~BLOCK, tiling max_history evenly
   interest = pooled_in_blocks(model.attention, candidate, history, length,
                               block)
-  return _tower(model, user, candidate, interest, numeric,
-                tf.reduce_sum(history, 1))
+  return _tower(model, user, candidate, interest, numeric, summary)
 
 
 def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
@@ -388,7 +388,8 @@ def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
     attention = tf.where(valid, attention, 0.0)
   return dict(
       user=user, candidate=candidate, numeric=numeric, steps=steps,
-      behaviour_sum=tf.reduce_sum(history, 1),
+      behaviour_sum=pool_behaviours(history, tf.reduce_sum(
+          tf.cast(mask, tf.int32), 1), model.tower_behaviour_pooling),
       mask=mask_t[:, :, tf.newaxis, tf.newaxis],                  # [L, B, 1, 1]
       attention=tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis],  # [L, B, 1, N]
       # The evolution's input projection W h_t, once per user.
@@ -508,9 +509,12 @@ class Scorer:
       return
 
     def probabilities(features, candidates):
-      user, candidate, history, _, numeric = _embed(model, features,
-                                                    candidates)
+      user, candidate, history, mask, numeric = _embed(model, features,
+                                                       candidates)
       lengths = tf.cast(features[HISTORY_LENGTH], tf.int32)
+      summaries = pool_behaviours(
+          history, tf.reduce_sum(tf.cast(mask, tf.int32), 1),
+          model.tower_behaviour_pooling)
 
       def one_user(b):
         # Users one at a time: memory for one user's pairs, and the work
@@ -519,7 +523,7 @@ class Scorer:
           return tf.gather(t, b)[tf.newaxis]
 
         return _din_logits(model, row(user), row(candidate), row(history),
-                           row(numeric), lengths[b])[0]
+                           row(numeric), lengths[b], row(summaries))[0]
 
       return tf.sigmoid(tf.map_fn(
           one_user, tf.range(tf.shape(user)[0]),

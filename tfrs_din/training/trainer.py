@@ -95,6 +95,10 @@ class TrainConfig:
   dien_attention_initializer: Optional[str] = None
   # None: as the official code (DIN and DIEN yes, the base model no).
   behaviour_sum_in_tower: Optional[bool] = None
+  # s in the tower: "sum" (the official code) or "mean" of the valid
+  # behaviours, whose scale does not grow with the history: DIN and DIEN
+  # overfit less (docs/design.md).
+  tower_behaviour_pooling: str = "sum"
   # "auto": "affine" for DIEN (with the options above), none for base/DIN.
   tower_input_normalization: Optional[str] = "auto"
   embedding_stddev: float = 0.05
@@ -159,7 +163,8 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                 behaviour_sum_in_tower=(
                     config.model != "base"
                     if config.behaviour_sum_in_tower is None
-                    else config.behaviour_sum_in_tower))
+                    else config.behaviour_sum_in_tower),
+                tower_behaviour_pooling=config.tower_behaviour_pooling)
   extra = {
       "base": dict(pooling=config.pooling),
       "din": dict(attention_units=config.attention_units,
