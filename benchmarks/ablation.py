@@ -30,7 +30,15 @@ from peers import FUXICTR_DIEN, OURS_VARIANTS  # noqa: E402  (NumPy only)
 # (row name, model, TrainConfig fields changed from the defaults, what it is)
 ROWS: List[Tuple[str, str, dict, str]] = [
     ("base", "base", {}, "Embedding&MLP base model, defaults"),
+    ("base_l2_1e-3", "base", {"regularization": "l2", "l2": 1e-3},
+     "base model with L2 1e-3 on every embedding row at every step instead "
+     "of MBA"),
     ("din", "din", {}, "DIN, defaults (Dice)"),
+    ("din_behaviour_sum", "din", {"tower_behaviour_pooling": "sum"},
+     "DIN whose tower gets the behaviour sum s (the official code) instead "
+     "of the mean"),
+    ("din_l2_1e-3", "din", {"regularization": "l2", "l2": 1e-3},
+     "DIN with L2 1e-3 on every embedding row at every step instead of MBA"),
     ("din_prelu", "din", {"activation": "prelu",
                           "attention_activation": "prelu"},
      "DIN with PReLU in the tower and the attention unit"),
@@ -66,6 +74,9 @@ ROWS: List[Tuple[str, str, dict, str]] = [
      "no affine normalisation of the tower input"),
     ("dien_no_behaviour_sum", "dien", {"behaviour_sum_in_tower": False},
      "tower without the behaviour sum and item * sum"),
+    ("dien_behaviour_sum", "dien", {"tower_behaviour_pooling": "sum"},
+     "tower gets the behaviour sum s (the official code) instead of the "
+     "mean"),
     ("dien_step_mean", "dien", {"aux_loss_reduction": "step_mean"},
      "aux loss averaged over valid steps"),
     ("dien_aux_user_sum", "dien", {"aux_loss_reduction": "user_sum"},

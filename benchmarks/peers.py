@@ -114,14 +114,19 @@ OURS_VARIANTS["fuxictr_din_masked_statistics"] = dict(
 OURS_VARIANTS["fuxictr_din"] = dict(
     OURS_VARIANTS["fuxictr_din_masked_statistics"],
     attention_padded_statistics=True)
+# The tower's s summed, as the official code (the default before session 13).
+OURS_VARIANTS["behaviour_sum"] = {"tower_behaviour_pooling": "sum"}
 # Our default regularisation, `TrainConfig`'s: MBA, lambda 0.01, n_j the id
 # counts the data set carries (the generator's, or the prepared vocabulary's).
 OURS_VARIANTS["mba"] = {"regularization": "mba"}
+# L2 on every row of every table at each step, FuxiCTR's embedding_regularizer.
+OURS_VARIANTS.update({f"l2_{v}": {"regularization": "l2", "l2": float(v)}
+                      for v in ("1e-4", "1e-3")})
 # `--libraries fuxictr:NAME`: FuxiCTR with these constructor arguments
 # changed. embedding_regularizer=lambda adds lambda / 2 * ||W||^2 of every
 # embedding table to each step's loss (its BaseModel.regularization_loss).
 FUXICTR_VARIANTS = {f"embedding_l2_{v}": {"embedding_regularizer": float(v)}
-                    for v in ("1e-6", "1e-5", "1e-4", "1e-3")}
+                    for v in ("1e-6", "1e-5", "1e-4", "1e-3", "1e-2")}
 MODELS = ("din", "dien")
 SCHEDULES = ("one_epoch", "validated")
 # `--schedule validated`: the users held out to choose the epoch, and how
@@ -518,8 +523,9 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
                      item_features=[feature("item_id"), feature("category_id")],
                      max_history=MAX_HISTORY)
   # TrainConfig's defaults (embedding N(0, 0.05), Glorot-normal kernels, Dice,
-  # behaviour sum in the tower, AUGRU 36, auxiliary loss weight 1, LazyAdam
-  # 1e-3), without the MBA regularisation the peers cannot match.
+  # the behaviours' mean s and e_A * s in the tower, AUGRU 36, auxiliary loss
+  # weight 1, LazyAdam 1e-3), without the MBA regularisation the peers
+  # cannot match.
   overrides = OURS_VARIANTS.get(args.library.partition(":")[2], {})
   config = TrainConfig(**{"model": model_name, "regularization": None,
                           "seed": seed, **overrides})
@@ -1271,14 +1277,15 @@ epsilon 1e-7; the peers with torch's Adam, epsilon 1e-8.
 The embedding tables are the same size everywhere; the other parameters
 differ as follows (counts per part in the table above):
 - DIN: ours has 14,400 more tower weights than FuxiCTR: our tower also gets
-  the behaviour sum s and e_A * s (72 inputs x 200), as the official code
-  does (`TrainConfig` default, "behaviour sum in the tower" in
-  docs/results.md); neither peer's DIN has that option. DeepCTR-Torch's
+  a summary s of the behaviours and e_A * s (72 inputs x 200), as the
+  official code does (`TrainConfig` default; s is the behaviours' mean,
+  the official code's sum before session 13: docs/design.md); neither
+  peer's DIN has that option. DeepCTR-Torch's
   Dice has an affine batch norm (2 more per unit: +800 for the 400 Dice
   units); ours and FuxiCTR learn one alpha per unit.
 - DIEN: ours = FuxiCTR's + our auxiliary net (72-100-50-1 and a batch norm
   of its 72 inputs: 12,545); FuxiCTR's DIEN has the behaviour sum too
-  (`enable_sum_pooling=True`) and the same bilinear attention. DeepCTR-Torch:
+  (`enable_sum_pooling=True`; ours the mean) and the same bilinear attention. DeepCTR-Torch:
   no behaviour sum (-14,400), a DIN-style MLP attention (80-40 Dice, softmax:
   15,241 weights instead of the bilinear 1,296; it has no bilinear form),
   one bias per gate in its AUGRU cell (-108), its auxiliary net without the

@@ -98,7 +98,7 @@ class TrainConfig:
   # s in the tower: "sum" (the official code) or "mean" of the valid
   # behaviours, whose scale does not grow with the history: DIN and DIEN
   # overfit less (docs/design.md).
-  tower_behaviour_pooling: str = "sum"
+  tower_behaviour_pooling: str = "mean"
   # "auto": "affine" for DIEN (with the options above), none for base/DIN.
   tower_input_normalization: Optional[str] = "auto"
   embedding_stddev: float = 0.05
