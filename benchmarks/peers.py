@@ -226,7 +226,8 @@ def export_data(path: str, quick: bool) -> dict:
   cats_of = item_category[items - FIRST_ID] + FIRST_ID
   # MBA's n_j as `tfrs-din prepare` counts them (its vocabularies): the
   # events of the log holding id j (the spec's own counts are occurrences in
-  # samples, histories included: 10-20x larger, a weaker penalty).
+  # samples, histories included: for items about 15x larger, a weaker
+  # penalty).
   frequencies = {
       name: np.bincount([int(e[name][1:]) + FIRST_ID for e in data.events],
                         minlength=size).tolist()
