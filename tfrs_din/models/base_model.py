@@ -7,7 +7,8 @@ from typing import Optional
 import tensorflow as tf
 
 from tfrs_din.layers.arrays import accepts_arrays
-from tfrs_din.models.ctr_model import CTRModel, behaviour_sum_features
+from tfrs_din.models.ctr_model import (CTRModel, behaviour_sum_features,
+                                       pool_behaviours)
 from tfrs_din.models.embedding import EmbeddedFeatures
 
 POOLINGS = ("sum", "mean")
@@ -42,10 +43,8 @@ class BaseModel(CTRModel):
   def interest(self, embedded: EmbeddedFeatures,
                training: Optional[bool] = None):
     # Over the valid behaviours only; an empty history pools to zeros.
-    pooled = tf.reduce_sum(embedded.behaviours, axis=1)
-    if self.pooling == "mean":
-      lengths = tf.cast(embedded.behaviours.row_lengths(), pooled.dtype)
-      pooled = tf.math.divide_no_nan(pooled, lengths[:, tf.newaxis])
+    pooled = pool_behaviours(embedded.behaviours,
+                             embedded.behaviours.row_lengths(), self.pooling)
     num = tf.shape(embedded.candidate)[1]
     return tf.repeat(tf.expand_dims(pooled, 1), num, axis=1), {}
 

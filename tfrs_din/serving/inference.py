@@ -344,6 +344,13 @@ def _tower(model, user, candidate, interest, numeric, behaviour_sum):
 BLOCK = 16
 
 
+def _behaviour_summary(model, history, mask):
+  """The tower's s [B, Di] of `history` [B, W, Di] (zeros where `mask` is
+  False), pooled as the model pools it."""
+  return pool_behaviours(history, tf.reduce_sum(tf.cast(mask, tf.int32), 1),
+                         model.tower_behaviour_pooling)
+
+
 def _din_logits(model, user, candidate, history, numeric, length, summary):
   """Logits [1, N] of one user's N candidates; `history` [1, W, Di] holds
   `length` valid behaviours first; `summary` [1, Di] is their pooled s."""
@@ -388,8 +395,7 @@ def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
     attention = tf.where(valid, attention, 0.0)
   return dict(
       user=user, candidate=candidate, numeric=numeric, steps=steps,
-      behaviour_sum=pool_behaviours(history, tf.reduce_sum(
-          tf.cast(mask, tf.int32), 1), model.tower_behaviour_pooling),
+      behaviour_sum=_behaviour_summary(model, history, mask),
       mask=mask_t[:, :, tf.newaxis, tf.newaxis],                  # [L, B, 1, 1]
       attention=tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis],  # [L, B, 1, N]
       # The evolution's input projection W h_t, once per user.
@@ -512,9 +518,7 @@ class Scorer:
       user, candidate, history, mask, numeric = _embed(model, features,
                                                        candidates)
       lengths = tf.cast(features[HISTORY_LENGTH], tf.int32)
-      summaries = pool_behaviours(
-          history, tf.reduce_sum(tf.cast(mask, tf.int32), 1),
-          model.tower_behaviour_pooling)
+      summaries = _behaviour_summary(model, history, mask)
 
       def one_user(b):
         # Users one at a time: memory for one user's pairs, and the work
