@@ -85,7 +85,14 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
     with strategy.scope():
         model = make_model()
         model.build_all()  # variables (and their shards) created in scope
+        # The trainer's selection run zeroes the validation users' rows.
+        from tfrs_din.training import zero_held_out_users
+        from tfrs_din.data.pipeline import in_holdout
+        zeroed = zero_held_out_users(model, 0.3, seed=0)
         model.compile(tf.keras.optimizers.SGD(0.5))
+    users = model.embedder.tables["user_id"].embeddings
+    user_rows = tf.convert_to_tensor(users).numpy()
+    held = in_holdout(tf.range(user_rows.shape[0]), 0.3, 0).numpy()
     before = model(data.features(slice(0, 32))).numpy()
     table = model.embedder.tables["item_id"].embeddings  # 1002 x 8 floats
 
@@ -98,7 +105,11 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
         "table_type": type(table).__name__,
         "shards": len(getattr(table, "variables", [table])),
         "shard_devices": sorted({v.device for v in getattr(table, "variables", [table])}),
-        "moved": float(np.abs(after - before).max())}))
+        "moved": float(np.abs(after - before).max()),
+        "user_shards": len(getattr(users, "variables", [users])),
+        "zeroed": zeroed, "held": int(held.sum()),
+        "held_max": float(np.abs(user_rows[held]).max()),
+        "kept_min": float(np.abs(user_rows[~held]).max(axis=1).min())}))
 ''')
 
 
@@ -141,3 +152,7 @@ def test_parameter_server_shards_embedding_tables_and_trains():
   assert any("/job:ps/replica:0/task:0" in d for d in out["shard_devices"])
   assert any("/job:ps/replica:0/task:1" in d for d in out["shard_devices"])
   assert out["moved"] > 1e-4
+  # zero_held_out_users writes through the shards of a sharded user table.
+  assert out["user_shards"] == 2
+  assert out["zeroed"] == out["held"] > 0
+  assert out["held_max"] == 0 and out["kept_min"] > 0

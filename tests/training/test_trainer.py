@@ -82,11 +82,13 @@ def _initial_user_table(spec, config):
   return model.embedder.tables["user_id"].embeddings.numpy()
 
 
-@pytest.mark.parametrize("refit", [False, True])
+@pytest.mark.parametrize("refit,zero", [(False, True), (True, True),
+                                        (False, False)])
 def test_refit_trains_the_held_out_users_for_the_chosen_epochs(
-    prepared, tmp_path, refit):
+    prepared, tmp_path, refit, zero):
   config = training.TrainConfig(model="base", epochs=2, patience=2,
-                                validation_fraction=0.3, refit=refit, **SMALL)
+                                validation_fraction=0.3, refit=refit,
+                                zero_held_out_users=zero, **SMALL)
   model_dir = str(tmp_path / "base")
   model, _ = training.train(prepared, model_dir, config)
   saved = json.load(open(os.path.join(model_dir, "train_config.json")))
@@ -94,17 +96,46 @@ def test_refit_trains_the_held_out_users_for_the_chosen_epochs(
   spec, _ = load_feature_spec(prepared)
   users = np.unique(np.concatenate([
       b["user_id"].numpy() for b in make_dataset(prepared, "train", spec)]))
-  held = users[in_holdout(tf.constant(users), 0.3, config.seed).numpy()]
+  held_out = in_holdout(tf.constant(users), 0.3, config.seed).numpy()
+  held, kept = users[held_out], users[~held_out]
   assert len(held) > 5
   table = model.embedder.tables["user_id"].embeddings.numpy()
-  untouched = np.all(table[held] == _initial_user_table(spec, config)[held],
-                     axis=1)
+  initial = _initial_user_table(spec, config)
+  untouched = np.all(table[held] == initial[held], axis=1)
+  assert not np.all(table[kept] == initial[kept], axis=1).any()
   if refit:  # every held-out user was trained on in the refit
     assert len(saved["refit_history"]["loss"]) == saved["best_epoch"]
     assert not untouched.any()
-  else:  # the held-out users were never in a training batch
+    assert not (table[held] == 0).all(axis=1).any()
+  elif zero:  # never in a training batch: zero from the start, and still
     assert "refit_history" not in saved
+    assert (table[held] == 0).all()
+    assert (np.abs(initial[held]) > 0).all()
+  else:  # never in a training batch: the random initial rows
     assert untouched.all()
+
+
+def test_zero_held_out_users_zeroes_exactly_the_validation_users(prepared):
+  spec, _ = load_feature_spec(prepared)
+  config = training.TrainConfig(model="din", **SMALL)
+  tf.keras.utils.set_random_seed(0)
+  model = training.build_model(spec, config)
+  model.build_all()
+  before = model.embedder.tables["user_id"].embeddings.numpy()
+  count = training.zero_held_out_users(model, 0.25, seed=3)
+  after = model.embedder.tables["user_id"].embeddings.numpy()
+  ids = np.arange(before.shape[0])
+  held = in_holdout(tf.constant(ids), 0.25, 3).numpy()
+  assert count == held.sum() > 0
+  assert (after[held] == 0).all()
+  np.testing.assert_array_equal(after[~held], before[~held])
+  # The validation split of the same fraction and seed holds out exactly
+  # these users.
+  validation = make_dataset(prepared, "train", spec, 64, with_negatives=False,
+                            holdout="only", holdout_fraction=0.25,
+                            holdout_seed=3)
+  seen = np.unique(np.concatenate([b["user_id"].numpy() for b in validation]))
+  assert held[seen].all()
 
 
 def test_without_validation_every_user_trains_for_all_epochs(prepared,

@@ -33,7 +33,8 @@ _TRAINER_NAMES = (
     "AUX_NEGATIVES", "CONFIG_FILE", "MBA_COUNTS", "MODEL_FILE", "MONITORS",
     "SELECTION_FILE", "VALIDATIONS", "TrainConfig", "build_model",
     "check_data_options", "evaluate", "load_model", "make_optimizer",
-    "predict_split", "score", "train", "validation_split")
+    "predict_split", "score", "train", "validation_split",
+    "zero_held_out_users")
 _SUBMODULES = ("distribute", "optimizers", "regularization", "trainer",
                "workflow")
 

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_din.data.negatives import FreshNegatives
-from tfrs_din.data.pipeline import (DEFAULT_SHUFFLE_BUFFER,
+from tfrs_din.data.pipeline import (DEFAULT_SHUFFLE_BUFFER, in_holdout,
                                     check_shuffle_buffer, load_feature_spec,
                                     make_dataset)
 from tfrs_din.data.sample_counts import count_samples, with_frequencies
@@ -70,6 +70,9 @@ class TrainConfig:
   monitor: str = "gauc"
   patience: int = 1
   refit: bool = True
+  # Validation users' own rows (group key) are zero in the selection run,
+  # not their random initial values: see `zero_held_out_users`.
+  zero_held_out_users: bool = True
   batch_size: int = 256
   learning_rate: float = 1e-3
   embedding_dim: Optional[int] = None
@@ -332,8 +335,12 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   else:
     train_ds, val_ds, stopping = _validation(config, data_dir, spec, data,
                                              metadata)
+    zeroed = (validation_split(config, metadata) == "users"
+              and bool(config.validation_fraction)
+              and config.zero_held_out_users)
     model, logs = _fit(spec, config, model_dir, "checkpoints", train_ds,
-                       val_ds, config.epochs, [*stopping, *callbacks])
+                       val_ds, config.epochs, [*stopping, *callbacks],
+                       zero_held_out=zeroed)
     best = stopping[0].best_epoch + 1 if stopping else len(logs["loss"])
     selection = {"best_epoch": best, "history": logs}
     if refit:
@@ -354,17 +361,54 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   return model, selection["history"]
 
 
+def zero_held_out_users(model: CTRModel, fraction: float, seed: int) -> int:
+  """Sets the group key's embedding rows of the held-out users to zero.
+
+  A validation user of the "users" split is in no training batch of the
+  selection run, so its own row (e.g. `user_id`'s) never trains: left at its
+  random initial value it feeds noise to validation, and a noise whose
+  effect grows as the tower learns to use that row. A regulariser that
+  shrinks untrained rows (a dense L2) removes it and so looks better on
+  validation than it is on the test split, whose users are trained (under
+  the next-item protocol). At zero, the mean of the initialiser, every
+  regulariser is validated on the same footing. The rows stay zero: no
+  gradient reaches them, and neither MBA nor L2 moves a zero row.
+
+  Args:
+    model: a built model whose spec has a group key with its own table.
+    fraction: `validation_fraction`; seed: the holdout's seed (as in
+      `make_dataset(holdout_seed=...)`).
+
+  Returns:
+    How many rows were set to zero (0 when the group key has no table).
+  """
+  tables = model.embedder.tables
+  if model.spec.group_key not in tables:
+    return 0
+  table = tables[model.spec.group_key].embeddings
+  rows, width = table.shape
+  ids = tf.range(rows, dtype=tf.int64)
+  held = tf.boolean_mask(ids, in_holdout(ids, fraction, seed))
+  table.scatter_update(tf.IndexedSlices(
+      tf.zeros([int(tf.size(held)), width], table.dtype), held))
+  return int(tf.size(held))
+
+
 def _fit(spec: FeatureSpec, config: TrainConfig, model_dir: str,
          checkpoints: str, train_ds: tf.data.Dataset,
          val_ds: Optional[tf.data.Dataset], epochs: int,
-         callbacks: Sequence[tf.keras.callbacks.Callback]
+         callbacks: Sequence[tf.keras.callbacks.Callback],
+         zero_held_out: bool = False
          ) -> Tuple[CTRModel, Dict[str, list]]:
-  """A new model of `config` (seeded), fit for `epochs` epochs."""
+  """A new model of `config` (seeded), fit for `epochs` epochs; with
+  `zero_held_out`, the validation users' rows start (and stay) at zero."""
   tf.keras.utils.set_random_seed(config.seed)
   strategy = make_strategy(config.strategy)
   with strategy.scope():
     model = build_model(spec, config)
     model.build_all()  # every variable created (and placed/sharded) in scope
+    if zero_held_out:
+      zero_held_out_users(model, config.validation_fraction, config.seed)
     model.compile(make_optimizer(config.optimizer, config.learning_rate,
                                  config.adam_epsilon,
                                  config.adam_adaptive_epsilon))
