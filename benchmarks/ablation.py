@@ -30,22 +30,24 @@ from peers import FUXICTR_DIEN, OURS_VARIANTS  # noqa: E402  (NumPy only)
 # (row name, model, TrainConfig fields changed from the defaults, what it is)
 ROWS: List[Tuple[str, str, dict, str]] = [
     ("base", "base", {}, "Embedding&MLP base model, defaults"),
-    ("base_l2_1e-3", "base", {"regularization": "l2", "l2": 1e-3},
-     "base model with L2 1e-3 on every embedding row at every step instead "
-     "of MBA"),
+    ("base_mba", "base", {"regularization": "mba"},
+     "base model with MBA (lambda 0.01, the paper's) instead of the dense L2 "
+     "(the default until session 14)"),
     ("din", "din", {}, "DIN, defaults (Dice)"),
     ("din_behaviour_sum", "din", {"tower_behaviour_pooling": "sum"},
      "DIN whose tower gets the behaviour sum s (the official code) instead "
      "of the mean"),
-    ("din_l2_1e-3", "din", {"regularization": "l2", "l2": 1e-3},
-     "DIN with L2 1e-3 on every embedding row at every step instead of MBA"),
+    ("din_mba", "din", {"regularization": "mba"},
+     "DIN with MBA (lambda 0.01, the paper's) instead of the dense L2 (the "
+     "default until session 14)"),
     ("din_prelu", "din", {"activation": "prelu",
                           "attention_activation": "prelu"},
      "DIN with PReLU in the tower and the attention unit"),
     ("din_no_regularization", "din", {"regularization": None},
-     "DIN without MBA (no penalty on the embeddings)"),
-    ("din_mba_samples", "din", {"mba_counts": "samples"},
-     "DIN, MBA's n_j counted in samples (paper) instead of events"),
+     "DIN without a penalty on the embeddings"),
+    ("din_mba_samples", "din", {"regularization": "mba",
+                                "mba_counts": "samples"},
+     "DIN with MBA whose n_j counts samples (paper) instead of events"),
     ("din_tower_affine", "din", {"tower_input_normalization": "affine"},
      "DIN with DIEN's affine normalisation of the tower input"),
     ("din_fuxictr_like", "din", {"behaviour_sum_in_tower": False,
@@ -63,6 +65,9 @@ ROWS: List[Tuple[str, str, dict, str]] = [
     ("dien", "dien", {}, "DIEN, defaults (AUGRU official form, MLP "
      "attention, affine tower input, aux loss over padded steps, fresh "
      "negatives)"),
+    ("dien_mba", "dien", {"regularization": "mba"},
+     "DIEN with MBA (lambda 0.01, the paper's) instead of the dense L2 (the "
+     "default until session 14)"),
     ("dien_augru_paper", "dien", {"gru_type": "AUGRU"},
      "AUGRU, paper form u' = a u"),
     ("dien_agru", "dien", {"gru_type": "AGRU"}, "AGRU"),

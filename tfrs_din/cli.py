@@ -69,8 +69,12 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--mlp_units", type=_units, default=d.mlp_units)
   a("--activation", default=d.activation, help="dice, prelu, relu, ...")
   a("--dropout", type=float, default=d.dropout)
-  a("--regularization", choices=["mba", "l2", "none"], default=d.regularization)
-  a("--l2", type=float, default=d.l2)
+  a("--regularization", choices=["mba", "l2", "none"], default=d.regularization,
+    help="embedding penalty: l2 (every row, each step; the default, chosen "
+    "on validation) or mba (DIN's mini-batch aware L2: only the batch's "
+    "rows, for tables of millions of rows)")
+  a("--l2", type=float, default=d.l2,
+    help="lambda of --regularization (default 1e-3 for l2, 0.01 for mba)")
   a("--pooling", choices=["sum", "mean"], default=d.pooling, help="base model")
   a("--attention_units", type=_units, default=d.attention_units)
   a("--attention_activation", default=d.attention_activation)

@@ -71,7 +71,7 @@ def test_mba_penalty_uses_the_sample_counts(prepared, tmp_path):
   config = training.TrainConfig(model="base", epochs=1, batch_size=64,
                                 mlp_units=(8,), activation="prelu",
                                 validation_fraction=0.0, verbose=0,
-                                mba_counts="samples")
+                                regularization="mba", mba_counts="samples")
   model, _ = training.train(prepared, str(tmp_path / "base"), config)
   spec, _ = load_feature_spec(prepared)
   samples = count_samples(prepared, spec)

@@ -24,7 +24,8 @@ def test_defaults_draw_fresh_negatives_and_keep_the_event_counts():
 def test_flags_set_the_fields():
   config = cli._train_config(_train_args(  # pylint: disable=protected-access
       "--aux_negatives", "fresh", "--aux_negative_power", "0.75",
-      "--mba_counts", "samples", "--shuffle_buffer", "5000"), "dien")
+      "--mba_counts", "samples", "--shuffle_buffer", "5000",
+      "--regularization", "mba"), "dien")
   assert (config.aux_negatives, config.aux_negative_power,
           config.mba_counts, config.shuffle_buffer) == ("fresh", 0.75,
                                                         "samples", 5000)
@@ -43,6 +44,8 @@ def test_flags_refuse_other_values(flag, value, capsys):
     ("aux_negative_power", -0.5, "aux_negative_power (--aux_negative_power)"),
     ("aux_negative_power", float("inf"), "must be a finite number >= 0"),
     ("mba_counts", "rows", "mba_counts (--mba_counts) must be one of"),
+    ("mba_counts", "samples", "only --regularization mba uses; got "
+     "regularization='l2'"),
     ("shuffle_buffer", 0, "shuffle_buffer (--shuffle_buffer) must be an "),
     ("shuffle_buffer", 1e6, "integer >= 1, got 1000000.0"),
 ])

@@ -71,8 +71,8 @@ def test_training_keeps_the_best_validation_epoch_without_the_test_split(
   restored = model.evaluate(validation, return_dict=True, verbose=0)
   assert restored["logloss"] == pytest.approx(logs["val_logloss"][0], rel=1e-5)
   assert restored["gauc"] == pytest.approx(logs["val_gauc"][0], abs=1e-6)
-  assert {"loss", "logloss", "mba_loss", "val_loss", "val_logloss",
-          "val_mba_loss"} <= set(logs)
+  assert {"loss", "logloss", "l2_loss", "val_loss", "val_logloss",
+          "val_l2_loss"} <= set(logs)
 
 
 def _initial_user_table(spec, config):
@@ -86,9 +86,11 @@ def _initial_user_table(spec, config):
                                         (False, False)])
 def test_refit_trains_the_held_out_users_for_the_chosen_epochs(
     prepared, tmp_path, refit, zero):
+  # MBA: only a batch's rows move (a dense L2 would shrink the others too).
   config = training.TrainConfig(model="base", epochs=2, patience=2,
                                 validation_fraction=0.3, refit=refit,
-                                zero_held_out_users=zero, **SMALL)
+                                zero_held_out_users=zero,
+                                regularization="mba", **SMALL)
   model_dir = str(tmp_path / "base")
   model, _ = training.train(prepared, model_dir, config)
   saved = json.load(open(os.path.join(model_dir, "train_config.json")))
@@ -150,6 +152,42 @@ def test_unknown_monitor_is_refused(prepared, tmp_path):
   config = training.TrainConfig(model="base", monitor="accuracy", **SMALL)
   with pytest.raises(ValueError, match="--monitor must be one of"):
     training.train(prepared, str(tmp_path / "m"), config)
+
+
+@pytest.mark.parametrize("regularization,l2,expected", [
+    ("l2", None, 1e-3), ("mba", None, 0.01), ("l2", 0.05, 0.05),
+    (None, None, 0.0)])
+def test_each_regulariser_has_its_own_default_lambda(prepared, regularization,
+                                                      l2, expected):
+  spec, _ = load_feature_spec(prepared)
+  config = training.TrainConfig(model="din", regularization=regularization,
+                                l2=l2, **SMALL)
+  assert training.TrainConfig().regularization == "l2"
+  model = training.build_model(spec, config)
+  model.build_all()
+  assert model.embedder.regularization == regularization
+  assert model.l2 == pytest.approx(expected)
+  if regularization == "l2":  # every row of every table, batch or not
+    features = next(iter(make_dataset(prepared, "train", spec, 8)))
+    squares = sum(float(np.sum(t.embeddings.numpy() ** 2))
+                  for t in model.embedder.tables.values())
+    assert float(model.embedder.penalty(features)) == pytest.approx(
+        0.5 * expected * squares, rel=1e-5)
+
+
+def test_a_dense_l2_on_large_tables_is_warned_about():
+  from tfrs_din.features import CategoricalFeature, FeatureSpec
+  def spec(items):
+    return FeatureSpec(
+        user_features=[CategoricalFeature("user_id", 500_000, 4)],
+        item_features=[CategoricalFeature("item_id", items, 4)])
+  config = training.TrainConfig()
+  warning = training.dense_l2_warning(spec(600_000), config)
+  assert "1,100,000 embedding rows" in warning
+  assert "--regularization mba" in warning
+  assert training.dense_l2_warning(spec(400_000), config) is None
+  assert training.dense_l2_warning(
+      spec(600_000), training.TrainConfig(regularization="mba")) is None
 
 
 def test_initializer_options_reach_the_layers(prepared):

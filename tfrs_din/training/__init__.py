@@ -30,9 +30,10 @@ from __future__ import annotations
 from tfrs_din._lazy import lazy_attributes
 
 _TRAINER_NAMES = (
-    "AUX_NEGATIVES", "CONFIG_FILE", "MBA_COUNTS", "MODEL_FILE", "MONITORS",
-    "SELECTION_FILE", "VALIDATIONS", "TrainConfig", "build_model",
-    "check_data_options", "evaluate", "load_model", "make_optimizer",
+    "AUX_NEGATIVES", "CONFIG_FILE", "DEFAULT_L2", "DENSE_L2_WARN_ROWS",
+    "MBA_COUNTS", "MODEL_FILE", "MONITORS", "SELECTION_FILE", "VALIDATIONS",
+    "TrainConfig", "build_model", "check_data_options", "dense_l2_warning",
+    "evaluate", "l2_strength", "load_model", "make_optimizer",
     "predict_split", "score", "train", "validation_split",
     "zero_held_out_users")
 _SUBMODULES = ("distribute", "optimizers", "regularization", "trainer",

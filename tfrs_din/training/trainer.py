@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -80,8 +81,11 @@ class TrainConfig:
   mlp_units: Tuple[int, ...] = (200, 80)
   activation: str = "dice"
   dropout: float = 0.0
-  regularization: Optional[str] = "mba"
-  l2: float = 0.01
+  # A dense L2 on every embedding row, lambda 1e-3 (chosen on validation on
+  # Amazon Toys, docs/results.md); its step cost grows with the rows, so past
+  # `DENSE_L2_WARN_ROWS` rows the paper's "mba" is the one to pass.
+  regularization: Optional[str] = "l2"
+  l2: Optional[float] = None  # None: DEFAULT_L2 of the regulariser
   pooling: str = "sum"
   attention_units: Tuple[int, ...] = (80, 40)
   attention_activation: str = "dice"
@@ -123,6 +127,38 @@ class TrainConfig:
   shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
 
 
+# lambda when `TrainConfig.l2` is None: 1e-3 for the dense L2 (chosen on
+# validation), 0.01 for MBA (the DIN paper's).
+DEFAULT_L2 = {"l2": 1e-3, "mba": 0.01}
+# Above this many embedding rows in all, a dense L2 costs more than the rest
+# of a training step (62x at 10M rows, docs/benchmarks.md): `train` warns.
+DENSE_L2_WARN_ROWS = 1_000_000
+
+
+def l2_strength(config: TrainConfig) -> float:
+  """The lambda `config` trains with: `config.l2`, or the regulariser's
+  default (`DEFAULT_L2`; 0 without regularisation)."""
+  if config.l2 is not None:
+    return float(config.l2)
+  return DEFAULT_L2.get(config.regularization, 0.0)
+
+
+def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
+  """The warning `train` logs when a dense L2 meets large tables, or None.
+
+  A dense L2 adds a gradient to every row of every table at every step (and
+  so moves all of them through the optimiser), which costs O(rows); MBA
+  touches only the rows of the batch.
+  """
+  rows = sum(f.vocab_size for f in spec.user_features + spec.item_features)
+  if config.regularization != "l2" or rows <= DENSE_L2_WARN_ROWS:
+    return None
+  return (f"regularization='l2' penalises all {rows:,} embedding rows at "
+          "every step, a cost that grows with the tables (62x the step time "
+          "at 10M rows, docs/benchmarks.md); for tables this large pass "
+          "--regularization mba (DIN's mini-batch aware L2, O(batch)).")
+
+
 AUX_NEGATIVES = ("prepared", "fresh")
 MBA_COUNTS = ("events", "samples")
 
@@ -144,6 +180,10 @@ def check_data_options(config: TrainConfig) -> None:
   if config.mba_counts not in MBA_COUNTS:
     raise ValueError(f"mba_counts (--mba_counts) must be one of {MBA_COUNTS}, "
                      f"got {config.mba_counts!r}")
+  if config.mba_counts == "samples" and config.regularization != "mba":
+    raise ValueError("mba_counts (--mba_counts) 'samples' sets MBA's n_j, "
+                     "which only --regularization mba uses; got "
+                     f"regularization={config.regularization!r}")
   check_shuffle_buffer(config.shuffle_buffer,
                        "shuffle_buffer (--shuffle_buffer)")
 
@@ -155,7 +195,7 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
                      f"got {config.model!r}")
   common = dict(mlp_units=config.mlp_units, activation=config.activation,
                 dropout=config.dropout, regularization=config.regularization,
-                l2=config.l2, seed=config.seed,
+                l2=l2_strength(config), seed=config.seed,
                 embeddings_initializer=tf.keras.initializers.RandomNormal(
                     stddev=config.embedding_stddev),
                 kernel_initializer=config.kernel_initializer,
@@ -326,6 +366,9 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
                                      config.embedding_dim)
   data = _training_data(config, data_dir, spec, metadata)
   spec = _training_spec(config, data_dir, spec)
+  warning = dense_l2_warning(spec, config)
+  if warning:
+    logging.warning(warning)
   tf.io.gfile.makedirs(model_dir)
   refit = bool(config.validation_fraction) and config.refit
   selection_file = os.path.join(model_dir, SELECTION_FILE)
