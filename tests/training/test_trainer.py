@@ -185,7 +185,12 @@ def test_a_dense_l2_on_large_tables_is_warned_about():
   warning = training.dense_l2_warning(spec(600_000), config)
   assert "1,100,000 embedding rows" in warning
   assert "--regularization mba" in warning
-  assert training.dense_l2_warning(spec(400_000), config) is None
+  assert training.dense_l2_warning(spec(600_000), config).startswith(
+      "regularization='l2'")
+  small = FeatureSpec(
+      user_features=[CategoricalFeature("user_id", 150_000, 4)],
+      item_features=[CategoricalFeature("item_id", 100_000, 4)])
+  assert training.dense_l2_warning(small, config) is None
   assert training.dense_l2_warning(
       spec(600_000), training.TrainConfig(regularization="mba")) is None
 

@@ -130,9 +130,10 @@ class TrainConfig:
 # lambda when `TrainConfig.l2` is None: 1e-3 for the dense L2 (chosen on
 # validation), 0.01 for MBA (the DIN paper's).
 DEFAULT_L2 = {"l2": 1e-3, "mba": 0.01}
-# Above this many embedding rows in all, a dense L2 costs more than the rest
-# of a training step (62x at 10M rows, docs/benchmarks.md): `train` warns.
-DENSE_L2_WARN_ROWS = 1_000_000
+# Above this many embedding rows in all, `train` warns about a dense L2: its
+# step time grows with the rows (a DIN step: 15 ms at 21k rows, 957 ms at
+# 10M, docs/benchmarks.md "vocabulary"); by that slope it doubles near here.
+DENSE_L2_WARN_ROWS = 250_000
 
 
 def l2_strength(config: TrainConfig) -> float:
@@ -154,9 +155,10 @@ def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
   if config.regularization != "l2" or rows <= DENSE_L2_WARN_ROWS:
     return None
   return (f"regularization='l2' penalises all {rows:,} embedding rows at "
-          "every step, a cost that grows with the tables (62x the step time "
-          "at 10M rows, docs/benchmarks.md); for tables this large pass "
-          "--regularization mba (DIN's mini-batch aware L2, O(batch)).")
+          "every step, a cost that grows with the tables (a DIN step took "
+          "15 ms at 21k rows and 957 ms at 10M, docs/benchmarks.md); for "
+          "tables this large pass --regularization mba (DIN's mini-batch "
+          "aware L2, O(batch)).")
 
 
 AUX_NEGATIVES = ("prepared", "fresh")
