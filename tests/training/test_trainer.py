@@ -177,22 +177,22 @@ def test_each_regulariser_has_its_own_default_lambda(prepared, regularization,
 
 def test_a_dense_l2_on_large_tables_is_warned_about():
   from tfrs_din.features import CategoricalFeature, FeatureSpec
-  def spec(items):
+  def spec(users, items):
     return FeatureSpec(
-        user_features=[CategoricalFeature("user_id", 500_000, 4)],
+        user_features=[CategoricalFeature("user_id", users, 4)],
         item_features=[CategoricalFeature("item_id", items, 4)])
   config = training.TrainConfig()
-  warning = training.dense_l2_warning(spec(600_000), config)
-  assert "1,100,000 embedding rows" in warning
+  warning = training.dense_l2_warning(spec(500_000, 600_000), config)
+  assert warning.startswith("regularization='l2' penalises all 1,100,000 "
+                            "embedding rows")
   assert "--regularization mba" in warning
-  assert training.dense_l2_warning(spec(600_000), config).startswith(
-      "regularization='l2'")
-  small = FeatureSpec(
-      user_features=[CategoricalFeature("user_id", 150_000, 4)],
-      item_features=[CategoricalFeature("item_id", 100_000, 4)])
-  assert training.dense_l2_warning(small, config) is None
+  # The threshold: DENSE_L2_WARN_ROWS rows in all, not more.
+  assert training.DENSE_L2_WARN_ROWS == 250_000
+  assert training.dense_l2_warning(spec(150_000, 100_000), config) is None
+  assert training.dense_l2_warning(spec(150_000, 100_001), config)
   assert training.dense_l2_warning(
-      spec(600_000), training.TrainConfig(regularization="mba")) is None
+      spec(500_000, 600_000), training.TrainConfig(regularization="mba")
+  ) is None
 
 
 def test_initializer_options_reach_the_layers(prepared):
