@@ -287,8 +287,9 @@ def _training_data(config: TrainConfig, data_dir: str, spec: FeatureSpec,
 def _training_spec(config: TrainConfig, data_dir: str, spec: FeatureSpec
                    ) -> FeatureSpec:
   """`spec` with the n_j of `config.mba_counts` as its frequencies (those
-  of MBA; the fresh negatives' weights stay the event counts)."""
-  if config.mba_counts == "samples" and config.regularization == "mba":
+  of MBA; the fresh negatives' weights stay the event counts). "samples"
+  comes with MBA only: `check_data_options` refuses it otherwise."""
+  if config.mba_counts == "samples":
     return with_frequencies(spec, count_samples(data_dir, spec))
   return spec
 
