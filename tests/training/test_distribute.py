@@ -31,21 +31,36 @@ COMMON = textwrap.dedent('''
 ''')
 
 MIRRORED = COMMON + textwrap.dedent('''
+    from tfrs_din.training.optimizers import LazyAdam
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    lazy_l2 = sys.argv[1] == "lazy_l2"  # LazyAdam's rows' L2, every 2 steps
+    def build():
+        if not lazy_l2:
+            return make_model()
+        return DINModel(data.spec, mlp_units=(8, 4), attention_units=(8, 4),
+                        activation="prelu", attention_activation="prelu",
+                        regularization="lazy_l2", l2=0.05)
     def run(strategy):
         tf.keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = make_model()
-            model.compile(tf.keras.optimizers.SGD(0.5))
+            model = build()
+            model.compile(LazyAdam(0.01, row_l2_every=2) if lazy_l2
+                          else tf.keras.optimizers.SGD(0.5))
         model.fit(data.dataset("train", 64).take(6), verbose=0)
-        return model(data.features(slice(0, 64))).numpy()
-    single = run(tf.distribute.get_strategy())
-    mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+        table = model.embedder.tables["item_id"].embeddings
+        return (model(data.features(slice(0, 64))).numpy(),
+                tf.convert_to_tensor(table).numpy())
+    single, single_table = run(tf.distribute.get_strategy())
+    mirrored, mirrored_table = run(
+        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     tf.keras.utils.set_random_seed(0)
-    untrained = make_model()(data.features(slice(0, 64))).numpy()
+    untrained = build()(data.features(slice(0, 64))).numpy()
     print(json.dumps({"diff": float(np.abs(single - mirrored).max()),
+                      "table_diff": float(np.abs(single_table
+                                                 - mirrored_table).max()),
+                      "zero_rows": int(np.all(single_table == 0, 1).sum()),
                       "moved": float(np.abs(single - untrained).max())}))
 ''')
 
@@ -101,7 +116,31 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
     model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn),
               epochs=2, steps_per_epoch=4, verbose=0)
     after = model(data.features(slice(0, 32))).numpy()
+
+    # lazy_l2: LazyAdam shrinks every row of the sharded table every 2 steps.
+    from tfrs_din.training.optimizers import LazyAdam
+    with strategy.scope():
+        lazy = DINModel(data.spec, mlp_units=(8, 4), attention_units=(8, 4),
+                        activation="prelu", attention_activation="prelu",
+                        regularization="lazy_l2", l2=0.05)
+        lazy.build_all()
+        lazy.compile(LazyAdam(0.01, row_l2_every=2))
+    lazy_table = lazy.embedder.tables["item_id"].embeddings
+    lazy_before = tf.convert_to_tensor(lazy_table).numpy()
+    lazy.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn),
+             epochs=1, steps_per_epoch=4, verbose=0)
+    lazy_after = np.abs(tf.convert_to_tensor(lazy_table).numpy())
+    train = data.arrays["is_test"] == 0
+    used = np.unique(np.concatenate([data.arrays[k][train].ravel() for k in
+                     ("item_id", "hist_item_id", "neg_hist_item_id")]))
+    unused = np.setdiff1d(np.arange(lazy_before.shape[0]), used)
+    # No gradient ever (v = 0): each shrink takes 2 * lr = 0.02 off |w|.
+    shrunk = (lazy_after[unused]
+              <= np.maximum(np.abs(lazy_before[unused]) - 0.02, 0) + 1e-6)
     print(json.dumps({
+        "lazy_shards": len(getattr(lazy_table, "variables", [lazy_table])),
+        "lazy_unused": int(unused.size),
+        "lazy_shrunk": bool(shrunk.all()),
         "table_type": type(table).__name__,
         "shards": len(getattr(table, "variables", [table])),
         "shard_devices": sorted({v.device for v in getattr(table, "variables", [table])}),
@@ -123,13 +162,17 @@ def _last_json(stdout):
   return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_mirrored_over_two_cpus_matches_one_device():
-  result = subprocess.run([sys.executable, "-c", MIRRORED], env=_env(),
+@pytest.mark.parametrize("mode", ["sgd", "lazy_l2"])
+def test_mirrored_over_two_cpus_matches_one_device(mode):
+  result = subprocess.run([sys.executable, "-c", MIRRORED, mode], env=_env(),
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   out = _last_json(result.stdout)
   assert out["moved"] > 1e-3          # training changed the predictions
   assert out["diff"] < 1e-4           # and both strategies agree
+  if mode == "lazy_l2":  # the shrink ran on each replica's copy alike
+    assert out["table_diff"] < 1e-5
+    assert out["zero_rows"] > 0
 
 
 def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
@@ -156,3 +199,6 @@ def test_parameter_server_shards_embedding_tables_and_trains():
   assert out["user_shards"] == 2
   assert out["zeroed"] == out["held"] > 0
   assert out["held_max"] == 0 and out["kept_min"] > 0
+  # LazyAdam's rows' L2 (lazy_l2) shrinks the rows of every shard.
+  assert out["lazy_shards"] == 2 and out["lazy_unused"] > 100
+  assert out["lazy_shrunk"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.training.optimizers import LazyAdam
+from tfrs_din.training.optimizers import LazyAdam, adam_l2_shrink
 
 
 def _numpy_lazy_adam(w, m, v, rows, grad, step, lr=0.01, b1=0.9, b2=0.999,
@@ -55,3 +55,79 @@ def test_trains_a_model_and_rejects_amsgrad():
     assert isinstance(grads[0], tf.IndexedSlices)
     opt.apply_gradients(zip(grads, emb.trainable_variables))
   assert float(loss) < 0.05 * first
+
+
+def _integrated_shrink(w, v, lr, l2, steps, eps=1e-7, substeps=20000):
+  """d|w|/dk = -lr l2 |w| / max(sqrt(v) + eps, l2 |w|), by small Euler steps."""
+  a, s = np.abs(w).astype(np.float64), np.sqrt(v) + eps
+  dk = steps / substeps
+  for _ in range(substeps):
+    a = np.maximum(a - dk * lr * l2 * a / np.maximum(s, l2 * a), 0.0)
+  return np.sign(w) * a
+
+
+def test_adam_l2_shrink_is_the_integrated_motion_in_both_regimes():
+  # lambda |w| > s (linear, then exponential after crossing) and < s.
+  w = np.array([0.5, -0.5, 0.05, -0.02, 0.3, 1e-4, 0.2])
+  v = np.array([0.0, 0.25, 1e-6, 1e-2, 4e-4, 0.0, 1e-8])
+  lr, l2, steps = 0.01, 1.0, 30.0
+  got = adam_l2_shrink(tf.constant(w, tf.float64), tf.constant(v, tf.float64),
+                       tf.constant(lr, tf.float64), l2, steps).numpy()
+  want = _integrated_shrink(w, v, lr, l2, steps)
+  np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)
+  assert abs(got[0]) == pytest.approx(0.5 - lr * steps)  # linear all along
+  assert got[1] == pytest.approx(-0.5 * np.exp(-lr * l2 / (0.5 + 1e-7) * steps))
+  assert got[5] == 0.0 and np.all(np.sign(got[got != 0]) == np.sign(w[got != 0]))
+
+
+def _numpy_shrink(w, v, lr, l2, steps, eps=1e-7):
+  a, s = np.abs(w), np.sqrt(v) + eps
+  linear = np.maximum(a - s / l2, 0.0) / lr
+  exponential = np.minimum(a, s / l2) * np.exp(
+      -(lr * l2 / s) * np.maximum(steps - linear, 0.0))
+  return np.sign(w) * np.where(steps <= linear, a - lr * steps, exponential)
+
+
+def test_row_l2_shrinks_every_row_once_per_period():
+  rng = np.random.default_rng(1)
+  w0 = rng.normal(scale=0.1, size=(6, 2)).astype(np.float32)
+  table = tf.Variable(w0)
+  lr, l2, b2 = 0.01, 0.05, 0.999
+  opt = LazyAdam(lr, row_l2=l2, row_l2_every=3)
+  w, m, v = w0.astype(np.float64), np.zeros((6, 2)), np.zeros((6, 2))
+  batches = [[0], [0, 1], [0], [1]]
+  for step, rows in enumerate(batches, start=1):
+    grad = rng.normal(size=(len(rows), 2)).astype(np.float32)
+    opt.apply_gradients([(tf.IndexedSlices(
+        tf.constant(grad), tf.constant(rows), tf.constant([6, 2])), table)])
+    w, m, v = _numpy_lazy_adam(w, m, v, np.array(rows), grad, step, lr=lr)
+    if step < 3:  # rows never in a batch are untouched between shrinks
+      np.testing.assert_array_equal(table.numpy()[2:], w0[2:])
+    if step == 3:
+      w = _numpy_shrink(w, v / (1 - b2 ** 3), lr, l2, 3.0)
+    np.testing.assert_allclose(table.numpy(), w, rtol=1e-5, atol=1e-7)
+  # Rows 2-5 never had a gradient (v = 0): the shrink took them towards 0.
+  assert np.all(np.abs(table.numpy()[2:]) < np.abs(w0[2:]))
+  velocity = opt._velocities[0].numpy()  # pylint: disable=protected-access
+  np.testing.assert_allclose(velocity, v, rtol=1e-4, atol=1e-12)
+
+
+def test_row_l2_leaves_dense_variables_to_plain_adam():
+  a, b = tf.Variable([1.0, 2.0]), tf.Variable([1.0, 2.0])
+  opt = LazyAdam(0.1, row_l2=0.5, row_l2_every=1)
+  for _ in range(3):
+    opt.apply_gradients([(tf.constant([0.5, -1.0]), a)])
+  adam = tf.keras.optimizers.Adam(0.1)
+  for _ in range(3):
+    adam.apply_gradients([(tf.constant([0.5, -1.0]), b)])
+  np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_row_l2_options_round_trip_and_are_checked():
+  opt = LazyAdam(0.01, row_l2=1e-3, row_l2_every=50)
+  again = LazyAdam.from_config(opt.get_config())
+  assert (again.row_l2, again.row_l2_every) == (1e-3, 50)
+  with pytest.raises(ValueError, match="row_l2 must be >= 0"):
+    LazyAdam(row_l2=-1.0)
+  with pytest.raises(ValueError, match="row_l2_every must be >= 1"):
+    LazyAdam(row_l2_every=0)

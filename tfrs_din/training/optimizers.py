@@ -1,8 +1,54 @@
-"""Sparse-aware ("lazy") Adam for large embedding tables."""
+"""Sparse-aware ("lazy") Adam for large embedding tables, with an L2 on
+their rows that costs O(batch) per step."""
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+
+def adam_l2_shrink(weights: tf.Tensor, second_moment: tf.Tensor,
+                   learning_rate: tf.Tensor, l2: float, steps: float,
+                   epsilon: float = 1e-7) -> tf.Tensor:
+  """Weights after `steps` steps of Adam on the L2 gradient alone, in closed
+  form, each coordinate w with its (bias-corrected) second moment v held.
+
+  With an L2 penalty (lambda / 2) w^2 in the loss, Adam moves a coordinate
+  that gets no data gradient by lr * lambda w / sqrt(v'), where v' is its
+  second moment, which the penalty's own gradient keeps at least
+  (lambda w)^2. With s = sqrt(v) + epsilon, the continuous-time motion
+
+      d|w| / dk = -lr * lambda |w| / max(s, lambda |w|)
+
+  is linear (-lr per step) while lambda |w| > s and then exponential,
+  |w_k| = (s / lambda) exp(-(lr lambda / s) k'), which this returns (the
+  sign of w is kept). Rows whose gradients are rare (small v) shrink fast,
+  frequent ones hardly: the row-adaptive shrinkage a dense L2 gets from Adam
+  (docs/results.md, "A lazy form of the dense L2").
+
+  Args:
+    weights: w, any shape.
+    second_moment: v', the same shape (bias-corrected).
+    learning_rate: lr.
+    l2: lambda (> 0).
+    steps: k, the number of steps.
+    epsilon: Adam's epsilon.
+
+  Example:
+
+  >>> w = adam_l2_shrink(tf.constant([0.5, -0.5, 1e-4]), tf.constant([0.0, 0.25, 0.0]),
+  ...                    learning_rate=0.01, l2=1.0, steps=10)
+  >>> [round(float(x), 4) for x in w]  # linear, exponential, gone
+  [0.4, -0.4094, 0.0]
+  """
+  magnitude = tf.abs(weights)
+  scale = tf.sqrt(second_moment) + epsilon
+  threshold = scale / l2                   # where lambda |w| = s
+  linear_steps = tf.nn.relu(magnitude - threshold) / learning_rate
+  exponential = tf.minimum(magnitude, threshold) * tf.exp(
+      -(learning_rate * l2 / scale) * tf.nn.relu(steps - linear_steps))
+  magnitude = tf.where(steps <= linear_steps,
+                       magnitude - learning_rate * steps, exponential)
+  return tf.sign(weights) * magnitude
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -21,7 +67,21 @@ class LazyAdam(tf.keras.optimizers.Adam):
   Adam. (Rows that are absent for a while keep stale moments: the usual
   trade-off of lazy Adam, as in TF-Addons and PyTorch's SparseAdam.)
 
-  Args: those of `tf.keras.optimizers.Adam` (amsgrad is not supported).
+  With `row_l2` = lambda > 0, every variable that gets sparse gradients (the
+  embedding tables) is also shrunk as a dense L2 penalty (lambda / 2) ||W||^2
+  would shrink it under Adam, but without its O(vocabulary) cost per step:
+  every `row_l2_every` steps each of its coordinates is moved by
+  `adam_l2_shrink` for that many steps, with its current second moment
+  (bias-corrected). The cost is O(rows in the batch) per step plus one
+  O(vocabulary) pass per period. (Decaying v by beta_2^k at each shrink, as
+  dense Adam decays the moments of absent rows, changed nothing measurable:
+  docs/results.md.)
+
+  Args:
+    row_l2: lambda of the rows' L2 (0: none).
+    row_l2_every: k, the steps between two shrinks.
+    *args, **kwargs: those of `tf.keras.optimizers.Adam` (amsgrad is not
+      supported).
 
   Example:
 
@@ -33,10 +93,17 @@ class LazyAdam(tf.keras.optimizers.Adam):
   [1.0, 0.99]
   """
 
-  def __init__(self, *args, **kwargs):
+  def __init__(self, *args, row_l2: float = 0.0, row_l2_every: int = 100,
+               **kwargs):
     super().__init__(*args, **kwargs)
     if self.amsgrad:
       raise ValueError("LazyAdam does not support amsgrad.")
+    if row_l2 < 0:
+      raise ValueError(f"row_l2 must be >= 0, got {row_l2}.")
+    if int(row_l2_every) < 1:
+      raise ValueError(f"row_l2_every must be >= 1, got {row_l2_every}.")
+    self.row_l2 = float(row_l2)
+    self.row_l2_every = int(row_l2_every)
 
   def update_step(self, gradient, variable):
     if not isinstance(gradient, tf.IndexedSlices):
@@ -64,3 +131,20 @@ class LazyAdam(tf.keras.optimizers.Adam):
     v.scatter_update(tf.IndexedSlices(v_rows, rows))
     variable.scatter_sub(tf.IndexedSlices(
         alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
+    if self.row_l2 > 0:
+      every = self.row_l2_every
+
+      def shrink():
+        variable.assign(adam_l2_shrink(
+            variable, v / (1 - beta_2_power),
+            tf.cast(self.learning_rate, dtype), self.row_l2, float(every),
+            self.epsilon))
+        return tf.constant(True)
+
+      tf.cond(tf.equal((self.iterations + 1) % every, 0), shrink,
+              lambda: tf.constant(False))
+
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config.update(row_l2=self.row_l2, row_l2_every=self.row_l2_every)
+    return config
