@@ -164,6 +164,47 @@ def test_regularization_options_change_the_loss_as_documented(small_data):
     _model("base", small_data.spec, regularization="l1")
 
 
+def test_lazy_l2_is_applied_by_lazy_adam_and_adds_no_loss_term(small_data):
+  from tfrs_din.training.optimizers import LazyAdam
+  features = small_data.features(slice(0, 32))
+  losses = {}
+  for reg in (None, "lazy_l2"):  # built on the same seed: the same weights
+    tf.keras.utils.set_random_seed(5)
+    model = _model("din", small_data.spec, regularization=reg, l2=0.5)
+    losses[reg] = float(model.compute_loss(features))
+    if reg is None:
+      plain = model
+  lazy = model
+  assert float(lazy.embedder.penalty(features)) == 0.0
+  assert losses["lazy_l2"] == pytest.approx(losses[None], rel=1e-6)
+  with pytest.raises(ValueError, match="applied by tfrs_din.training.LazyAdam"):
+    lazy.compile(tf.keras.optimizers.Adam(0.01))
+  with pytest.raises(ValueError, match="differs from the model's l2"):
+    lazy.compile(LazyAdam(0.01, row_l2=0.3))
+
+  def fit(model):
+    model.compile(LazyAdam(0.01, row_l2_every=2))
+    table = model.embedder.tables["item_id"].embeddings
+    before = table.numpy()
+    history = model.fit(small_data.dataset("train", 64).take(4), verbose=0)
+    return model.optimizer, before, table.numpy(), history.history
+
+  optimizer, before, after, logs = fit(lazy)
+  assert optimizer.row_l2 == 0.5
+  assert "lazy_l2_loss" not in logs and "l2_loss" not in logs
+  _, plain_before, plain_after, _ = fit(plain)
+  # Item rows no batch held: left alone without regularisation; with
+  # lazy_l2 (v = 0 there) shrunk by lr per step, in two shrinks of 2 steps,
+  # down to zero and not past it.
+  unused = np.all(plain_after == plain_before, axis=1)
+  assert unused.sum() > 10
+  np.testing.assert_allclose(
+      after[unused],
+      np.sign(before[unused]) * np.maximum(np.abs(before[unused]) - 0.04, 0),
+      atol=1e-6)
+  assert (after[unused] == 0).mean() > 0.2
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_keras_format_round_trip_gives_identical_predictions(
     name, small_data, tmp_path):

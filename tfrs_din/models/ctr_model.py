@@ -49,6 +49,20 @@ def behaviour_sum_features(embedded: EmbeddedFeatures, pooling: str = "sum"
   return [total, embedded.candidate * total]
 
 
+def _attach_row_l2(optimizer, l2: float) -> None:
+  """Makes `optimizer` (a `LazyAdam`) apply the rows' L2 of "lazy_l2"."""
+  from tfrs_din.training.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
+  if not isinstance(optimizer, LazyAdam):
+    raise ValueError(
+        "regularization='lazy_l2' is applied by tfrs_din.training.LazyAdam; "
+        f"got optimizer {type(optimizer).__name__}. Compile with LazyAdam or "
+        "use regularization='l2'.")
+  if optimizer.row_l2 not in (0.0, l2):
+    raise ValueError(f"optimizer.row_l2={optimizer.row_l2} differs from the "
+                     f"model's l2={l2} (regularization='lazy_l2').")
+  optimizer.row_l2 = float(l2)
+
+
 @accepts_arrays  # NumPy arrays and Python lists in the features dict
 class CTRModel(tfrs.models.Model):
   """Embedding -> user interest -> MLP -> logit, trained by `tfrs.tasks.Ranking`.
@@ -70,7 +84,9 @@ class CTRModel(tfrs.models.Model):
     mlp_units: hidden sizes of the final tower (200, 80 in the papers).
     activation: activation of the tower, "dice" or "prelu" (or any Keras one).
     dropout: dropout rate in the tower (the paper's alternative to MBA).
-    regularization: None, "mba" or "l2" on the embedding tables.
+    regularization: None, "mba", "l2" or "lazy_l2" on the embedding tables;
+      "lazy_l2" is applied by the optimizer, which must be
+      `tfrs_din.training.LazyAdam` (`compile` sets its `row_l2` to `l2`).
     l2: lambda of the regularisation.
     seed: seed of dropout.
     embeddings_initializer: initializer of the embedding tables.
@@ -266,7 +282,9 @@ class CTRModel(tfrs.models.Model):
   def _penalty_name(self) -> Optional[str]:
     """Log name of the embedding penalty ("mba_loss", "l2_loss" or None)."""
     regularization = self.embedder.regularization
-    return None if regularization is None else f"{regularization}_loss"
+    if regularization in (None, "lazy_l2"):  # lazy_l2: no loss term
+      return None
+    return f"{regularization}_loss"
 
   # Training and evaluation steps ---------------------------------------------
   def _tracks_gauc(self, training: bool) -> bool:
@@ -278,8 +296,12 @@ class CTRModel(tfrs.models.Model):
 
   def compile(self, *args, **kwargs):
     """Keras' `compile`; also creates the epoch-mean trackers of the loss
-    terms (under the strategy scope `compile` is called in)."""
+    terms (under the strategy scope `compile` is called in). With
+    `regularization="lazy_l2"` the optimizer must be `LazyAdam`; its
+    `row_l2` is set to this model's `l2`."""
     super().compile(*args, **kwargs)
+    if self.regularization == "lazy_l2":
+      _attach_row_l2(self.optimizer, self.l2)
     names = ["loss"]
     if self._penalty_name:
       names.append(self._penalty_name)

@@ -13,7 +13,8 @@ from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, NEGATIVE_PREFIX,
                                FeatureSpec)
 from tfrs_din.training.regularization import MiniBatchAwareL2
 
-REGULARIZATIONS = (None, "mba", "l2")
+# "lazy_l2" adds no loss term: LazyAdam applies it (see `CTRModel.compile`).
+REGULARIZATIONS = (None, "mba", "l2", "lazy_l2")
 DEFAULT_EMBEDDINGS_INITIALIZER = {"class_name": "RandomNormal",
                                   "config": {"stddev": 0.05}}
 
@@ -50,7 +51,9 @@ class FeatureEmbedder(tf.keras.layers.Layer):
   Args:
     spec: the `FeatureSpec`.
     regularization: None, "mba" (mini-batch aware, rows in the batch scaled by
-      1/n_j) or "l2" (every row of every table, each step: O(vocabulary)).
+      1/n_j), "l2" (every row of every table, each step: O(vocabulary)) or
+      "lazy_l2" (the shrinkage "l2" gets from Adam, applied by the optimizer,
+      `tfrs_din.training.LazyAdam(row_l2=...)`: no term here).
     l2: lambda of the regularisation.
     embeddings_initializer: initializer of every table (None: the default
       below).
@@ -146,7 +149,7 @@ class FeatureEmbedder(tf.keras.layers.Layer):
 
   def penalty(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     """The regularisation term of this batch (0 when disabled)."""
-    if self.regularization is None:
+    if self.regularization in (None, "lazy_l2"):
       return tf.constant(0.0)
     terms = []
     mask = self.history_mask(features)
