@@ -69,12 +69,16 @@ def _add_training_options(parser: argparse.ArgumentParser,
   a("--mlp_units", type=_units, default=d.mlp_units)
   a("--activation", default=d.activation, help="dice, prelu, relu, ...")
   a("--dropout", type=float, default=d.dropout)
-  a("--regularization", choices=["mba", "l2", "none"], default=d.regularization,
-    help="embedding penalty: l2 (every row, each step; the default, chosen "
-    "on validation) or mba (DIN's mini-batch aware L2: only the batch's "
-    "rows, for tables of millions of rows)")
+  a("--regularization", choices=["auto", "l2", "lazy_l2", "mba", "none"],
+    default=d.regularization,
+    help="embedding penalty: l2 (every row, each step: chosen on "
+    "validation), lazy_l2 (the shrinkage l2 gets from Adam, applied to all "
+    "rows every 100 steps: O(batch) steps for tables of millions of rows), "
+    "mba (DIN's mini-batch aware L2: only the batch's rows); auto (the "
+    "default): l2 up to 250,000 embedding rows, lazy_l2 above")
   a("--l2", type=float, default=d.l2,
-    help="lambda of --regularization (default 1e-3 for l2, 0.01 for mba)")
+    help="lambda of --regularization (default 1e-3 for l2 and lazy_l2, "
+    "0.01 for mba)")
   a("--pooling", choices=["sum", "mean"], default=d.pooling, help="base model")
   a("--attention_units", type=_units, default=d.attention_units)
   a("--attention_activation", default=d.attention_activation)

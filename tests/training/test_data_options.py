@@ -45,7 +45,7 @@ def test_flags_refuse_other_values(flag, value, capsys):
     ("aux_negative_power", float("inf"), "must be a finite number >= 0"),
     ("mba_counts", "rows", "mba_counts (--mba_counts) must be one of"),
     ("mba_counts", "samples", "only --regularization mba uses; got "
-     "regularization='l2'"),
+     "regularization='auto'"),
     ("shuffle_buffer", 0, "shuffle_buffer (--shuffle_buffer) must be an "),
     ("shuffle_buffer", 1e6, "integer >= 1, got 1000000.0"),
 ])

@@ -156,13 +156,13 @@ def test_unknown_monitor_is_refused(prepared, tmp_path):
 
 @pytest.mark.parametrize("regularization,l2,expected", [
     ("l2", None, 1e-3), ("mba", None, 0.01), ("l2", 0.05, 0.05),
-    (None, None, 0.0)])
+    ("lazy_l2", None, 1e-3), (None, None, 0.0)])
 def test_each_regulariser_has_its_own_default_lambda(prepared, regularization,
                                                       l2, expected):
   spec, _ = load_feature_spec(prepared)
   config = training.TrainConfig(model="din", regularization=regularization,
                                 l2=l2, **SMALL)
-  assert training.TrainConfig().regularization == "l2"
+  assert training.TrainConfig().regularization == "auto"
   model = training.build_model(spec, config)
   model.build_all()
   assert model.embedder.regularization == regularization
@@ -181,18 +181,45 @@ def test_a_dense_l2_on_large_tables_is_warned_about():
     return FeatureSpec(
         user_features=[CategoricalFeature("user_id", users, 4)],
         item_features=[CategoricalFeature("item_id", items, 4)])
-  config = training.TrainConfig()
+  config = training.TrainConfig(regularization="l2")  # asked for explicitly
   warning = training.dense_l2_warning(spec(500_000, 600_000), config)
   assert warning.startswith("regularization='l2' penalises all 1,100,000 "
                             "embedding rows")
-  assert "--regularization mba" in warning
+  assert "--regularization lazy_l2" in warning
   # The threshold: DENSE_L2_WARN_ROWS rows in all, not more.
   assert training.DENSE_L2_WARN_ROWS == 250_000
   assert training.dense_l2_warning(spec(150_000, 100_000), config) is None
   assert training.dense_l2_warning(spec(150_000, 100_001), config)
-  assert training.dense_l2_warning(
-      spec(500_000, 600_000), training.TrainConfig(regularization="mba")
-  ) is None
+  for quiet in ("mba", "lazy_l2", "auto"):  # "auto" is lazy_l2 there
+    assert training.dense_l2_warning(
+        spec(500_000, 600_000), training.TrainConfig(regularization=quiet)
+    ) is None
+
+
+def test_auto_regularisation_is_the_dense_l2_up_to_the_threshold():
+  from tfrs_din.features import CategoricalFeature, FeatureSpec
+  def spec(users, items):
+    return FeatureSpec(
+        user_features=[CategoricalFeature("user_id", users, 4)],
+        item_features=[CategoricalFeature("item_id", items, 4)])
+  auto = training.TrainConfig()
+  resolve = training.resolve_regularization
+  assert resolve(spec(150_000, 100_000), auto) == "l2"
+  assert resolve(spec(150_000, 100_001), auto) == "lazy_l2"
+  # lazy_l2 is LazyAdam's: with another optimizer auto stays dense.
+  adam = training.TrainConfig(optimizer="adam")
+  assert resolve(spec(150_000, 100_001), adam) == "l2"
+  assert training.dense_l2_warning(spec(150_000, 100_001), adam)
+  for explicit in ("l2", "mba", "lazy_l2", None):
+    assert resolve(spec(150_000, 100_001),
+                   training.TrainConfig(regularization=explicit)) == explicit
+
+
+def test_lazy_l2_without_lazy_adam_is_refused():
+  config = training.TrainConfig(regularization="lazy_l2", optimizer="adam")
+  with pytest.raises(ValueError, match=r"regularization \(--regularization\) "
+                     "'lazy_l2' is applied by the lazy_adam optimizer"):
+    training.check_data_options(config)
 
 
 def test_initializer_options_reach_the_layers(prepared):

@@ -9,7 +9,8 @@ events -> `beam_jobs` (prepare) -> `tfrs_din.data` -> `tfrs_din.models` ->
                   refit, checkpoints (the `tfrs-din train` command)
   distribute      `make_strategy`: tf.distribute strategy by name
   optimizers      `LazyAdam`: Adam that updates only the embedding rows a
-                  batch touched
+                  batch touched, with the lazy form of a dense L2
+                  (`row_l2`, `adam_l2_shrink`)
   regularization  `MiniBatchAwareL2`: the DIN paper's mini-batch aware L2
   workflow        prepare -> train -> evaluate -> export (`tfrs-din run`)
 
@@ -34,7 +35,8 @@ _TRAINER_NAMES = (
     "MBA_COUNTS", "MODEL_FILE", "MONITORS", "SELECTION_FILE", "VALIDATIONS",
     "TrainConfig", "build_model", "check_data_options", "dense_l2_warning",
     "evaluate", "l2_strength", "load_model", "make_optimizer",
-    "predict_split", "score", "train", "validation_split",
+    "predict_split", "resolve_regularization", "score", "train",
+    "validation_split",
     "zero_held_out_users")
 _SUBMODULES = ("distribute", "optimizers", "regularization", "trainer",
                "workflow")

@@ -81,10 +81,11 @@ class TrainConfig:
   mlp_units: Tuple[int, ...] = (200, 80)
   activation: str = "dice"
   dropout: float = 0.0
-  # A dense L2 on every embedding row, lambda 1e-3 (chosen on validation on
-  # Amazon Toys, docs/results.md); its step cost grows with the rows, so past
-  # `DENSE_L2_WARN_ROWS` rows the paper's "mba" is the one to pass.
-  regularization: Optional[str] = "l2"
+  # "auto": a dense L2 on every embedding row, lambda 1e-3 (chosen on
+  # validation on Amazon Toys, docs/results.md), up to `DENSE_L2_WARN_ROWS`
+  # rows; above, where its step cost grows with the rows, its lazy form
+  # "lazy_l2" (see `resolve_regularization`). Or "l2", "lazy_l2", "mba", None.
+  regularization: Optional[str] = "auto"
   l2: Optional[float] = None  # None: DEFAULT_L2 of the regulariser
   pooling: str = "sum"
   attention_units: Tuple[int, ...] = (80, 40)
@@ -127,13 +128,32 @@ class TrainConfig:
   shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
 
 
-# lambda when `TrainConfig.l2` is None: 1e-3 for the dense L2 (chosen on
-# validation), 0.01 for MBA (the DIN paper's).
-DEFAULT_L2 = {"l2": 1e-3, "mba": 0.01}
-# Above this many embedding rows in all, `train` warns about a dense L2: its
-# step time grows with the rows (a DIN step: 15 ms at 21k rows, 957 ms at
-# 10M, docs/benchmarks.md "vocabulary"); by that slope it doubles near here.
+# lambda when `TrainConfig.l2` is None: 1e-3 for the dense L2 and its lazy
+# form (chosen on validation), 0.01 for MBA (the DIN paper's).
+DEFAULT_L2 = {"auto": 1e-3, "l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
+# Above this many embedding rows in all, "auto" means "lazy_l2" and `train`
+# warns about an explicit dense L2: its step time grows with the rows (a DIN
+# step: 15 ms at 21k rows, 957 ms at 10M, docs/benchmarks.md "vocabulary");
+# by that slope it doubles near here.
 DENSE_L2_WARN_ROWS = 250_000
+
+
+def _embedding_rows(spec: FeatureSpec) -> int:
+  return sum(f.vocab_size for f in spec.user_features + spec.item_features)
+
+
+def resolve_regularization(spec: FeatureSpec, config: TrainConfig
+                           ) -> Optional[str]:
+  """The regulariser `config` trains with: `config.regularization`, where
+  "auto" is the dense "l2" while the tables hold at most
+  `DENSE_L2_WARN_ROWS` rows in all and "lazy_l2" above (it needs the
+  lazy_adam optimizer; with another one, "l2")."""
+  if config.regularization != "auto":
+    return config.regularization
+  if (_embedding_rows(spec) > DENSE_L2_WARN_ROWS
+      and config.optimizer == "lazy_adam"):
+    return "lazy_l2"
+  return "l2"
 
 
 def l2_strength(config: TrainConfig) -> float:
@@ -151,14 +171,15 @@ def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
   so moves all of them through the optimiser), which costs O(rows); MBA
   touches only the rows of the batch.
   """
-  rows = sum(f.vocab_size for f in spec.user_features + spec.item_features)
-  if config.regularization != "l2" or rows <= DENSE_L2_WARN_ROWS:
+  rows = _embedding_rows(spec)
+  if resolve_regularization(spec, config) != "l2" or rows <= DENSE_L2_WARN_ROWS:
     return None
   return (f"regularization='l2' penalises all {rows:,} embedding rows at "
           "every step, a cost that grows with the tables (a DIN step took "
           "15 ms at 21k rows and 957 ms at 10M, docs/benchmarks.md); for "
-          "tables this large pass --regularization mba (DIN's mini-batch "
-          "aware L2, O(batch)).")
+          "tables this large pass --regularization lazy_l2 (the shrinkage "
+          "the dense L2 gets from Adam, O(batch) per step plus one pass "
+          "over the tables every 100 steps).")
 
 
 AUX_NEGATIVES = ("prepared", "fresh")
@@ -182,6 +203,10 @@ def check_data_options(config: TrainConfig) -> None:
   if config.mba_counts not in MBA_COUNTS:
     raise ValueError(f"mba_counts (--mba_counts) must be one of {MBA_COUNTS}, "
                      f"got {config.mba_counts!r}")
+  if config.regularization == "lazy_l2" and config.optimizer != "lazy_adam":
+    raise ValueError("regularization (--regularization) 'lazy_l2' is applied "
+                     "by the lazy_adam optimizer; got "
+                     f"optimizer={config.optimizer!r}")
   if config.mba_counts == "samples" and config.regularization != "mba":
     raise ValueError("mba_counts (--mba_counts) 'samples' sets MBA's n_j, "
                      "which only --regularization mba uses; got "
@@ -196,7 +221,8 @@ def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
     raise ValueError(f"--model must be one of {sorted(MODELS)}, "
                      f"got {config.model!r}")
   common = dict(mlp_units=config.mlp_units, activation=config.activation,
-                dropout=config.dropout, regularization=config.regularization,
+                dropout=config.dropout,
+                regularization=resolve_regularization(spec, config),
                 l2=l2_strength(config), seed=config.seed,
                 embeddings_initializer=tf.keras.initializers.RandomNormal(
                     stddev=config.embedding_stddev),
@@ -372,6 +398,9 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   warning = dense_l2_warning(spec, config)
   if warning:
     logging.warning(warning)
+  regularization = resolve_regularization(spec, config)
+  logging.info("embedding regularisation: %s (lambda %g)", regularization,
+               l2_strength(config))
   tf.io.gfile.makedirs(model_dir)
   refit = bool(config.validation_fraction) and config.refit
   selection_file = os.path.join(model_dir, SELECTION_FILE)
@@ -401,7 +430,7 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   model.save(os.path.join(model_dir, MODEL_FILE))
   with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), "w") as f:
     json.dump({"data_dir": data_dir, "config": dataclasses.asdict(config),
-               **selection}, f, indent=2)
+               "regularization": regularization, **selection}, f, indent=2)
   if tf.io.gfile.exists(selection_file):
     tf.io.gfile.remove(selection_file)
   return model, selection["history"]
