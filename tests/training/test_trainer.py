@@ -64,6 +64,7 @@ def test_training_keeps_the_best_validation_epoch_without_the_test_split(
   assert logs["val_logloss"][1:] == pytest.approx([np.log(2)] * 2, rel=1e-5)
   assert logs["val_gauc"][1:] == pytest.approx([0.5, 0.5])
   assert saved["best_epoch"] == 1
+  assert saved["regularization"] == "l2"  # "auto" on tables this small
   assert saved["history"]["val_logloss"] == pytest.approx(logs["val_logloss"])
   spec, _ = load_feature_spec(data)
   validation = make_dataset(data, "train", spec, 64, with_negatives=False,
