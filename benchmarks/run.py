@@ -246,16 +246,23 @@ def vocabulary(quick: bool) -> dict:
   lazy_big = step_time(big, LazyAdam(1e-3), "mba")
   dense_small = step_time(small, tf.keras.optimizers.Adam(1e-3), "l2")
   dense_big = step_time(big, tf.keras.optimizers.Adam(1e-3), "l2")
+  # Near "auto"'s switch (DENSE_L2_WARN_ROWS: 250k rows in all tables).
+  mid = 229_000  # + 10k users + 1k categories = 240k rows
+  dense_mid = step_time(mid, tf.keras.optimizers.Adam(1e-3), "l2")
   period = 100  # LazyAdam's row_l2_every
   lazy_l2 = dict(steps=2 * period, mean=True, skip=period // 5 + 1)
   lazy_l2_small = step_time(small, LazyAdam(1e-3, row_l2_every=period),
                             "lazy_l2", **lazy_l2)
   lazy_l2_big = step_time(big, LazyAdam(1e-3, row_l2_every=period),
                           "lazy_l2", **lazy_l2)
+  lazy_l2_mid = step_time(mid, LazyAdam(1e-3, row_l2_every=period),
+                          "lazy_l2", **lazy_l2)
   return {"big_vocab": big, "mba_lazy_adam_10k_ms": 1000 * lazy_small,
           "mba_lazy_adam_big_ms": 1000 * lazy_big,
           "l2_adam_10k_ms": 1000 * dense_small, "l2_adam_big_ms": 1000 * dense_big,
+          "l2_adam_240k_rows_ms": 1000 * dense_mid,
           "lazy_l2_10k_mean_ms": 1000 * lazy_l2_small,
+          "lazy_l2_240k_rows_mean_ms": 1000 * lazy_l2_mid,
           "lazy_l2_big_mean_ms": 1000 * lazy_l2_big,
           "vocab_big_vs_10k_step": lazy_big / lazy_small,
           "l2_adam_big_vs_10k_step": dense_big / dense_small,
