@@ -132,9 +132,10 @@ class TrainConfig:
 # form (chosen on validation), 0.01 for MBA (the DIN paper's).
 DEFAULT_L2 = {"auto": 1e-3, "l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
 # Above this many embedding rows in all, "auto" means "lazy_l2" and `train`
-# warns about an explicit dense L2: its step time grows with the rows (a DIN
-# step: 15 ms at 21k rows, 957 ms at 10M, docs/benchmarks.md "vocabulary");
-# by that slope it doubles near here.
+# warns about an explicit dense L2, whose step time grows with the rows (a
+# DIN step, docs/benchmarks.md "vocabulary": 20 ms at 11k rows, 77 ms at
+# 240k, 4.5 s at 10M; lazy_l2 19, 22 and 52 ms). Up to here the dense L2's
+# small edge in quality (docs/results.md) costs at most about 4x the step.
 DENSE_L2_WARN_ROWS = 250_000
 
 
@@ -176,7 +177,7 @@ def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
     return None
   return (f"regularization='l2' penalises all {rows:,} embedding rows at "
           "every step, a cost that grows with the tables (a DIN step took "
-          "15 ms at 21k rows and 957 ms at 10M, docs/benchmarks.md); for "
+          "77 ms at 240k rows and 4.5 s at 10M, docs/benchmarks.md); for "
           "tables this large pass --regularization lazy_l2 (the shrinkage "
           "the dense L2 gets from Adam, O(batch) per step plus one pass "
           "over the tables every 100 steps).")
