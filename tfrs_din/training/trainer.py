@@ -169,8 +169,8 @@ def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
   """The warning `train` logs when a dense L2 meets large tables, or None.
 
   A dense L2 adds a gradient to every row of every table at every step (and
-  so moves all of them through the optimiser), which costs O(rows); MBA
-  touches only the rows of the batch.
+  so moves all of them through the optimiser), which costs O(rows);
+  "lazy_l2" (what "auto" takes there) and MBA keep the step O(batch).
   """
   rows = _embedding_rows(spec)
   if resolve_regularization(spec, config) != "l2" or rows <= DENSE_L2_WARN_ROWS:
