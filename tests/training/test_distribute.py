@@ -22,12 +22,13 @@ COMMON = textwrap.dedent('''
     from tfrs_din.models import DINModel
     data = generate(SyntheticConfig(num_users=100, max_history=10, seed=2))
 
-    def make_model():
+    def make_model(**options):
         # PReLU, not Dice: Dice's batch statistics are per replica by design
         # (like BatchNormalization without cross-replica sync).
+        options = {"regularization": "mba", **options}
         return DINModel(data.spec, mlp_units=(8, 4), attention_units=(8, 4),
                         activation="prelu", attention_activation="prelu",
-                        regularization="mba")
+                        **options)
 ''')
 
 MIRRORED = COMMON + textwrap.dedent('''
@@ -37,11 +38,8 @@ MIRRORED = COMMON + textwrap.dedent('''
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     lazy_l2 = sys.argv[1] == "lazy_l2"  # LazyAdam's rows' L2, every 2 steps
     def build():
-        if not lazy_l2:
-            return make_model()
-        return DINModel(data.spec, mlp_units=(8, 4), attention_units=(8, 4),
-                        activation="prelu", attention_activation="prelu",
-                        regularization="lazy_l2", l2=0.05)
+        return (make_model(regularization="lazy_l2", l2=0.05) if lazy_l2
+                else make_model())
     def run(strategy):
         tf.keras.utils.set_random_seed(0)
         with strategy.scope():
@@ -120,9 +118,7 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
     # lazy_l2: LazyAdam shrinks every row of the sharded table every 2 steps.
     from tfrs_din.training.optimizers import LazyAdam
     with strategy.scope():
-        lazy = DINModel(data.spec, mlp_units=(8, 4), attention_units=(8, 4),
-                        activation="prelu", attention_activation="prelu",
-                        regularization="lazy_l2", l2=0.05)
+        lazy = make_model(regularization="lazy_l2", l2=0.05)
         lazy.build_all()
         lazy.compile(LazyAdam(0.01, row_l2_every=2))
     lazy_table = lazy.embedder.tables["item_id"].embeddings
