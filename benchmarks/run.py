@@ -211,7 +211,7 @@ def vocabulary(quick: bool) -> dict:
   import numpy as np
   from tfrs_din.features import CategoricalFeature, FeatureSpec
   from tfrs_din.models import DINModel
-  from tfrs_din.training.optimizers import LazyAdam
+  from tfrs_din.training.optimizers import DEFAULT_ROW_L2_EVERY, LazyAdam
   big = 2_000_000 if quick else 10_000_000
   B, L, steps = 256, 50, (15 if quick else 30)
   rng = np.random.default_rng(0)
@@ -249,14 +249,11 @@ def vocabulary(quick: bool) -> dict:
   # Near "auto"'s switch (DENSE_L2_WARN_ROWS: 250k rows in all tables).
   mid = 229_000  # + 10k users + 1k categories = 240k rows
   dense_mid = step_time(mid, tf.keras.optimizers.Adam(1e-3), "l2")
-  period = 100  # LazyAdam's row_l2_every
+  period = DEFAULT_ROW_L2_EVERY
   lazy_l2 = dict(steps=2 * period, mean=True, skip=period // 5 + 1)
-  lazy_l2_small = step_time(small, LazyAdam(1e-3, row_l2_every=period),
-                            "lazy_l2", **lazy_l2)
-  lazy_l2_big = step_time(big, LazyAdam(1e-3, row_l2_every=period),
-                          "lazy_l2", **lazy_l2)
-  lazy_l2_mid = step_time(mid, LazyAdam(1e-3, row_l2_every=period),
-                          "lazy_l2", **lazy_l2)
+  lazy_l2_small, lazy_l2_big, lazy_l2_mid = (
+      step_time(rows, LazyAdam(1e-3), "lazy_l2", **lazy_l2)
+      for rows in (small, big, mid))
   return {"big_vocab": big, "mba_lazy_adam_10k_ms": 1000 * lazy_small,
           "mba_lazy_adam_big_ms": 1000 * lazy_big,
           "l2_adam_10k_ms": 1000 * dense_small, "l2_adam_big_ms": 1000 * dense_big,

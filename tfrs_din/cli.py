@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # (importing tfrs_din sets up Keras 2 first)
 from tfrs_din.training.distribute import STRATEGIES  # noqa: E402
+from tfrs_din.training.optimizers import DEFAULT_ROW_L2_EVERY  # noqa: E402
 from tfrs_din.training import TrainConfig  # noqa: E402
 from tfrs_din.layers.attention_gru import GRU_TYPES  # noqa: E402
 from tfrs_din.layers.interest_extractor import AUX_REDUCTIONS  # noqa: E402
@@ -73,7 +74,8 @@ def _add_training_options(parser: argparse.ArgumentParser,
     default=d.regularization,
     help="embedding penalty: l2 (every row, each step: chosen on "
     "validation), lazy_l2 (the shrinkage l2 gets from Adam, applied to all "
-    "rows every 100 steps: O(batch) steps for tables of millions of rows), "
+    f"rows every {DEFAULT_ROW_L2_EVERY} steps: O(batch) steps for tables of "
+    "millions of rows), "
     "mba (DIN's mini-batch aware L2: only the batch's rows); auto (the "
     "default): l2 up to 250,000 embedding rows, lazy_l2 above")
   a("--l2", type=float, default=d.l2,

@@ -17,6 +17,7 @@ from tfrs_din.data.pipeline import (DEFAULT_SHUFFLE_BUFFER, in_holdout,
                                     make_dataset)
 from tfrs_din.data.sample_counts import count_samples, with_frequencies
 from tfrs_din.training.distribute import make_strategy
+from tfrs_din.training.optimizers import DEFAULT_ROW_L2_EVERY
 from tfrs_din.features import FeatureSpec
 from tfrs_din.metrics.gauc import grouped_auc
 from tfrs_din.metrics.rela_impr import rela_impr
@@ -180,7 +181,7 @@ def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
           "77 ms at 240k rows and 4.5 s at 10M, docs/benchmarks.md); for "
           "tables this large pass --regularization lazy_l2 (the shrinkage "
           "the dense L2 gets from Adam, O(batch) per step plus one pass "
-          "over the tables every 100 steps).")
+          f"over the tables every {DEFAULT_ROW_L2_EVERY} steps).")
 
 
 AUX_NEGATIVES = ("prepared", "fresh")
