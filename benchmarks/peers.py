@@ -116,10 +116,12 @@ OURS_VARIANTS["fuxictr_din"] = dict(
     attention_padded_statistics=True)
 # The tower's s summed, as the official code (the default before session 13).
 OURS_VARIANTS["behaviour_sum"] = {"tower_behaviour_pooling": "sum"}
-# Our default regularisation, `TrainConfig`'s: MBA, lambda 0.01, n_j the id
-# counts the data set carries (the generator's, or the prepared vocabulary's).
+# The DIN paper's MBA, lambda 0.01, n_j the id counts the data set carries
+# (the generator's, or the prepared vocabulary's).
 OURS_VARIANTS["mba"] = {"regularization": "mba"}
-# L2 on every row of every table at each step, FuxiCTR's embedding_regularizer.
+# L2 on every row of every table at each step, FuxiCTR's embedding_regularizer
+# (l2_1e-3 is what `TrainConfig`'s default, "auto", gives tables of these
+# sizes).
 OURS_VARIANTS.update({f"l2_{v}": {"regularization": "l2", "l2": float(v)}
                       for v in ("1e-4", "1e-3")})
 # `--libraries fuxictr:NAME`: FuxiCTR with these constructor arguments
@@ -525,8 +527,8 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
                      max_history=MAX_HISTORY)
   # TrainConfig's defaults (embedding N(0, 0.05), Glorot-normal kernels, Dice,
   # the behaviours' mean s and e_A * s in the tower, AUGRU 36, auxiliary loss
-  # weight 1, LazyAdam 1e-3), without the MBA regularisation the peers
-  # cannot match.
+  # weight 1, LazyAdam 1e-3), without regularisation, as the peers run by
+  # default (`ours:l2_1e-3` is ours with its default embedding L2).
   overrides = OURS_VARIANTS.get(args.library.partition(":")[2], {})
   config = TrainConfig(**{"model": model_name, "regularization": None,
                           "seed": seed, **overrides})
@@ -1267,7 +1269,7 @@ embedding 18 for
 user id, item id and category (an item and the behaviours share the
 tables), attention 80-40 with Dice (DIN), tower 200-80 with Dice, GRU 36
 (= 2 x 18) with AUGRU (DIEN), Adam with learning rate 1e-3, no dropout, no
-batch norm outside Dice, no regularisation (ours without MBA,
+batch norm outside Dice, no regularisation (ours without its embedding L2,
 DeepCTR-Torch's default L2 on embeddings set to 0). Initialisers are each
 library's default (ours N(0, 0.05) embeddings and Glorot-normal kernels;
 FuxiCTR N(0, 1e-4) embeddings and Xavier-normal; DeepCTR-Torch N(0, 1e-4)
