@@ -64,8 +64,8 @@ def _shrink_table(table: tf.Variable, second_moment: tf.Variable,
   kernel. It reads w and v once and writes w into its own buffer: the
   unfused ops make about ten passes, and a fused kernel that returns a new
   table for `assign` copies it. At 10M x 18 rows on 2 CPU cores the
-  in-place pass is ~0.5 s inside a training step, against ~2.5 s for the
-  returned table (docs/benchmarks.md, "vocabulary")."""
+  in-place pass adds 0.3-0.5 s to a training step, the returned table
+  2.4-3.5 s (docs/benchmarks.md, "vocabulary")."""
   table.assign(adam_l2_shrink(table, second_moment / bias_correction,
                               learning_rate, l2, steps, epsilon))
 
