@@ -135,8 +135,9 @@ DEFAULT_L2 = {"auto": 1e-3, "l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
 # Above this many embedding rows in all, "auto" means "lazy_l2" and `train`
 # warns about an explicit dense L2, whose step time grows with the rows (a
 # DIN step, docs/benchmarks.md "vocabulary": 20 ms at 11k rows, 77 ms at
-# 240k, 4.5 s at 10M; lazy_l2 19, 22 and 52 ms). Up to here the dense L2's
-# small edge in quality (docs/results.md) costs at most about 4x the step.
+# 240k, 4.5 s at 10M; lazy_l2 23-24, 22-27 and 30-31 ms, MBA's step). Up to
+# here the dense L2's small edge in quality (docs/results.md) costs at most
+# about 4x the step.
 DENSE_L2_WARN_ROWS = 250_000
 
 
