@@ -1,8 +1,11 @@
+import gc
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.training.optimizers import LazyAdam, adam_l2_shrink
+from tfrs_din.training.optimizers import (FUSED_DENSE_MIN_ELEMENTS, LazyAdam,
+                                          adam_l2_shrink)
 
 
 def _numpy_lazy_adam(w, m, v, rows, grad, step, lr=0.01, b1=0.9, b2=0.999,
@@ -38,6 +41,70 @@ def test_dense_gradients_get_plain_adam():
   LazyAdam(0.1).apply_gradients([(tf.constant([0.5, -1.0]), a)])
   tf.keras.optimizers.Adam(0.1).apply_gradients([(tf.constant([0.5, -1.0]), b)])
   np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_large_dense_gradients_take_the_fused_step_and_match_keras_adam():
+  # A table under the dense L2 gets a dense gradient; above the threshold
+  # LazyAdam updates it in one XLA kernel, with Keras' Adam's arithmetic.
+  rng = np.random.default_rng(1)
+  rows = FUSED_DENSE_MIN_ELEMENTS // 4 + 3
+  w0 = rng.normal(size=(rows, 4)).astype(np.float32)
+  a, b = tf.Variable(w0), tf.Variable(w0)
+  lazy, keras = LazyAdam(0.01), tf.keras.optimizers.Adam(0.01)
+  for _ in range(3):
+    grad = tf.constant(rng.uniform(0.1, 2.0, (rows, 4)).astype(np.float32))
+    lazy.apply_gradients([(grad, a)])
+    keras.apply_gradients([(grad, b)])
+  moved = np.abs(b.numpy() - w0)
+  assert moved.min() > 0.02  # every coordinate moved, about 3 lr
+  # float32 rounding of a differently fused sum: a few ulps of w, 3e-5 of
+  # the motion
+  np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(lazy._velocities[0].numpy(),
+                             keras._velocities[0].numpy(), rtol=1e-5)
+
+
+def _train_a_fresh_table(shape, row_l2):
+  """Two steps of a new table and optimizer in a tf.function, as `fit` runs
+  them: a dense gradient (the dense L2) or a sparse one with the rows' L2."""
+  table = tf.Variable(tf.ones(shape))
+  opt = LazyAdam(0.1, row_l2=row_l2, row_l2_every=1)
+
+  @tf.function
+  def step():
+    with tf.GradientTape() as tape:
+      if row_l2:
+        loss = tf.reduce_sum(tf.gather(table, [0, 1]))
+      else:
+        loss = tf.reduce_sum(tf.square(table))
+    opt.apply_gradients([(tape.gradient(loss, table), table)])
+
+  step()
+  step()
+  return table.numpy()
+
+
+@pytest.mark.parametrize("row_l2", [0.0, 0.5])
+def test_a_second_optimizer_after_the_first_is_gone_gets_its_own_kernels(row_l2):
+  # The fused kernels once were module-level tf.functions: a new table whose
+  # Python id reused a deleted one's hit the old trace and failed.
+  shape = (FUSED_DENSE_MIN_ELEMENTS // 4, 4)
+  first = _train_a_fresh_table(shape, row_l2)
+  gc.collect()
+  for _ in range(3):
+    again = _train_a_fresh_table(shape, row_l2)
+    gc.collect()
+    np.testing.assert_array_equal(again, first)
+  if row_l2:  # an absent row, shrunk twice: w = 1 - 2 lr (the linear regime)
+    np.testing.assert_allclose(first[5], 1 - 2 * 0.1, rtol=1e-6)
+  else:  # g = 2 w, two steps of Adam by hand
+    m, v, w = 0.0, 0.0, 1.0
+    for t in (1, 2):
+      g = 2 * w
+      m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+      w -= 0.1 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-7)
+    # 1e-5: the bias correction 1 - beta_2^t in float32 is off by 1.3e-5
+    np.testing.assert_allclose(first, w, rtol=1e-5)
 
 
 def test_trains_a_model_and_rejects_amsgrad():

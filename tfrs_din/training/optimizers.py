@@ -56,18 +56,43 @@ def adam_l2_shrink(weights: tf.Tensor, second_moment: tf.Tensor,
 DEFAULT_ROW_L2_EVERY = 100
 
 
-@tf.function(jit_compile=True)
 def _shrink_table(table: tf.Variable, second_moment: tf.Variable,
                   bias_correction: tf.Tensor, learning_rate: tf.Tensor,
                   l2: float, steps: float, epsilon: float) -> None:
-  """Applies `adam_l2_shrink` to a whole table, in place, as one fused XLA
-  kernel. It reads w and v once and writes w into its own buffer: the
+  """Applies `adam_l2_shrink` to a whole table, in place (`LazyAdam` runs
+  it as one fused XLA kernel). It reads w and v once and writes w into its own buffer: the
   unfused ops make about ten passes, and a fused kernel that returns a new
   table for `assign` copies it. At 10M x 18 rows on 2 CPU cores the
   in-place pass adds 0.3-0.5 s to a training step, the returned table
   2.4-3.5 s (docs/benchmarks.md, "vocabulary")."""
   table.assign(adam_l2_shrink(table, second_moment / bias_correction,
                               learning_rate, l2, steps, epsilon))
+
+
+# Dense gradients of at least this many elements (an embedding table under
+# the dense L2) take `_fused_adam_step`; smaller ones (the MLP kernels)
+# Keras' own update, where one XLA call would cost more than it saves.
+FUSED_DENSE_MIN_ELEMENTS = 1 << 16
+
+
+def _fused_adam_step(variable: tf.Variable, m: tf.Variable, v: tf.Variable,
+                     gradient: tf.Tensor, alpha: tf.Tensor, beta_1: float,
+                     beta_2: float, epsilon: tf.Tensor) -> None:
+  """Keras' dense Adam update, in place (`LazyAdam` runs it as one fused XLA
+  kernel):
+
+      m <- m + (1 - beta_1) (g - m),  v <- v + (1 - beta_2) (g^2 - v),
+      w <- w - alpha m / (sqrt(v) + epsilon).
+
+  Keras compiles its update with XLA only on GPU; on CPU its unfused ops
+  make about a dozen passes over the table. At 10M x 18 rows on 2 cores
+  one update took 1.9 s unfused and 0.27 s fused (docs/benchmarks.md,
+  "vocabulary")."""
+  m_new = m + (gradient - m) * (1 - beta_1)
+  v_new = v + (tf.square(gradient) - v) * (1 - beta_2)
+  m.assign(m_new)
+  v.assign(v_new)
+  variable.assign_sub(alpha * m_new / (tf.sqrt(v_new) + epsilon))
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -124,8 +149,28 @@ class LazyAdam(tf.keras.optimizers.Adam):
     self.row_l2 = float(row_l2)
     self.row_l2_every = int(row_l2_every)
 
+  # The XLA kernels are methods, so each optimizer traces its own, and `key`
+  # (the variable's) gives each variable its own trace, as Keras'
+  # `_update_step_xla` does. A module-level tf.function that takes variables
+  # reuses a trace for a new variable whose Python id is a deleted one's,
+  # and fails ("a function referencing variables which have been deleted"):
+  # the second model trained in a process with the first one gone.
+  @tf.function(jit_compile=True)
+  def _fused_adam_step_xla(self, variable, m, v, gradient, alpha, beta_1,
+                           beta_2, epsilon, key):
+    del key  # only for the trace cache
+    _fused_adam_step(variable, m, v, gradient, alpha, beta_1, beta_2, epsilon)
+
+  @tf.function(jit_compile=True)
+  def _shrink_table_xla(self, table, second_moment, bias_correction,
+                        learning_rate, key):
+    del key  # only for the trace cache
+    _shrink_table(table, second_moment, bias_correction, learning_rate,
+                  self.row_l2, float(self.row_l2_every), self.epsilon)
+
   def update_step(self, gradient, variable):
-    if not isinstance(gradient, tf.IndexedSlices):
+    dense = not isinstance(gradient, tf.IndexedSlices)
+    if dense and (variable.shape.num_elements() or 0) < FUSED_DENSE_MIN_ELEMENTS:
       return super().update_step(gradient, variable)
     dtype = variable.dtype
     step = tf.cast(self.iterations + 1, dtype)
@@ -140,6 +185,11 @@ class LazyAdam(tf.keras.optimizers.Adam):
     key = self._var_key(variable)
     m = self._momentums[self._index_dict[key]]
     v = self._velocities[self._index_dict[key]]
+    if dense:
+      # 1 - beta in Python's doubles, as Keras' dense update has it.
+      self._fused_adam_step_xla(variable, m, v, gradient, alpha, self.beta_1,
+                                self.beta_2, tf.cast(epsilon, dtype), id(key))
+      return
 
     rows, position = tf.unique(gradient.indices)
     values = tf.math.unsorted_segment_sum(gradient.values, position,
@@ -151,15 +201,13 @@ class LazyAdam(tf.keras.optimizers.Adam):
     variable.scatter_sub(tf.IndexedSlices(
         alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
     if self.row_l2 > 0:
-      every = self.row_l2_every
 
       def shrink():
-        _shrink_table(variable, v, 1 - beta_2_power,
-                      tf.cast(self.learning_rate, dtype), self.row_l2,
-                      float(every), self.epsilon)
+        self._shrink_table_xla(variable, v, 1 - beta_2_power,
+                               tf.cast(self.learning_rate, dtype), id(key))
         return tf.constant(True)
 
-      tf.cond(tf.equal((self.iterations + 1) % every, 0), shrink,
+      tf.cond(tf.equal((self.iterations + 1) % self.row_l2_every, 0), shrink,
               lambda: tf.constant(False))
 
   def get_config(self) -> dict:
