@@ -36,15 +36,20 @@ MIRRORED = COMMON + textwrap.dedent('''
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    lazy_l2 = sys.argv[1] == "lazy_l2"  # LazyAdam's rows' L2, every 2 steps
+    from tfrs_din.training import optimizers
+    mode = sys.argv[1]
+    lazy_l2 = mode == "lazy_l2"  # LazyAdam's rows' L2, every 2 steps
+    # dense_l2: every dense gradient takes LazyAdam's fused XLA update.
+    optimizers.FUSED_DENSE_MIN_ELEMENTS = 0
     def build():
-        return (make_model(regularization="lazy_l2", l2=0.05) if lazy_l2
-                else make_model())
+        if mode == "sgd":
+            return make_model()
+        return make_model(regularization=mode.replace("dense_", ""), l2=0.05)
     def run(strategy):
         tf.keras.utils.set_random_seed(0)
         with strategy.scope():
             model = build()
-            model.compile(LazyAdam(0.01, row_l2_every=2) if lazy_l2
+            model.compile(LazyAdam(0.01, row_l2_every=2) if mode != "sgd"
                           else tf.keras.optimizers.SGD(0.5))
         model.fit(data.dataset("train", 64).take(6), verbose=0)
         table = model.embedder.tables["item_id"].embeddings
@@ -115,8 +120,22 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
               epochs=2, steps_per_epoch=4, verbose=0)
     after = model(data.features(slice(0, 32))).numpy()
 
-    # lazy_l2: LazyAdam shrinks every row of the sharded table every 2 steps.
+    # The dense L2 with LazyAdam's fused update on each shard: a row with
+    # no data gradient gets g = lambda w, which Adam turns into steps of lr.
+    from tfrs_din.training import optimizers
     from tfrs_din.training.optimizers import LazyAdam
+    optimizers.FUSED_DENSE_MIN_ELEMENTS = 0
+    with strategy.scope():
+        dense = make_model(regularization="l2", l2=0.05)
+        dense.build_all()
+        dense.compile(LazyAdam(0.01))
+    dense_table = dense.embedder.tables["item_id"].embeddings
+    dense_before = tf.convert_to_tensor(dense_table).numpy()
+    dense.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn),
+              epochs=1, steps_per_epoch=4, verbose=0)
+    dense_after = tf.convert_to_tensor(dense_table).numpy()
+
+    # lazy_l2: LazyAdam shrinks every row of the sharded table every 2 steps.
     with strategy.scope():
         lazy = make_model(regularization="lazy_l2", l2=0.05)
         lazy.build_all()
@@ -130,10 +149,15 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
     used = np.unique(np.concatenate([data.arrays[k][train].ravel() for k in
                      ("item_id", "hist_item_id", "neg_hist_item_id")]))
     unused = np.setdiff1d(np.arange(lazy_before.shape[0]), used)
+    far = np.abs(dense_before[unused]) > 0.06  # 4 steps of 0.01 stay > 0
+    dense_shrink = (np.abs(dense_before[unused]) - np.abs(dense_after[unused]))[far]
     # No gradient ever (v = 0): each shrink takes 2 * lr = 0.02 off |w|.
     shrunk = (lazy_after[unused]
               <= np.maximum(np.abs(lazy_before[unused]) - 0.02, 0) + 1e-6)
     print(json.dumps({
+        "dense_shards": len(getattr(dense_table, "variables", [dense_table])),
+        "dense_far": int(far.sum()),
+        "dense_shrink": [float(dense_shrink.min()), float(dense_shrink.max())],
         "lazy_shards": len(getattr(lazy_table, "variables", [lazy_table])),
         "lazy_unused": int(unused.size),
         "lazy_shrunk": bool(shrunk.all()),
@@ -158,7 +182,7 @@ def _last_json(stdout):
   return json.loads(stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("mode", ["sgd", "lazy_l2"])
+@pytest.mark.parametrize("mode", ["sgd", "lazy_l2", "dense_l2"])
 def test_mirrored_over_two_cpus_matches_one_device(mode):
   result = subprocess.run([sys.executable, "-c", MIRRORED, mode], env=_env(),
                           capture_output=True, text=True, timeout=600)
@@ -169,6 +193,8 @@ def test_mirrored_over_two_cpus_matches_one_device(mode):
   if mode == "lazy_l2":  # the shrink ran on each replica's copy alike
     assert out["table_diff"] < 1e-5
     assert out["zero_rows"] > 0
+  if mode == "dense_l2":  # the fused update ran on each replica's copy alike
+    assert out["table_diff"] < 1e-5
 
 
 def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
@@ -195,6 +221,10 @@ def test_parameter_server_shards_embedding_tables_and_trains():
   assert out["user_shards"] == 2
   assert out["zeroed"] == out["held"] > 0
   assert out["held_max"] == 0 and out["kept_min"] > 0
+  # LazyAdam's fused dense update trains every shard under the dense L2:
+  # 4 steps of lr = 0.01 off every unused row far from zero.
+  assert out["dense_shards"] == 2 and out["dense_far"] > 100
+  assert 0.038 < out["dense_shrink"][0] <= out["dense_shrink"][1] < 0.0401
   # LazyAdam's rows' L2 (lazy_l2) shrinks the rows of every shard.
   assert out["lazy_shards"] == 2 and out["lazy_unused"] > 100
   assert out["lazy_shrunk"]
