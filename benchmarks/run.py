@@ -251,6 +251,7 @@ def vocabulary(quick: bool) -> dict:
   # takes one fused XLA update), and under Keras' Adam (unfused on CPU) as
   # the baseline of the same run.
   dense_small = step_time(small, LazyAdam(1e-3), "l2")
+  keras_small = step_time(small, tf.keras.optimizers.Adam(1e-3), "l2")
   dense_big = step_time(big, LazyAdam(1e-3), "l2")
   keras_big = step_time(big, tf.keras.optimizers.Adam(1e-3), "l2")
   # Near "auto"'s switch (DENSE_L2_WARN_ROWS: 250k rows in all tables).
@@ -269,8 +270,10 @@ def vocabulary(quick: bool) -> dict:
           "mba_lazy_adam_big_ms": 1000 * lazy_big,
           "l2_10k_ms": 1000 * dense_small, "l2_big_ms": 1000 * dense_big,
           "l2_240k_rows_ms": 1000 * dense_mid,
+          "l2_keras_adam_10k_ms": 1000 * keras_small,
           "l2_keras_adam_big_ms": 1000 * keras_big,
           "l2_keras_adam_240k_rows_ms": 1000 * keras_mid,
+          "l2_10k_vs_keras_adam": dense_small / keras_small,
           "l2_big_vs_keras_adam": dense_big / keras_big,
           "l2_240k_rows_vs_keras_adam": dense_mid / keras_mid,
           "lazy_l2_10k_mean_ms": 1000 * lazy_l2_small,

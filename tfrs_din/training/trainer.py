@@ -134,10 +134,11 @@ class TrainConfig:
 DEFAULT_L2 = {"auto": 1e-3, "l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
 # Above this many embedding rows in all, "auto" means "lazy_l2" and `train`
 # warns about an explicit dense L2, whose step time grows with the rows (a
-# DIN step, docs/benchmarks.md "vocabulary": 20 ms at 11k rows, 77 ms at
-# 240k, 4.5 s at 10M; lazy_l2 23-24, 22-27 and 30-31 ms, MBA's step). Up to
-# here the dense L2's small edge in quality (docs/results.md) costs at most
-# about 4x the step.
+# DIN step with LazyAdam's fused dense update, docs/benchmarks.md
+# "vocabulary", session 17: 23-31 ms at 21k rows, 40-54 ms at 240k, 2.1-2.4 s
+# at 10M; lazy_l2 21-28 ms at every size, MBA's step). Up to here the dense
+# L2's small edge in quality (docs/results.md) costs at most 1.9-2.5x
+# lazy_l2's step.
 DENSE_L2_WARN_ROWS = 250_000
 
 
@@ -179,7 +180,7 @@ def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
     return None
   return (f"regularization='l2' penalises all {rows:,} embedding rows at "
           "every step, a cost that grows with the tables (a DIN step took "
-          "77 ms at 240k rows and 4.5 s at 10M, docs/benchmarks.md); for "
+          "40-54 ms at 240k rows and 2.1-2.4 s at 10M, docs/benchmarks.md); for "
           "tables this large pass --regularization lazy_l2 (the shrinkage "
           "the dense L2 gets from Adam, O(batch) per step plus one pass "
           f"over the tables every {DEFAULT_ROW_L2_EVERY} steps).")
