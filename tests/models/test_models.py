@@ -205,6 +205,30 @@ def test_lazy_l2_is_applied_by_lazy_adam_and_adds_no_loss_term(small_data):
   assert (after[unused] == 0).mean() > 0.2
 
 
+@pytest.mark.parametrize("name", ["din", "dien"])
+def test_dense_l2_through_lazy_adam_trains_as_through_the_loss(name, small_data):
+  # "l2" compiled with LazyAdam: the penalty keeps its value in the loss and
+  # LazyAdam adds lambda W; with Keras' Adam its gradient goes through the
+  # loss. Same seed, same batches: the same training.
+  from tfrs_din.training.optimizers import LazyAdam
+  features = small_data.features(slice(0, 32))
+  results = {}
+  for optimizer in (LazyAdam, tf.keras.optimizers.Adam):
+    tf.keras.utils.set_random_seed(5)
+    model = _model(name, small_data.spec, regularization="l2", l2=0.05)
+    model.compile(optimizer(0.01))
+    history = model.fit(small_data.dataset("train", 64).take(4), verbose=0)
+    table = model.embedder.tables["item_id"].embeddings.numpy()
+    results[optimizer] = (model(features).numpy(), table, history.history)
+  (lazy_scores, lazy_table, lazy_logs), (scores, table, logs) = results.values()
+  assert model.optimizer.__class__ is tf.keras.optimizers.Adam
+  assert not model.embedder.penalty_in_optimizer
+  np.testing.assert_allclose(lazy_table, table, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(lazy_scores, scores, rtol=1e-4, atol=1e-5)
+  assert lazy_logs["l2_loss"][0] == pytest.approx(logs["l2_loss"][0], rel=1e-5)
+  assert lazy_logs["l2_loss"][0] > 0
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_keras_format_round_trip_gives_identical_predictions(
     name, small_data, tmp_path):

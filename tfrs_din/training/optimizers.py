@@ -95,6 +95,15 @@ def _fused_adam_step(variable: tf.Variable, m: tf.Variable, v: tf.Variable,
   variable.assign_sub(alpha * m_new / (tf.sqrt(v_new) + epsilon))
 
 
+def _dense_l2_gradient(variable: tf.Variable, values: tf.Tensor,
+                       indices: tf.Tensor, l2: float) -> tf.Tensor:
+  """g = lambda w + the sparse gradient's rows scattered (duplicates
+  summed): the gradient of the data loss plus (lambda / 2) ||W||^2, without
+  first writing the sparse gradient out as a dense tensor."""
+  return tf.tensor_scatter_nd_add(l2 * variable, indices[:, tf.newaxis],
+                                  values)
+
+
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class LazyAdam(tf.keras.optimizers.Adam):
   """Adam that updates only the embedding rows present in a sparse gradient.
@@ -121,9 +130,18 @@ class LazyAdam(tf.keras.optimizers.Adam):
   dense Adam decays the moments of absent rows, changed nothing measurable:
   docs/results.md.)
 
+  With `dense_l2` = lambda > 0 (what `regularization="l2"` sets when the
+  model is compiled with this optimizer), the variables that get sparse
+  gradients take the dense L2 itself: their gradient is g + lambda W and
+  every row gets Adam's dense update, as with the penalty in the loss, but
+  in one fused kernel that scatters g's rows, adds lambda W and updates W,
+  m and v, rather than TensorFlow writing g out as a dense tensor first.
+
   Args:
     row_l2: lambda of the rows' L2 (0: none).
     row_l2_every: k, the steps between two shrinks.
+    dense_l2: lambda of the dense L2 applied here (0: none; not with
+      `row_l2`).
     *args, **kwargs: those of `tf.keras.optimizers.Adam` (amsgrad is not
       supported).
 
@@ -138,7 +156,8 @@ class LazyAdam(tf.keras.optimizers.Adam):
   """
 
   def __init__(self, *args, row_l2: float = 0.0,
-               row_l2_every: int = DEFAULT_ROW_L2_EVERY, **kwargs):
+               row_l2_every: int = DEFAULT_ROW_L2_EVERY,
+               dense_l2: float = 0.0, **kwargs):
     super().__init__(*args, **kwargs)
     if self.amsgrad:
       raise ValueError("LazyAdam does not support amsgrad.")
@@ -146,8 +165,14 @@ class LazyAdam(tf.keras.optimizers.Adam):
       raise ValueError(f"row_l2 must be >= 0, got {row_l2}.")
     if int(row_l2_every) < 1:
       raise ValueError(f"row_l2_every must be >= 1, got {row_l2_every}.")
+    if dense_l2 < 0:
+      raise ValueError(f"dense_l2 must be >= 0, got {dense_l2}.")
+    if row_l2 > 0 and dense_l2 > 0:
+      raise ValueError("LazyAdam takes row_l2 (the lazy L2) or dense_l2 (the "
+                       f"dense L2), not both: got {row_l2} and {dense_l2}.")
     self.row_l2 = float(row_l2)
     self.row_l2_every = int(row_l2_every)
+    self.dense_l2 = float(dense_l2)
 
   # The XLA kernels are methods, so each optimizer traces its own, and `key`
   # (the variable's) gives each variable its own trace, as Keras'
@@ -159,6 +184,13 @@ class LazyAdam(tf.keras.optimizers.Adam):
   def _fused_adam_step_xla(self, variable, m, v, gradient, alpha, beta_1,
                            beta_2, epsilon, key):
     del key  # only for the trace cache
+    _fused_adam_step(variable, m, v, gradient, alpha, beta_1, beta_2, epsilon)
+
+  @tf.function(jit_compile=True)
+  def _dense_l2_adam_step_xla(self, variable, m, v, values, indices, alpha,
+                              beta_1, beta_2, epsilon, key):
+    del key  # only for the trace cache
+    gradient = _dense_l2_gradient(variable, values, indices, self.dense_l2)
     _fused_adam_step(variable, m, v, gradient, alpha, beta_1, beta_2, epsilon)
 
   @tf.function(jit_compile=True)
@@ -185,10 +217,16 @@ class LazyAdam(tf.keras.optimizers.Adam):
     key = self._var_key(variable)
     m = self._momentums[self._index_dict[key]]
     v = self._velocities[self._index_dict[key]]
+    # 1 - beta in Python's doubles, as Keras' dense update has it.
     if dense:
-      # 1 - beta in Python's doubles, as Keras' dense update has it.
       self._fused_adam_step_xla(variable, m, v, gradient, alpha, self.beta_1,
                                 self.beta_2, tf.cast(epsilon, dtype), id(key))
+      return
+    if self.dense_l2 > 0:
+      self._dense_l2_adam_step_xla(variable, m, v, gradient.values,
+                                   gradient.indices, alpha, self.beta_1,
+                                   self.beta_2, tf.cast(epsilon, dtype),
+                                   id(key))
       return
 
     rows, position = tf.unique(gradient.indices)
@@ -212,5 +250,6 @@ class LazyAdam(tf.keras.optimizers.Adam):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update(row_l2=self.row_l2, row_l2_every=self.row_l2_every)
+    config.update(row_l2=self.row_l2, row_l2_every=self.row_l2_every,
+                  dense_l2=self.dense_l2)
     return config
