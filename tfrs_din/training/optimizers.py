@@ -104,6 +104,36 @@ def _dense_l2_gradient(variable: tf.Variable, values: tf.Tensor,
                                   values)
 
 
+# The fused XLA kernels. Each takes `key`, the variable's process-unique id
+# (`_unique_id`, what Keras' optimizers key their slots by), so that every
+# variable gets its own trace. Keyed only by the arguments' shapes, a trace
+# was reused for a new table whose Python id was a deleted one's, and failed
+# ("a function referencing variables which have been deleted"): the second
+# model trained in one process after the first was collected.
+@tf.function(jit_compile=True)
+def _fused_adam_step_xla(variable, m, v, gradient, alpha, beta_1, beta_2,
+                         epsilon, key):
+  del key  # only for the trace cache
+  _fused_adam_step(variable, m, v, gradient, alpha, beta_1, beta_2, epsilon)
+
+
+@tf.function(jit_compile=True)
+def _dense_l2_adam_step_xla(variable, m, v, values, indices, alpha, beta_1,
+                            beta_2, epsilon, l2, key):
+  del key  # only for the trace cache
+  _fused_adam_step(variable, m, v,
+                   _dense_l2_gradient(variable, values, indices, l2),
+                   alpha, beta_1, beta_2, epsilon)
+
+
+@tf.function(jit_compile=True)
+def _shrink_table_xla(table, second_moment, bias_correction, learning_rate,
+                      l2, steps, epsilon, key):
+  del key  # only for the trace cache
+  _shrink_table(table, second_moment, bias_correction, learning_rate, l2,
+                steps, epsilon)
+
+
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
 class LazyAdam(tf.keras.optimizers.Adam):
   """Adam that updates only the embedding rows present in a sparse gradient.
@@ -116,8 +146,9 @@ class LazyAdam(tf.keras.optimizers.Adam):
 
   and rows outside J, with their moments, are left untouched. Keras' Adam
   decays m and v and rewrites every row of the table each step, which costs
-  O(vocabulary); this costs O(rows in the batch). Dense gradients get plain
-  Adam. (Rows that are absent for a while keep stale moments: the usual
+  O(vocabulary); this costs O(rows in the batch). Dense gradients get
+  Keras' Adam update (one fused XLA kernel for variables of at least
+  `FUSED_DENSE_MIN_ELEMENTS`). (Rows that are absent for a while keep stale moments: the usual
   trade-off of lazy Adam, as in TF-Addons and PyTorch's SparseAdam.)
 
   With `row_l2` = lambda > 0, every variable that gets sparse gradients (the
@@ -174,32 +205,6 @@ class LazyAdam(tf.keras.optimizers.Adam):
     self.row_l2_every = int(row_l2_every)
     self.dense_l2 = float(dense_l2)
 
-  # The XLA kernels are methods, so each optimizer traces its own, and `key`
-  # (the variable's) gives each variable its own trace, as Keras'
-  # `_update_step_xla` does. A module-level tf.function that takes variables
-  # reuses a trace for a new variable whose Python id is a deleted one's,
-  # and fails ("a function referencing variables which have been deleted"):
-  # the second model trained in a process with the first one gone.
-  @tf.function(jit_compile=True)
-  def _fused_adam_step_xla(self, variable, m, v, gradient, alpha, beta_1,
-                           beta_2, epsilon, key):
-    del key  # only for the trace cache
-    _fused_adam_step(variable, m, v, gradient, alpha, beta_1, beta_2, epsilon)
-
-  @tf.function(jit_compile=True)
-  def _dense_l2_adam_step_xla(self, variable, m, v, values, indices, alpha,
-                              beta_1, beta_2, epsilon, key):
-    del key  # only for the trace cache
-    gradient = _dense_l2_gradient(variable, values, indices, self.dense_l2)
-    _fused_adam_step(variable, m, v, gradient, alpha, beta_1, beta_2, epsilon)
-
-  @tf.function(jit_compile=True)
-  def _shrink_table_xla(self, table, second_moment, bias_correction,
-                        learning_rate, key):
-    del key  # only for the trace cache
-    _shrink_table(table, second_moment, bias_correction, learning_rate,
-                  self.row_l2, float(self.row_l2_every), self.epsilon)
-
   def update_step(self, gradient, variable):
     dense = not isinstance(gradient, tf.IndexedSlices)
     if dense and (variable.shape.num_elements() or 0) < FUSED_DENSE_MIN_ELEMENTS:
@@ -219,14 +224,14 @@ class LazyAdam(tf.keras.optimizers.Adam):
     v = self._velocities[self._index_dict[key]]
     # 1 - beta in Python's doubles, as Keras' dense update has it.
     if dense:
-      self._fused_adam_step_xla(variable, m, v, gradient, alpha, self.beta_1,
-                                self.beta_2, tf.cast(epsilon, dtype), id(key))
+      _fused_adam_step_xla(variable, m, v, gradient, alpha, self.beta_1,
+                           self.beta_2, tf.cast(epsilon, dtype), key)
       return
     if self.dense_l2 > 0:
-      self._dense_l2_adam_step_xla(variable, m, v, gradient.values,
-                                   gradient.indices, alpha, self.beta_1,
-                                   self.beta_2, tf.cast(epsilon, dtype),
-                                   id(key))
+      _dense_l2_adam_step_xla(variable, m, v, gradient.values,
+                              gradient.indices, alpha, self.beta_1,
+                              self.beta_2, tf.cast(epsilon, dtype),
+                              self.dense_l2, key)
       return
 
     rows, position = tf.unique(gradient.indices)
@@ -241,8 +246,9 @@ class LazyAdam(tf.keras.optimizers.Adam):
     if self.row_l2 > 0:
 
       def shrink():
-        self._shrink_table_xla(variable, v, 1 - beta_2_power,
-                               tf.cast(self.learning_rate, dtype), id(key))
+        _shrink_table_xla(variable, v, 1 - beta_2_power,
+                          tf.cast(self.learning_rate, dtype), self.row_l2,
+                          float(self.row_l2_every), self.epsilon, key)
         return tf.constant(True)
 
       tf.cond(tf.equal((self.iterations + 1) % self.row_l2_every, 0), shrink,
