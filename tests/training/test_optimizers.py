@@ -64,34 +64,6 @@ def test_large_dense_gradients_take_the_fused_step_and_match_keras_adam():
                              keras._velocities[0].numpy(), rtol=1e-5)
 
 
-def test_dense_l2_is_keras_adam_on_the_densified_gradient_plus_lambda_w():
-  # dense_l2: a sparse gradient (rows repeated) + lambda W, every row updated,
-  # against Keras' Adam given that sum as a dense tensor.
-  rng = np.random.default_rng(2)
-  rows, l2 = 5000, 0.3
-  w0 = rng.normal(size=(rows, 3)).astype(np.float32)
-  a, b = tf.Variable(w0), tf.Variable(w0)
-  lazy, keras = LazyAdam(0.01, dense_l2=l2), tf.keras.optimizers.Adam(0.01)
-  for _ in range(3):
-    ids = rng.integers(0, 40, 64)
-    values = rng.normal(size=(64, 3)).astype(np.float32)
-    dense = np.zeros((rows, 3), np.float32)
-    np.add.at(dense, ids, values)
-    dense_gradient = tf.constant(dense) + l2 * b
-    lazy.apply_gradients([(tf.IndexedSlices(tf.constant(values),
-                                            tf.constant(ids), tf.constant([rows, 3])),
-                           a)])
-    keras.apply_gradients([(dense_gradient, b)])
-  far = np.abs(w0[100:]) > 0.05  # rows without data: 3 steps of lr each
-  assert np.abs(b.numpy() - w0)[100:][far].min() > 0.029
-  np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
-  with pytest.raises(ValueError, match="not both"):
-    LazyAdam(row_l2=0.1, dense_l2=0.1)
-  with pytest.raises(ValueError, match="dense_l2 must be >= 0"):
-    LazyAdam(dense_l2=-1.0)
-  assert LazyAdam.from_config(lazy.get_config()).dense_l2 == l2
-
-
 def _train_a_fresh_table(shape, row_l2):
   """Two steps of a new table and optimizer in a tf.function, as `fit` runs
   them: a dense gradient (the dense L2) or a sparse one with the rows' L2."""

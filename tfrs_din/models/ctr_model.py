@@ -63,21 +63,6 @@ def _attach_row_l2(optimizer, l2: float) -> None:
   optimizer.row_l2 = float(l2)
 
 
-def _attach_dense_l2(optimizer, l2: float) -> bool:
-  """Lets `optimizer`, when it is a `LazyAdam`, apply the dense L2 of "l2"
-  (its gradient lambda W, added without densifying the embedding gradient);
-  returns whether it does. Other optimizers get the penalty's gradient
-  through the loss."""
-  from tfrs_din.training.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
-  if not isinstance(optimizer, LazyAdam):
-    return False
-  if optimizer.row_l2 > 0:
-    raise ValueError(f"optimizer.row_l2={optimizer.row_l2} is the lazy L2; "
-                     "the model's regularization is 'l2' (dense). Use one.")
-  optimizer.dense_l2 = float(l2)
-  return True
-
-
 @accepts_arrays  # NumPy arrays and Python lists in the features dict
 class CTRModel(tfrs.models.Model):
   """Embedding -> user interest -> MLP -> logit, trained by `tfrs.tasks.Ranking`.
@@ -313,16 +298,10 @@ class CTRModel(tfrs.models.Model):
     """Keras' `compile`; also creates the epoch-mean trackers of the loss
     terms (under the strategy scope `compile` is called in). With
     `regularization="lazy_l2"` the optimizer must be `LazyAdam`; its
-    `row_l2` is set to this model's `l2`. With "l2" and a `LazyAdam`, its
-    `dense_l2` is set instead, and the loss's penalty keeps its value but
-    carries no gradient."""
+    `row_l2` is set to this model's `l2`."""
     super().compile(*args, **kwargs)
     if self.regularization == "lazy_l2":
       _attach_row_l2(self.optimizer, self.l2)
-    # "l2": the loss keeps the penalty's value, LazyAdam adds its gradient.
-    self.embedder.penalty_in_optimizer = (
-        self.regularization == "l2"
-        and _attach_dense_l2(self.optimizer, self.l2))
     names = ["loss"]
     if self._penalty_name:
       names.append(self._penalty_name)

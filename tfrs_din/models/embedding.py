@@ -68,8 +68,6 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     self.spec = spec
     self.regularization = regularization
     self.l2 = l2
-    # Set by `CTRModel.compile`: "l2"'s gradient is applied by LazyAdam.
-    self.penalty_in_optimizer = False
     self.embeddings_initializer = tf.keras.initializers.get(
         embeddings_initializer or DEFAULT_EMBEDDINGS_INITIALIZER)
     self.tables = {}
@@ -158,10 +156,7 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     for feature in self.spec.user_features + self.spec.item_features:
       table = self.tables[feature.name].embeddings
       if self.regularization == "l2":
-        penalty = 0.5 * self.l2 * tf.reduce_sum(tf.square(table))
-        # With LazyAdam the optimizer adds lambda W (`CTRModel.compile`).
-        terms.append(tf.stop_gradient(penalty) if self.penalty_in_optimizer
-                     else penalty)
+        terms.append(0.5 * self.l2 * tf.reduce_sum(tf.square(table)))
         continue
       # Ids at padded positions of sequences are not in the batch.
       ids = [tf.reshape(features[feature.name], [-1])]

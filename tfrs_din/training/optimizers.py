@@ -60,18 +60,18 @@ def _shrink_table(table: tf.Variable, second_moment: tf.Variable,
                   bias_correction: tf.Tensor, learning_rate: tf.Tensor,
                   l2: float, steps: float, epsilon: float) -> None:
   """Applies `adam_l2_shrink` to a whole table, in place (`LazyAdam` runs
-  it as one fused XLA kernel). It reads w and v once and writes w into its own buffer: the
-  unfused ops make about ten passes, and a fused kernel that returns a new
-  table for `assign` copies it. At 10M x 18 rows on 2 CPU cores the
+  it as one fused XLA kernel). It reads w and v once and writes w into its
+  own buffer: the unfused ops make about ten passes, and a fused kernel
+  that returns a new table for `assign` copies it. At 10M x 18 rows on 2 CPU cores the
   in-place pass adds 0.3-0.5 s to a training step, the returned table
   2.4-3.5 s (docs/benchmarks.md, "vocabulary")."""
   table.assign(adam_l2_shrink(table, second_moment / bias_correction,
                               learning_rate, l2, steps, epsilon))
 
 
-# Dense gradients of at least this many elements (an embedding table under
-# the dense L2) take `_fused_adam_step`; smaller ones (the MLP kernels)
-# Keras' own update, where one XLA call would cost more than it saves.
+# Dense gradients of at least this many elements (a table-sized gradient)
+# take `_fused_adam_step`; smaller ones (the MLP kernels) Keras' own update
+# (fusing them too gave a slower step in one scratch run, 32 against 28 ms).
 FUSED_DENSE_MIN_ELEMENTS = 1 << 16
 
 
@@ -95,15 +95,6 @@ def _fused_adam_step(variable: tf.Variable, m: tf.Variable, v: tf.Variable,
   variable.assign_sub(alpha * m_new / (tf.sqrt(v_new) + epsilon))
 
 
-def _dense_l2_gradient(variable: tf.Variable, values: tf.Tensor,
-                       indices: tf.Tensor, l2: float) -> tf.Tensor:
-  """g = lambda w + the sparse gradient's rows scattered (duplicates
-  summed): the gradient of the data loss plus (lambda / 2) ||W||^2, without
-  first writing the sparse gradient out as a dense tensor."""
-  return tf.tensor_scatter_nd_add(l2 * variable, indices[:, tf.newaxis],
-                                  values)
-
-
 # The fused XLA kernels. Each takes `key`, the variable's process-unique id
 # (`_unique_id`, what Keras' optimizers key their slots by), so that every
 # variable gets its own trace. Keyed only by the arguments' shapes, a trace
@@ -115,15 +106,6 @@ def _fused_adam_step_xla(variable, m, v, gradient, alpha, beta_1, beta_2,
                          epsilon, key):
   del key  # only for the trace cache
   _fused_adam_step(variable, m, v, gradient, alpha, beta_1, beta_2, epsilon)
-
-
-@tf.function(jit_compile=True)
-def _dense_l2_adam_step_xla(variable, m, v, values, indices, alpha, beta_1,
-                            beta_2, epsilon, l2, key):
-  del key  # only for the trace cache
-  _fused_adam_step(variable, m, v,
-                   _dense_l2_gradient(variable, values, indices, l2),
-                   alpha, beta_1, beta_2, epsilon)
 
 
 @tf.function(jit_compile=True)
@@ -148,8 +130,9 @@ class LazyAdam(tf.keras.optimizers.Adam):
   decays m and v and rewrites every row of the table each step, which costs
   O(vocabulary); this costs O(rows in the batch). Dense gradients get
   Keras' Adam update (one fused XLA kernel for variables of at least
-  `FUSED_DENSE_MIN_ELEMENTS`). (Rows that are absent for a while keep stale moments: the usual
-  trade-off of lazy Adam, as in TF-Addons and PyTorch's SparseAdam.)
+  `FUSED_DENSE_MIN_ELEMENTS`). (Rows that are absent for a while keep
+  stale moments: the usual trade-off of lazy Adam, as in TF-Addons and
+  PyTorch's SparseAdam.)
 
   With `row_l2` = lambda > 0, every variable that gets sparse gradients (the
   embedding tables) is also shrunk as a dense L2 penalty (lambda / 2) ||W||^2
@@ -161,18 +144,9 @@ class LazyAdam(tf.keras.optimizers.Adam):
   dense Adam decays the moments of absent rows, changed nothing measurable:
   docs/results.md.)
 
-  With `dense_l2` = lambda > 0 (what `regularization="l2"` sets when the
-  model is compiled with this optimizer), the variables that get sparse
-  gradients take the dense L2 itself: their gradient is g + lambda W and
-  every row gets Adam's dense update, as with the penalty in the loss, but
-  in one fused kernel that scatters g's rows, adds lambda W and updates W,
-  m and v, rather than TensorFlow writing g out as a dense tensor first.
-
   Args:
     row_l2: lambda of the rows' L2 (0: none).
     row_l2_every: k, the steps between two shrinks.
-    dense_l2: lambda of the dense L2 applied here (0: none; not with
-      `row_l2`).
     *args, **kwargs: those of `tf.keras.optimizers.Adam` (amsgrad is not
       supported).
 
@@ -187,8 +161,7 @@ class LazyAdam(tf.keras.optimizers.Adam):
   """
 
   def __init__(self, *args, row_l2: float = 0.0,
-               row_l2_every: int = DEFAULT_ROW_L2_EVERY,
-               dense_l2: float = 0.0, **kwargs):
+               row_l2_every: int = DEFAULT_ROW_L2_EVERY, **kwargs):
     super().__init__(*args, **kwargs)
     if self.amsgrad:
       raise ValueError("LazyAdam does not support amsgrad.")
@@ -196,18 +169,13 @@ class LazyAdam(tf.keras.optimizers.Adam):
       raise ValueError(f"row_l2 must be >= 0, got {row_l2}.")
     if int(row_l2_every) < 1:
       raise ValueError(f"row_l2_every must be >= 1, got {row_l2_every}.")
-    if dense_l2 < 0:
-      raise ValueError(f"dense_l2 must be >= 0, got {dense_l2}.")
-    if row_l2 > 0 and dense_l2 > 0:
-      raise ValueError("LazyAdam takes row_l2 (the lazy L2) or dense_l2 (the "
-                       f"dense L2), not both: got {row_l2} and {dense_l2}.")
     self.row_l2 = float(row_l2)
     self.row_l2_every = int(row_l2_every)
-    self.dense_l2 = float(dense_l2)
 
   def update_step(self, gradient, variable):
     dense = not isinstance(gradient, tf.IndexedSlices)
-    if dense and (variable.shape.num_elements() or 0) < FUSED_DENSE_MIN_ELEMENTS:
+    size = variable.shape.num_elements() or 0
+    if dense and size < FUSED_DENSE_MIN_ELEMENTS:
       return super().update_step(gradient, variable)
     dtype = variable.dtype
     step = tf.cast(self.iterations + 1, dtype)
@@ -226,12 +194,6 @@ class LazyAdam(tf.keras.optimizers.Adam):
     if dense:
       _fused_adam_step_xla(variable, m, v, gradient, alpha, self.beta_1,
                            self.beta_2, tf.cast(epsilon, dtype), key)
-      return
-    if self.dense_l2 > 0:
-      _dense_l2_adam_step_xla(variable, m, v, gradient.values,
-                              gradient.indices, alpha, self.beta_1,
-                              self.beta_2, tf.cast(epsilon, dtype),
-                              self.dense_l2, key)
       return
 
     rows, position = tf.unique(gradient.indices)
@@ -256,6 +218,5 @@ class LazyAdam(tf.keras.optimizers.Adam):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config.update(row_l2=self.row_l2, row_l2_every=self.row_l2_every,
-                  dense_l2=self.dense_l2)
+    config.update(row_l2=self.row_l2, row_l2_every=self.row_l2_every)
     return config
