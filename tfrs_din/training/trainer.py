@@ -136,8 +136,8 @@ DEFAULT_L2 = {"auto": 1e-3, "l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
 # warns about an explicit dense L2, whose step time grows with the rows (a
 # DIN step with LazyAdam's fused dense update, docs/benchmarks.md
 # "vocabulary", session 17: 23-31 ms at 21k rows, 40-54 ms at 240k, 2.1-2.4 s
-# at 10M; lazy_l2 21-28 ms at every size, MBA's step). Up to here the dense
-# L2's small edge in quality (docs/results.md) costs at most 1.9-2.5x
+# at 10M; lazy_l2 17-30 ms at every size, MBA's step). Up to here the dense
+# L2's small edge in quality (docs/results.md) costs at most 1.6-2.5x
 # lazy_l2's step.
 DENSE_L2_WARN_ROWS = 250_000
 
