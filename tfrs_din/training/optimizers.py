@@ -62,9 +62,9 @@ def _shrink_table(table: tf.Variable, second_moment: tf.Variable,
   """Applies `adam_l2_shrink` to a whole table, in place (`LazyAdam` runs
   it as one fused XLA kernel). It reads w and v once and writes w into its
   own buffer: the unfused ops make about ten passes, and a fused kernel
-  that returns a new table for `assign` copies it. At 10M x 18 rows on 2 CPU cores the
-  in-place pass adds 0.3-0.5 s to a training step, the returned table
-  2.4-3.5 s (docs/benchmarks.md, "vocabulary")."""
+  that returns a new table for `assign` copies it. At 10M x 18 rows on 2
+  CPU cores the in-place pass adds 0.3-0.5 s to a training step, the
+  returned table 2.4-3.5 s (docs/benchmarks.md, "vocabulary")."""
   table.assign(adam_l2_shrink(table, second_moment / bias_correction,
                               learning_rate, l2, steps, epsilon))
 
