@@ -122,7 +122,7 @@ def _training_batches(tf, data, batch: int = 256, peer_features=None):
 
 
 def _compiled(tf, data, model_cls, **kwargs):
-  from tfrs_din.training.optimizers import LazyAdam
+  from tfrs_din.optimizers import LazyAdam
   tf.keras.utils.set_random_seed(0)
   model = model_cls(data.spec, **kwargs)
   model.compile(LazyAdam(1e-3))
@@ -213,7 +213,7 @@ def vocabulary(quick: bool) -> dict:
   import numpy as np
   from tfrs_din.features import CategoricalFeature, FeatureSpec
   from tfrs_din.models import DINModel
-  from tfrs_din.training.optimizers import DEFAULT_ROW_L2_EVERY, LazyAdam
+  from tfrs_din.optimizers import DEFAULT_ROW_L2_EVERY, LazyAdam
   big = 2_000_000 if quick else 10_000_000
   B, L, steps = 256, 50, (15 if quick else 30)
   rng = np.random.default_rng(0)

@@ -29,8 +29,8 @@ def test_top_level_names_are_the_defining_objects(name):
 def test_namespaces_hold_the_same_objects_as_the_top_level():
   assert tfrs_din.models.DINModel is tfrs_din.DINModel is models.DINModel
   assert tfrs_din.metrics.GAUC is tfrs_din.GAUC is metrics.GAUC
-  assert tfrs_din.training.optimizers.LazyAdam is tfrs_din.LazyAdam
-  assert (tfrs_din.training.regularization.MiniBatchAwareL2
+  assert tfrs_din.optimizers.LazyAdam is tfrs_din.LazyAdam
+  assert (tfrs_din.regularizers.MiniBatchAwareL2
           is tfrs_din.MiniBatchAwareL2)
   assert tfrs_din.features.FeatureSpec is tfrs_din.FeatureSpec
   assert tfrs_din.layers.Dice is layers.Dice

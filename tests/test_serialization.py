@@ -13,8 +13,8 @@ from tfrs_din import layers
 from tfrs_din.features import CategoricalFeature, FeatureSpec
 from tfrs_din.metrics import GAUC
 from tfrs_din.models import FeatureEmbedder
-from tfrs_din.training.optimizers import LazyAdam
-from tfrs_din.training.regularization import MiniBatchAwareL2
+from tfrs_din.optimizers import LazyAdam
+from tfrs_din.regularizers import MiniBatchAwareL2
 
 const = tf.keras.initializers.Constant
 rng = np.random.default_rng(0)

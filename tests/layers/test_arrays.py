@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfrs_din import layers
 from tfrs_din.layers.arrays import to_tensors
-from tfrs_din.training.regularization import MiniBatchAwareL2
+from tfrs_din.regularizers import MiniBatchAwareL2
 
 rng = np.random.default_rng(1)
 B, T, D = 2, 5, 3

@@ -165,7 +165,7 @@ def test_regularization_options_change_the_loss_as_documented(small_data):
 
 
 def test_lazy_l2_is_applied_by_lazy_adam_and_adds_no_loss_term(small_data):
-  from tfrs_din.training.optimizers import LazyAdam
+  from tfrs_din.optimizers import LazyAdam
   features = small_data.features(slice(0, 32))
   losses = {}
   for reg in (None, "lazy_l2"):  # built on the same seed: the same weights
@@ -212,7 +212,7 @@ def test_dense_l2_through_lazy_adam_trains_as_through_keras_adam(
   # fused XLA kernel (every dense gradient, for this test), Keras' Adam in
   # its unfused ops. Same seed, same batches: the same training.
   from tfrs_din.training import optimizers
-  from tfrs_din.training.optimizers import LazyAdam
+  from tfrs_din.optimizers import LazyAdam
   monkeypatch.setattr(optimizers, "FUSED_DENSE_MIN_ELEMENTS", 0)
   features = small_data.features(slice(0, 32))
   results = {}

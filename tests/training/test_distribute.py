@@ -32,7 +32,7 @@ COMMON = textwrap.dedent('''
 ''')
 
 MIRRORED = COMMON + textwrap.dedent('''
-    from tfrs_din.training.optimizers import LazyAdam
+    from tfrs_din.optimizers import LazyAdam
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -123,7 +123,7 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
     # The dense L2 with LazyAdam's fused update on each shard: a row with
     # no data gradient gets g = lambda w, which Adam turns into steps of lr.
     from tfrs_din.training import optimizers
-    from tfrs_din.training.optimizers import LazyAdam
+    from tfrs_din.optimizers import LazyAdam
     optimizers.FUSED_DENSE_MIN_ELEMENTS = 0
     with strategy.scope():
         dense = make_model(regularization="l2", l2=0.05)

@@ -1,4 +1,5 @@
-"""Mini-batch aware L2 regularisation of embedding tables (DIN, section 4.1)."""
+"""Penalties on embedding tables: DIN's mini-batch aware L2 (section 4.1),
+and the choice between it, the dense L2 and the dense L2's lazy form."""
 
 from __future__ import annotations
 
@@ -25,13 +26,10 @@ class MiniBatchAwareL2(tf.keras.layers.Layer):
   or unseen) are treated as n_j = 1.
 
   What n_j counts is the caller's choice: DIN's paper (section 4.1) defines it
-  as the number of samples in which id j occurs
-  (`tfrs_din.data.sample_counts.count_samples`, `mba_counts="samples"` in
-  `tfrs_din.training.TrainConfig`); the default of `train` is the vocabulary
-  counts, the number of events of the log holding id j (`mba_counts=
-  "events"`), which under the next-item protocol is smaller for item ids (a
-  behaviour occurs in up to `max_history` later samples; about 11x at the
-  median item of Amazon Toys with max_history 50).
+  as the number of samples in which id j occurs; the models pass the
+  vocabulary counts, the number of events of the log holding id j, which
+  `prepare` writes (under the next-item protocol, smaller than the sample
+  counts for item ids, since a behaviour occurs in many later samples).
 
   Args:
     frequencies: n_j for each row of the table, shape [vocab_size]; None means
@@ -78,3 +76,37 @@ class MiniBatchAwareL2(tf.keras.layers.Layer):
     config = super().get_config()
     config.update(l2=self.l2, vocab_size=self.vocab_size)
     return config
+
+
+# Values of the models' `regularization` argument.
+REGULARIZATIONS = ("auto", "l2", "lazy_l2", "mba", None)
+# lambda of each regulariser when none is given: the dense L2 and its lazy
+# form were chosen on validation users (docs/design.md); MBA's is the DIN
+# paper's.
+DEFAULT_L2 = {"l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
+# "auto" is the dense L2 up to this many embedding rows in all and its lazy
+# form above: the dense L2's step cost grows with the rows, the lazy form's
+# does not (docs/benchmarks.md, "vocabulary").
+DENSE_L2_MAX_ROWS = 250_000
+
+
+def resolve_regularization(regularization: Optional[str],
+                           embedding_rows: int) -> Optional[str]:
+  """The regulariser a model trains with: `regularization` itself, where
+  "auto" is the dense "l2" for tables of at most `DENSE_L2_MAX_ROWS` rows in
+  all and "lazy_l2" (applied by `tfrs_din.optimizers.LazyAdam`) above.
+
+  >>> resolve_regularization("auto", 20_000), resolve_regularization("auto", 10**7)
+  ('l2', 'lazy_l2')
+  """
+  if regularization not in REGULARIZATIONS:
+    raise ValueError(f"regularization must be one of {REGULARIZATIONS}, got "
+                     f"{regularization!r}.")
+  if regularization != "auto":
+    return regularization
+  return "lazy_l2" if embedding_rows > DENSE_L2_MAX_ROWS else "l2"
+
+
+def default_l2(regularization: Optional[str]) -> float:
+  """lambda of a resolved regulariser when none is given (0 without one)."""
+  return DEFAULT_L2.get(regularization, 0.0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.training.optimizers import (FUSED_DENSE_MIN_ELEMENTS, LazyAdam,
+from tfrs_din.optimizers import (FUSED_DENSE_MIN_ELEMENTS, LazyAdam,
                                           adam_l2_shrink)
 
 

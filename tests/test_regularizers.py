@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.training.regularization import MiniBatchAwareL2
+from tfrs_din.regularizers import MiniBatchAwareL2
 
 
 def test_penalty_and_gradient_follow_the_mba_rule():
