@@ -14,9 +14,10 @@ Namespaces, as in `tfrs.*` and `keras_rs.*`:
   tfrs_din.features    FeatureSpec, CategoricalFeature
   tfrs_din.schema      the TFRecord / vocabulary data contract (no TensorFlow)
   tfrs_din.data       tf.data input pipelines, fresh negatives, the generator
-  tfrs_din.training    TrainConfig, train, evaluate, load_model; LazyAdam
-                       (`.optimizers`), MiniBatchAwareL2 (`.regularization`),
-                       strategies (`.distribute`), `tfrs-din run` (`.workflow`)
+  tfrs_din.regularizers MiniBatchAwareL2, the choice of embedding penalty
+  tfrs_din.optimizers  LazyAdam (sparse rows, the lazy form of the dense L2)
+  tfrs_din.training    TrainConfig, train, evaluate, load_model; strategies
+                       (`.distribute`), `tfrs-din run` (`.workflow`)
   tfrs_din.serving     SavedModel export (`tfrs_din.serving.export`)
 
 The tree reads in the order data flows: events -> `beam_jobs` (prepare) ->
@@ -45,12 +46,12 @@ _NAMES = {
     "GAUC": "tfrs_din.metrics.gauc",
     "gauc": "tfrs_din.metrics.gauc",
     "rela_impr": "tfrs_din.metrics.rela_impr",
-    "LazyAdam": "tfrs_din.training.optimizers",
-    "MiniBatchAwareL2": "tfrs_din.training.regularization",
+    "LazyAdam": "tfrs_din.optimizers",
+    "MiniBatchAwareL2": "tfrs_din.regularizers",
     "export_saved_model": "tfrs_din.serving.export",
 }
 _SUBMODULES = ("data", "features", "layers", "metrics", "models", "ops",
-               "schema", "serving", "training")
+               "optimizers", "regularizers", "schema", "serving", "training")
 
 __all__ = sorted(_NAMES) + list(_SUBMODULES) + ["__version__"]
 

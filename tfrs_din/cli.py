@@ -4,30 +4,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
+import logging
 import os
+import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# (importing tfrs_din sets up Keras 2 first)
-from tfrs_din.training.distribute import STRATEGIES  # noqa: E402
-from tfrs_din.training.optimizers import DEFAULT_ROW_L2_EVERY  # noqa: E402
-from tfrs_din.training import TrainConfig  # noqa: E402
-from tfrs_din.layers.attention_gru import GRU_TYPES  # noqa: E402
-from tfrs_din.layers.interest_extractor import AUX_REDUCTIONS  # noqa: E402
-from tfrs_din.models.dien import ATTENTIONS  # noqa: E402
+# TensorFlow and Beam load only when a command runs: `--help` stays fast.
+from tfrs_din.training.config import (AUX_NEGATIVES, MODEL_NAMES,  # noqa: E402
+                                      MONITORS, OPTIMIZERS, STRATEGIES,
+                                      TrainConfig, load_config_file,
+                                      parse_model_options)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 
-def _units(text: str):
-  try:
-    return tuple(int(x) for x in text.split(",") if x.strip())
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f"expected comma-separated integers such as 200,80, got {text!r}")
+class _QuietImports(logging.Filter):
+  """Drops the root logger's import-time notices of optional Beam and
+  TensorFlow backends that this program does not use (Google Cloud
+  clients), which read as errors to a user."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("apitools not found")
 
 
 def _boolean(text: str) -> bool:
@@ -38,158 +40,98 @@ def _boolean(text: str) -> bool:
   raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _model_options(text: str) -> Dict[str, Any]:
+  try:
+    return parse_model_options(text)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(str(error))
+
+
+# TrainConfig field -> (type, choices, help). Each flag's default is shown
+# from `TrainConfig`; the parser's default is None, so that a flag given
+# explicitly overrides --config and one left out does not.
+_TRAINING_FLAGS = {
+    "epochs": (int, None, "at most this many epochs (validation stops "
+               "earlier)"),
+    "validation_fraction": (float, None, "share of the training users held "
+                            "out to choose the number of epochs; 0 trains "
+                            "--epochs epochs on every user"),
+    "monitor": (str, tuple(MONITORS), "validation metric that chooses the "
+                "epoch"),
+    "patience": (int, None, "epochs without improvement before stopping"),
+    "refit": (_boolean, None, "after choosing the epoch, train a fresh model "
+              "on every training user for that many epochs"),
+    "batch_size": (int, None, "examples per training step"),
+    "learning_rate": (float, None, "of the optimizer"),
+    "optimizer": (str, OPTIMIZERS, "lazy_adam updates only the embedding rows "
+                  "in the batch (and applies the lazy L2)"),
+    "aux_negatives": (str, AUX_NEGATIVES, "DIEN's auxiliary negatives: fresh "
+                      "ones drawn per batch and epoch (never an item of the "
+                      "row's history), or those prepare wrote"),
+    "aux_negative_power": (float, None, "with fresh negatives, P(item) ~ "
+                           "count ** power (1: popularity, 0: uniform)"),
+    "shuffle_buffer": (int, None, "training records the shuffle holds "
+                       "(default: enough for a split of a million records)"),
+    "strategy": (str, STRATEGIES, "tf.distribute strategy"),
+    "steps_per_epoch": (int, None, "steps per epoch (default: the whole "
+                        "training split)"),
+    "verbose": (int, (0, 1, 2), "Keras' progress output: 0 none, 1 a bar, 2 "
+                "a line per epoch"),
+}
+# Flags shared with `prepare` in `run` (its own --embedding_dim, ... serve
+# both steps).
+_DATA_FLAGS = {
+    "embedding_dim": (int, None, "override the embedding width (default: "
+                      "the prepared data's)"),
+    "max_history": (int, None, "keep fewer (the most recent) behaviours "
+                    "(default: all the prepared data keeps)"),
+    "seed": (int, None, "seed of initialisation, shuffles and the holdout"),
+}
+
+
 def _add_training_options(parser: argparse.ArgumentParser,
                           shared_with_prepare: bool = False) -> None:
-  """Training flags; with `shared_with_prepare`, the Beam job's --embedding_dim,
-  --max_history and --seed serve both steps."""
-  d = TrainConfig()
-  a = parser.add_argument
-  a("--epochs", type=int, default=d.epochs,
-    help="at most this many epochs (fewer when validation stops early)")
-  a("--validation_fraction", type=float, default=d.validation_fraction,
-    help="share of training users held out to choose the epoch; 0 trains "
-    "--epochs epochs on every user")
-  a("--validation", choices=["auto", "users", "last"], default=d.validation,
-    help="held out to choose the epoch: whole users (--validation_fraction "
-    "of them, the default), or every user's last training target (as "
-    "next_item's test split); auto: last for next_item data, users "
-    "otherwise")
-  a("--monitor", choices=["gauc", "auc", "logloss", "loss"], default=d.monitor,
-    help="validation metric that early stopping follows")
-  a("--patience", type=int, default=d.patience,
-    help="epochs without improvement before stopping")
-  a("--refit", type=_boolean, default=d.refit,
-    help="after choosing the epoch, train a fresh model on every training "
-    "user for that many epochs (default true)")
-  a("--batch_size", type=int, default=d.batch_size)
-  a("--learning_rate", type=float, default=d.learning_rate)
+  """Training flags; with `shared_with_prepare`, the Beam job's
+  --embedding_dim, --max_history and --seed serve both steps."""
+  defaults = TrainConfig()
+  flags = dict(_TRAINING_FLAGS)
   if not shared_with_prepare:
-    a("--embedding_dim", type=int, help="override the width set by prepare")
-    a("--max_history", type=int, help="keep fewer (most recent) behaviours")
-    a("--seed", type=int, default=d.seed)
-  a("--mlp_units", type=_units, default=d.mlp_units)
-  a("--activation", default=d.activation, help="dice, prelu, relu, ...")
-  a("--dropout", type=float, default=d.dropout)
-  a("--regularization", choices=["auto", "l2", "lazy_l2", "mba", "none"],
-    default=d.regularization,
-    help="embedding penalty: l2 (every row, each step: chosen on "
-    "validation), lazy_l2 (the shrinkage l2 gets from Adam, applied to all "
-    f"rows every {DEFAULT_ROW_L2_EVERY} steps: O(batch) steps for tables of "
-    "millions of rows), "
-    "mba (DIN's mini-batch aware L2: only the batch's rows); auto (the "
-    "default): l2 up to 250,000 embedding rows, lazy_l2 above")
-  a("--l2", type=float, default=d.l2,
-    help="lambda of --regularization (default 1e-3 for l2 and lazy_l2, "
-    "0.01 for mba)")
-  a("--pooling", choices=["sum", "mean"], default=d.pooling, help="base model")
-  a("--attention_units", type=_units, default=d.attention_units)
-  a("--attention_activation", default=d.attention_activation)
-  a("--attention_normalization", choices=["none", "softmax"], default="none")
-  a("--attention_padded_statistics", type=_boolean,
-    default=d.attention_padded_statistics,
-    help="DIN: Dice statistics of the activation unit also over padded "
-    "positions, as FuxiCTR and DeepCTR-Torch compute them")
-  a("--attention_initial_weight", type=float,
-    default=d.attention_initial_weight,
-    help="DIN: w0 added to every attention weight (1.0: the pooling starts "
-    "as sum pooling)")
-  a("--behaviour_sum_in_tower", choices=["auto", "true", "false"],
-    default="auto",
-    help="also feed the tower the behaviour sum s and item * s (auto: DIN "
-    "and DIEN yes, base no, as the official code)")
-  a("--tower_behaviour_pooling", choices=["sum", "mean"],
-    default=d.tower_behaviour_pooling,
-    help="the behaviour summary s fed to the tower: sum (the official code) "
-    "or mean of the valid behaviours (a scale independent of the history "
-    "length)")
-  a("--tower_input_normalization", choices=["auto", "none", "batch", "affine"],
-    default=d.tower_input_normalization,
-    help="normalise the tower input: batch (BatchNormalization) or affine "
-    "(what the official code's batch_normalization runs: a learned "
-    "per-feature scale and shift); auto: affine for dien, none otherwise")
-  a("--embedding_stddev", type=float, default=d.embedding_stddev,
-    help="stddev of the normal initializer of the embedding tables")
-  a("--kernel_initializer", default=d.kernel_initializer,
-    help="dense kernels of the tower and attention nets")
-  a("--adam_epsilon", type=float, default=d.adam_epsilon)
-  a("--adam_adaptive_epsilon", type=_boolean, default=d.adam_adaptive_epsilon,
-    help="epsilon added after bias correction, as in PyTorch")
-  a("--gru_units", type=int, default=d.gru_units)
-  a("--gru_type", choices=list(GRU_TYPES), default=d.gru_type)
-  a("--aux_loss_weight", type=float, default=d.aux_loss_weight)
-  a("--aux_loss_reduction", choices=list(AUX_REDUCTIONS),
-    default=d.aux_loss_reduction,
-    help="DIEN's auxiliary loss: mean over valid steps, the paper's sum over "
-    "each user's steps, or the official code's mean over padded steps")
-  a("--dien_attention", choices=list(ATTENTIONS), default=d.dien_attention,
-    help="DIEN's attention: the paper's bilinear h W e, or the official "
-    "code's MLP")
-  a("--dien_attention_initializer", choices=["glorot_uniform", "identity"],
-    default=d.dien_attention_initializer,
-    help="initializer of the bilinear attention's W (default Glorot "
-    "uniform); identity starts it as h . e, as FuxiCTR does")
-  a("--optimizer", choices=["lazy_adam", "adam", "sgd"], default=d.optimizer,
-    help="lazy_adam updates only the embedding rows in the batch")
-  a("--strategy", choices=STRATEGIES, default=d.strategy)
-  a("--steps_per_epoch", type=int)
-  a("--verbose", type=int, default=d.verbose, choices=[0, 1, 2])
-  # Data options (issue 13).
-  a("--aux_negatives", choices=["prepared", "fresh"], default=d.aux_negatives,
-    help="DIEN's auxiliary negatives: those prepare wrote (the same every "
-    "epoch) or fresh ones drawn per batch and epoch, never an item of the "
-    "row's history (needs item_table.tsv)")
-  a("--aux_negative_power", type=float, default=d.aux_negative_power,
-    help="with --aux_negatives fresh: P(item) ~ count ** power (1 = "
-    "popularity as in the official DIEN code, 0 = uniform)")
-  a("--mba_counts", choices=["events", "samples"], default=d.mba_counts,
-    help="n_j of MBA: events holding id j (the vocabulary counts) or "
-    "training samples holding it (DIN paper, eq. 4; one pass over the data)")
-  a("--shuffle_buffer", type=int, default=d.shuffle_buffer,
-    help="training records the shuffle holds: a split up to this size is "
-    "shuffled whole (memory ~ this many records)")
+    flags.update(_DATA_FLAGS)
+  parser.add_argument(
+      "--model_options", type=_model_options, metavar="KEY=VALUE,...",
+      help="arguments of the model's constructor (tfrs_din.models), e.g. "
+      "gru_units=24,mlp_units=[200,80]; 'dien.gru_units=24' applies to one "
+      "model only (default: the constructor's defaults, the tuned model)")
+  parser.add_argument(
+      "--config", metavar="FILE",
+      help="JSON or YAML file of these options (names without --, and "
+      "model_options as a mapping); flags given here override it")
+  for name, (kind, choices, text) in flags.items():
+    default = getattr(defaults, name)
+    shown = "" if "default:" in text else f" (default: {default})"
+    parser.add_argument(f"--{name}", type=kind, choices=choices,
+                        help=text + shown)
 
 
 def _train_config(args, model: str) -> TrainConfig:
-  none = lambda v: None if v == "none" else v
-  return TrainConfig(
-      model=model, epochs=args.epochs,
-      validation_fraction=args.validation_fraction,
-      validation=args.validation, monitor=args.monitor,
-      patience=args.patience, refit=args.refit, batch_size=args.batch_size,
-      learning_rate=args.learning_rate, embedding_dim=args.embedding_dim,
-      max_history=args.max_history, mlp_units=args.mlp_units,
-      activation=args.activation, dropout=args.dropout,
-      regularization=none(args.regularization), l2=args.l2,
-      pooling=args.pooling, attention_units=args.attention_units,
-      attention_activation=args.attention_activation,
-      attention_normalization=none(args.attention_normalization),
-      attention_padded_statistics=args.attention_padded_statistics,
-      attention_initial_weight=args.attention_initial_weight,
-      gru_units=args.gru_units, gru_type=args.gru_type,
-      aux_loss_weight=args.aux_loss_weight,
-      aux_loss_reduction=args.aux_loss_reduction,
-      dien_attention=args.dien_attention,
-      dien_attention_initializer=args.dien_attention_initializer,
-      tower_input_normalization=none(args.tower_input_normalization),
-      behaviour_sum_in_tower={"auto": None, "true": True, "false": False}[
-          args.behaviour_sum_in_tower],
-      tower_behaviour_pooling=args.tower_behaviour_pooling,
-      embedding_stddev=args.embedding_stddev,
-      kernel_initializer=args.kernel_initializer,
-      adam_epsilon=args.adam_epsilon,
-      adam_adaptive_epsilon=args.adam_adaptive_epsilon,
-      optimizer=args.optimizer,
-      strategy=args.strategy,
-      steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-      verbose=args.verbose,
-      aux_negatives=args.aux_negatives,
-      aux_negative_power=args.aux_negative_power,
-      mba_counts=args.mba_counts, shuffle_buffer=args.shuffle_buffer)
+  """TrainConfig defaults <- --config file <- flags given explicitly."""
+  values: Dict[str, Any] = {}
+  if getattr(args, "config", None):
+    values.update(load_config_file(args.config))
+  options = dict(values.get("model_options") or {})
+  options.update(getattr(args, "model_options", None) or {})
+  values["model_options"] = options
+  for name in (*_TRAINING_FLAGS, *_DATA_FLAGS):
+    value = getattr(args, name, None)
+    if value is not None:
+      values[name] = value
+  values["model"] = model
+  return TrainConfig(**values)
 
 
 def _models(text: str) -> List[str]:
   names = [m.strip() for m in text.split(",") if m.strip()]
-  unknown = [m for m in names if m not in ("base", "din", "dien")]
+  unknown = [m for m in names if m not in MODEL_NAMES]
   if unknown or not names:
     raise argparse.ArgumentTypeError(
         f"--models takes a comma-separated subset of base,din,dien, got {text!r}")
@@ -197,30 +139,39 @@ def _models(text: str) -> List[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from beam_jobs.prepare import add_arguments  # pylint: disable=g-import-not-at-top
+  from beam_jobs.options import add_arguments  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(
       prog="tfrs-din", description="DIN and DIEN click-through-rate models for "
       "TensorFlow Recommenders: prepare data with Apache Beam, train, evaluate "
       "and export for TF Serving.")
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument("--debug", action="store_true",
+                      help="show the whole traceback of an error")
   sub = parser.add_subparsers(dest="command", required=True)
 
-  p = sub.add_parser("prepare", help="run the Beam job on an interaction log")
+  def command(name: str, text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=text, description=text,
+                          parents=[common])
+
+  p = command("prepare", "run the Beam job on an interaction log")
   add_arguments(p)
 
-  p = sub.add_parser("train", help="train base, din or dien on prepared data")
+  p = command("train", "train base, din or dien on prepared data")
   p.add_argument("--data", required=True, help="output directory of prepare")
-  p.add_argument("--model", choices=["base", "din", "dien"], default="din")
-  p.add_argument("--model_dir", required=True)
+  p.add_argument("--model", choices=MODEL_NAMES, default="din",
+                 help="the model to train (default: din)")
+  p.add_argument("--model_dir", required=True,
+                 help="where the model, its checkpoints and logs go")
   _add_training_options(p)
 
-  p = sub.add_parser("evaluate", help="AUC, GAUC, logloss, RelaImpr of a model")
-  p.add_argument("--data", required=True)
-  p.add_argument("--model_dir", required=True)
+  p = command("evaluate", "AUC, GAUC, logloss, RelaImpr of a model")
+  p.add_argument("--data", required=True, help="output directory of prepare")
+  p.add_argument("--model_dir", required=True, help="a trained model")
   p.add_argument("--base_model_dir", help="base run for RelaImpr")
   p.add_argument("--output", help="write the metrics here as JSON")
 
-  p = sub.add_parser("export", help="SavedModel for TF Serving")
-  p.add_argument("--model_dir", required=True)
+  p = command("export", "SavedModel for TF Serving")
+  p.add_argument("--model_dir", required=True, help="a trained model")
   p.add_argument("--export_dir", help="default: MODEL_DIR/export")
   p.add_argument("--version", type=int, help="default: Unix time")
   p.add_argument("--data", help="prepared data whose vocabularies and item "
@@ -229,24 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--index_only", action="store_true",
                  help="only signatures that take vocabulary indices")
   p.add_argument("--jit_compile", action="store_true",
-                 help="compile score_candidates with XLA (about 2x faster; TF "
-                 "Serving then needs --xla_cpu_compilation_enabled=true)")
+                 help="compile score_candidates with XLA (TF Serving then "
+                 "needs --xla_cpu_compilation_enabled=true)")
   p.add_argument("--reference_scoring", action="store_true",
                  help="score_candidates through model.score_candidates "
                  "instead of the fast inference scorer")
 
-  p = sub.add_parser("run", help="prepare, train, evaluate and export models "
-                     "on your own log; writes OUTPUT/metrics.json")
+  p = command("run", "prepare, train, evaluate and export models on your own "
+              "log; writes OUTPUT/metrics.json")
   add_arguments(p)
-  p.add_argument("--models", type=_models, default=["base", "din", "dien"])
+  p.add_argument("--models", type=_models, default=list(MODEL_NAMES),
+                 help="comma-separated models to train (default: "
+                 "base,din,dien)")
   _add_training_options(p, shared_with_prepare=True)
 
-  sub.add_parser("build-kernels", help="compile DIEN's fused GRU kernels now "
-                 "(once per machine, ~40 s) instead of in the first training")
+  command("build-kernels", "compile DIEN's fused GRU kernels now (once per "
+          "machine) instead of in the first training")
 
-  p = sub.add_parser("demo", help="the whole job on a built-in synthetic log")
-  p.add_argument("--output", default="tfrs-din-demo")
+  p = command("demo", "the whole job on a built-in synthetic log")
+  p.add_argument("--output", default="tfrs-din-demo",
+                 help="output directory (default: tfrs-din-demo)")
   p.add_argument("--epochs", type=int, help="override the demo's epochs")
+  parser.commands = sub.choices  # name -> its parser
   return parser
 
 
@@ -292,10 +247,10 @@ def _command(args, beam_argv: Sequence[str]) -> int:
   elif args.command == "evaluate":
     base = None
     if args.base_model_dir:
-      base = training.evaluate(training.load_model(args.base_model_dir),
-                               args.data)
-    metrics = training.evaluate(training.load_model(args.model_dir), args.data,
-                                base)
+      base = training.evaluate(
+          training.load_model(args.base_model_dir, args.data), args.data)
+    metrics = training.evaluate(training.load_model(args.model_dir, args.data),
+                                args.data, base)
     print(json.dumps(metrics, indent=2))
     if args.output:
       with open(args.output, "w") as f:
@@ -304,7 +259,7 @@ def _command(args, beam_argv: Sequence[str]) -> int:
     from tfrs_din.serving.export import export_saved_model, trained_data_dir  # pylint: disable=g-import-not-at-top
     data_dir = None if args.index_only else (
         args.data or trained_data_dir(args.model_dir))
-    path = export_saved_model(training.load_model(args.model_dir),
+    path = export_saved_model(training.load_model(args.model_dir, data_dir),
                               args.export_dir or
                               os.path.join(args.model_dir, "export"),
                               args.version, data_dir=data_dir,
@@ -312,9 +267,12 @@ def _command(args, beam_argv: Sequence[str]) -> int:
                               jit_compile=args.jit_compile)
     print(path)
   elif args.command == "run":
+    config = _train_config(args, args.models[0])
+    config.check()  # refused before the Beam job, not after it
+    training.trainer.check_model_options(config, args.models)
     workflow.prepare(_prepare_argv(args) + list(beam_argv))
     results = workflow.train_evaluate_export(
-        args.output, args.output, args.models, _train_config(args, "din"))
+        args.output, args.output, args.models, config)
     print("\n" + workflow.format_table(results))
     print(f"\nmetrics: {os.path.join(args.output, 'metrics.json')}")
   elif args.command == "demo":
@@ -341,15 +299,44 @@ def _prepare_argv(args) -> List[str]:
   return argv
 
 
+def _unknown_flags(parser: argparse.ArgumentParser, command: str,
+                   unknown: Sequence[str]) -> Optional[str]:
+  """One line refusing the first unknown flag of `command`, with the closest
+  known one, or None when there is none. `prepare` and `run` pass the flags
+  Beam's own pipeline options define to Beam (`beam_jobs.options`)."""
+  if command in ("prepare", "run"):
+    from beam_jobs.options import beam_arguments  # pylint: disable=g-import-not-at-top
+    unknown = [a for a in unknown if a not in beam_arguments(unknown)]
+  flags = [a for a in unknown if a.startswith("-")]
+  if not unknown:
+    return None
+  if not flags:
+    return f"unexpected argument {unknown[0]!r}"
+  usage = parser.commands[command].format_usage()
+  known = sorted(set(re.findall(r"--[a-z][a-z0-9_]*", usage)))
+  name = flags[0].split("=", 1)[0]
+  close = difflib.get_close_matches(name, known, n=1)
+  return (f"unknown flag {name}" + (f"; did you mean {close[0]}?" if close
+                                    else f"; see tfrs-din {command} --help"))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  logging.getLogger().addFilter(_QuietImports())
   parser = build_parser()
-  args, beam_argv = parser.parse_known_args(argv)
-  if beam_argv and args.command not in ("prepare", "run"):
-    parser.error(f"unrecognized arguments: {' '.join(beam_argv)}")
+  args, unknown = parser.parse_known_args(argv)
   try:
-    return _command(args, beam_argv)
+    refusal = _unknown_flags(parser, args.command, unknown)
+    if refusal:
+      print(f"tfrs-din {args.command}: error: {refusal}", file=sys.stderr)
+      return 2
+    return _command(args, unknown)
   except USER_ERRORS as error:
-    print(f"tfrs-din {args.command}: error: {error}", file=sys.stderr)
+    if args.debug:
+      raise
+    message = str(error).strip().splitlines()
+    print(f"tfrs-din {args.command}: error: "
+          f"{message[0] if message else type(error).__name__} (--debug shows "
+          "the traceback)", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print(f"tfrs-din {args.command}: interrupted; `train` resumes from its last "

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import logging
+from typing import Any
+
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -14,6 +17,9 @@ from tfrs_din.metrics.gauc import GAUC
 from tfrs_din.ops import fused_kernels
 from tfrs_din.models.embedding import (DEFAULT_EMBEDDINGS_INITIALIZER,
                                        EmbeddedFeatures, FeatureEmbedder)
+from tfrs_din.optimizers import DEFAULT_ROW_L2_EVERY, LazyAdam
+from tfrs_din.regularizers import (DENSE_L2_MAX_ROWS, default_l2,
+                                   resolve_regularization)
 
 
 # Values of `CTRModel(tower_input_normalization=...)`.
@@ -51,12 +57,12 @@ def behaviour_sum_features(embedded: EmbeddedFeatures, pooling: str = "sum"
 
 def _attach_row_l2(optimizer, l2: float) -> None:
   """Makes `optimizer` (a `LazyAdam`) apply the rows' L2 of "lazy_l2"."""
-  from tfrs_din.training.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
   if not isinstance(optimizer, LazyAdam):
     raise ValueError(
-        "regularization='lazy_l2' is applied by tfrs_din.training.LazyAdam; "
-        f"got optimizer {type(optimizer).__name__}. Compile with LazyAdam or "
-        "use regularization='l2'.")
+        "regularization='lazy_l2' (what 'auto' means for tables of more than "
+        f"{DENSE_L2_MAX_ROWS:,} rows) is applied by tfrs_din.optimizers."
+        f"LazyAdam; got optimizer {type(optimizer).__name__}. Compile with "
+        "LazyAdam or build the model with regularization='l2' or 'mba'.")
   if optimizer.row_l2 not in (0.0, l2):
     raise ValueError(f"optimizer.row_l2={optimizer.row_l2} differs from the "
                      f"model's l2={l2} (regularization='lazy_l2').")
@@ -79,29 +85,35 @@ class CTRModel(tfrs.models.Model):
   scored against many candidates (`score_candidates`), so the user-side work
   is done once per user.
 
+  The defaults are the model `tfrs-din train` ships: each was chosen on
+  validation users of two Amazon logs (docs/design.md gives the reasons).
+
   Args:
     spec: the `FeatureSpec`.
     mlp_units: hidden sizes of the final tower (200, 80 in the papers).
     activation: activation of the tower, "dice" or "prelu" (or any Keras one).
     dropout: dropout rate in the tower (the paper's alternative to MBA).
-    regularization: None, "mba", "l2" or "lazy_l2" on the embedding tables;
-      "lazy_l2" is applied by the optimizer, which must be
-      `tfrs_din.training.LazyAdam` (`compile` sets its `row_l2` to `l2`).
-    l2: lambda of the regularisation.
+    regularization: the embedding penalty. "l2": lambda/2 ||W||^2 over every
+      row of every table at every step (O(rows) per step); "lazy_l2": the
+      shrinkage Adam gives "l2" on rows that get no gradient, applied by
+      `tfrs_din.optimizers.LazyAdam` every `DEFAULT_ROW_L2_EVERY` steps
+      (O(batch) steps; compile with `LazyAdam`); "mba": DIN's mini-batch
+      aware L2 on the batch's rows; None. "auto" (the default): "l2" for
+      tables of at most `DENSE_L2_MAX_ROWS` rows in all, "lazy_l2" above.
+    l2: lambda of the penalty; None: 1e-3 for "l2"/"lazy_l2", 0.01 for "mba".
     seed: seed of dropout.
-    embeddings_initializer: initializer of the embedding tables.
+    embeddings_initializer: initializer of the embedding tables, N(0, 0.05)
+      by default.
     kernel_initializer: initializer of the dense kernels of the tower and of
       the attention nets; Glorot-normal by default (steadier across seeds
-      than Glorot-uniform, measured: docs/results.md).
-    behaviour_sum_in_tower: also feed the tower s, the sum of the behaviour
+      than Glorot-uniform).
+    behaviour_sum_in_tower: also feed the tower s, the pooled behaviour
       embeddings, and e_A * s (e_A: the candidate), as the official code
       does for DIN and DIEN (DIEN repository, script/model.py); a model whose
       interest is already s (the base model) adds only e_A * s.
-    tower_behaviour_pooling: how s is pooled for the tower: "sum" (the
-      official code, and the default here so that saved models load as they
-      were) or "mean", the sum divided by the number of valid behaviours,
-      whose scale does not grow with the history: `TrainConfig`'s default,
-      with which DIN and DIEN overfit less (docs/design.md).
+    tower_behaviour_pooling: how s is pooled for the tower: "mean" (the
+      default), the sum divided by the number of valid behaviours, whose
+      scale does not grow with the history, or "sum" (the official code).
     tower_input_normalization: None (the papers), "batch" or "affine": a
       batch normalisation of the tower input, as both official codebases
       have (`build_fcn_net` in DIEN's script/model.py, the DIN repository's
@@ -127,13 +139,14 @@ class CTRModel(tfrs.models.Model):
 
   def __init__(self, spec: FeatureSpec, mlp_units: Sequence[int] = (200, 80),
                activation: str = "dice", dropout: float = 0.0,
-               regularization: Optional[str] = "mba", l2: float = 0.01,
+               regularization: Optional[str] = "auto",
+               l2: Optional[float] = None,
                seed: Optional[int] = None, gauc_in_training: bool = False,
-               embeddings_initializer=DEFAULT_EMBEDDINGS_INITIALIZER,
-               kernel_initializer="glorot_normal",
+               embeddings_initializer: Any = DEFAULT_EMBEDDINGS_INITIALIZER,
+               kernel_initializer: Any = "glorot_normal",
                behaviour_sum_in_tower: bool = False,
                tower_input_normalization: Optional[str] = None,
-               tower_behaviour_pooling: str = "sum", **kwargs):
+               tower_behaviour_pooling: str = "mean", **kwargs):
     super().__init__(**kwargs)
     if tower_behaviour_pooling not in BEHAVIOUR_POOLINGS:
       raise ValueError(
@@ -153,13 +166,22 @@ class CTRModel(tfrs.models.Model):
     self.mlp_units = tuple(mlp_units)
     self.activation = activation
     self.dropout = dropout
-    self.regularization = regularization
-    self.l2 = l2
+    rows = sum(f.vocab_size for f in spec.user_features + spec.item_features)
+    if regularization == "l2" and rows > DENSE_L2_MAX_ROWS:
+      logging.warning(
+          "regularization='l2' penalises all %s embedding rows at every step, "
+          "a cost that grows with the tables; for tables this large "
+          "regularization='lazy_l2' (what 'auto' takes) keeps the step "
+          "O(batch), with one pass over the tables every %d steps.",
+          f"{rows:,}", DEFAULT_ROW_L2_EVERY)
+    # Stored resolved: the config says what the model trains with.
+    self.regularization = resolve_regularization(regularization, rows)
+    self.l2 = default_l2(self.regularization) if l2 is None else float(l2)
     self.seed = seed
     self.gauc_in_training = gauc_in_training
     self.embedder = FeatureEmbedder(
-        spec, regularization, l2, embeddings_initializer=embeddings_initializer,
-        name="embedder")
+        spec, self.regularization, self.l2,
+        embeddings_initializer=embeddings_initializer, name="embedder")
     self.embeddings_initializer = self.embedder.embeddings_initializer
     self.tower = MLP(self.mlp_units, activation=activation, dropout=dropout,
                      output_units=1, seed=seed,
@@ -329,11 +351,16 @@ class CTRModel(tfrs.models.Model):
     # Each replica holds its share of every term; scaled back, the mean over
     # replicas is the global value (equal per-replica batches).
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    for name, tracker in self.__dict__.get("_loss_trackers", {}).items():
+    trackers = self.__dict__.get("_loss_trackers", {})
+    for name, tracker in trackers.items():
       if name in values:
         tracker.update_state(values[name] * replicas)
+    # A term absent from these steps (DIEN's auxiliary loss in evaluation,
+    # which has no negatives) is left out rather than logged as 0.
+    absent = {id(t) for n, t in trackers.items() if n not in values}
     return {m.name: m.result() for m in self.metrics
-            if m is not self.gauc or (training and self._tracks_gauc(True))}
+            if id(m) not in absent
+            and (m is not self.gauc or (training and self._tracks_gauc(True)))}
 
   def train_step(self, inputs):
     """`tfrs.models.Model.train_step`, logging epoch means of each loss term.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -16,8 +16,8 @@ from tfrs_din.models.ctr_model import CTRModel
 from tfrs_din.models.embedding import EmbeddedFeatures
 
 _NEG_INF = -1e9
-# Values of `DIENModel(attention=...)`.
-ATTENTIONS = ("bilinear", "mlp")
+# Values of `DIENModel(attention_type=...)`.
+ATTENTION_TYPES = ("mlp", "bilinear")
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -30,32 +30,33 @@ class DIENModel(CTRModel):
       h'_T  = {AIGRU | AGRU | AUGRU}(h_t, a_t)             (interest evolving)
       loss  = logloss + alpha * L_aux (training only)      (see InterestExtractor)
 
-  The attention above is the paper's (eq. 7, bilinear). `attention="mlp"` is
-  the official code's `din_fcn_attention` instead: q = PReLU(V e_A + c), then
-  a_t = softmax_t(net([q, h_t, q - h_t, q * h_t])) with a sigmoid 80-40-1 net
-  (DIN's local activation unit, normalised over the valid steps).
+  The attention above is the paper's (eq. 7, bilinear), `attention_type=
+  "bilinear"`. The default, "mlp", is the official code's
+  `din_fcn_attention`: q = PReLU(V e_A + c), then a_t = softmax_t(net([q,
+  h_t, q - h_t, q * h_t])) with a sigmoid 80-40-1 net (DIN's local
+  activation unit, normalised over the valid steps).
 
   The auxiliary loss needs sampled negatives `neg_hist_<item feature>` in the
   training batches; prediction and export need none.
 
   Args:
     gru_units: size of the interest states (36 in the official code).
-    gru_type: "AIGRU", "AGRU", "AUGRU" (the paper's choice) or
-      "AUGRU_OFFICIAL" (the official code's form, see
-      `tfrs_din.layers.gru_equations`).
+    gru_type: "AUGRU_OFFICIAL" (the default: the official code's form, see
+      `tfrs_din.layers.gru_equations`), "AUGRU" (the paper's), "AGRU" or
+      "AIGRU".
     aux_loss_weight: alpha; 0 disables the auxiliary loss.
     aux_hidden_units: hidden sizes of the auxiliary net.
     aux_reduction: how the auxiliary loss is normalised, see
-      `InterestExtractor`: "step_mean" (over valid steps), "user_sum" (the
-      paper's eq. 5) or "padded_mean" (the official code's).
-    attention: "bilinear" (the paper's eq. 7) or "mlp" (the official code).
+      `InterestExtractor`: "padded_mean" (the default, the official code's:
+      over every position of the padded batch) or "step_mean" (over the
+      valid steps).
+    attention_type: "mlp" (the official code, the default) or "bilinear"
+      (the paper's eq. 7).
     attention_units: hidden sizes of the "mlp" attention net (80, 40).
-    attention_initializer: initializer of the "bilinear" W (None: Glorot
-      uniform). "identity" starts the scores as h_t . e_A, the state's
-      similarity to the target, as FuxiCTR does (docs/results.md). Only for
-      the bilinear attention.
     behaviour_sum_in_tower: see `CTRModel`; on by default, as in the
       official code.
+    tower_input_normalization: see `CTRModel`; "affine" by default, as the
+      official code runs it.
     **kwargs: see `CTRModel`.
 
   Example:
@@ -67,41 +68,38 @@ class DIENModel(CTRModel):
   TensorShape([4])
   """
 
-  def __init__(self, spec, gru_units: int = 36, gru_type: str = "AUGRU",
+  def __init__(self, spec, gru_units: int = 36,
+               gru_type: str = "AUGRU_OFFICIAL",
                aux_loss_weight: float = 1.0,
                aux_hidden_units: Sequence[int] = (100, 50),
-               aux_reduction: str = "step_mean",
-               attention: str = "bilinear",
+               aux_reduction: str = "padded_mean",
+               attention_type: str = "mlp",
                attention_units: Sequence[int] = (80, 40),
                behaviour_sum_in_tower: bool = True,
-               attention_initializer: Any = None, **kwargs):
+               tower_input_normalization: Optional[str] = "affine", **kwargs):
     super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
+                     tower_input_normalization=tower_input_normalization,
                      **kwargs)
-    if attention not in ATTENTIONS:
-      raise ValueError(
-          f"attention must be one of {ATTENTIONS}, got {attention!r}.")
+    if attention_type not in ATTENTION_TYPES:
+      raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, "
+                       f"got {attention_type!r}.")
     self.gru_units = int(gru_units)
     self.gru_type = gru_type
     self.aux_loss_weight = float(aux_loss_weight)
     self.aux_hidden_units = tuple(aux_hidden_units)
     self.aux_reduction = aux_reduction
-    self.attention = attention
+    self.attention_type = attention_type
     self.attention_units = tuple(attention_units)
-    if attention_initializer is not None and attention != "bilinear":
-      raise ValueError("attention_initializer is the bilinear attention's; "
-                       f"attention={attention!r} has no kernel W.")
-    self.attention_initializer = tf.keras.initializers.get(
-        attention_initializer or "glorot_uniform")
     self.extractor = InterestExtractor(gru_units, aux_hidden_units,
                                        aux_reduction=aux_reduction,
                                        name="interest_extractor")
     self.evolution = InterestEvolution(gru_units, gru_type,
                                        name="interest_evolution")
-    if attention == "bilinear":
+    if attention_type == "bilinear":
       item_dim = sum(f.embedding_dim for f in spec.item_features)
       self.attention_kernel = self.add_weight(
           name="attention_kernel", shape=(self.gru_units, item_dim),
-          initializer=self.attention_initializer)
+          initializer="glorot_uniform")
     else:
       kernel = tf.keras.initializers.serialize(self.kernel_initializer)
       self.attention_query = tf.keras.Sequential(
@@ -114,8 +112,9 @@ class DIENModel(CTRModel):
   def attention_scores(self, states: tf.Tensor, candidate: tf.Tensor,
                        mask: tf.Tensor) -> tf.Tensor:
     """a [B, N, T]: attention of candidates [B, N, Di] to the states [B, T, H],
-    a masked softmax over the valid steps (`attention` selects the score)."""
-    if self.attention == "mlp":
+    a masked softmax over the valid steps (`attention_type` selects the
+    score)."""
+    if self.attention_type == "mlp":
       query = self.attention_query(candidate)                    # [B, N, H]
       _, weights = self.attention_unit(query, states, mask=mask,
                                        return_weights=True)
@@ -174,8 +173,6 @@ class DIENModel(CTRModel):
                 gru_units=self.gru_units,
                 gru_type=self.gru_type, aux_loss_weight=self.aux_loss_weight,
                 aux_hidden_units=self.aux_hidden_units,
-                aux_reduction=self.aux_reduction, attention=self.attention,
-                attention_units=self.attention_units,
-                attention_initializer=(
-                    tf.keras.initializers.serialize(self.attention_initializer)
-                    if self.attention == "bilinear" else None))
+                aux_reduction=self.aux_reduction,
+                attention_type=self.attention_type,
+                attention_units=self.attention_units)

@@ -22,12 +22,9 @@ class DINModel(CTRModel):
   Args:
     attention_units: hidden sizes of the activation unit (80, 40).
     attention_activation: "dice", "prelu", "sigmoid", ...
-    attention_normalization: None (the paper) or "softmax".
-    attention_padded_statistics: Dice statistics of the activation unit
-      also over padded positions, as FuxiCTR and DeepCTR-Torch (see
-      `LocalActivationUnit`); default False.
-    attention_initial_weight: w0 of `LocalActivationUnit`: 1.0 starts the
-      pooling as sum pooling; default 0 (the paper).
+    attention_normalization: None (the paper: weights are not normalised,
+      so the pooled vector keeps the intensity of the user's interest) or
+      "softmax" over the valid behaviours.
     behaviour_sum_in_tower: see `CTRModel`; on by default, as in the
       official code.
     **kwargs: see `CTRModel` (activation, dropout, regularization, ...).
@@ -44,21 +41,15 @@ class DINModel(CTRModel):
   def __init__(self, spec, attention_units: Sequence[int] = (80, 40),
                attention_activation: str = "dice",
                attention_normalization: Optional[str] = None,
-               attention_padded_statistics: bool = False,
-               attention_initial_weight: float = 0.0,
                behaviour_sum_in_tower: bool = True, **kwargs):
     super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
                      **kwargs)
     self.attention_units = tuple(attention_units)
     self.attention_activation = attention_activation
     self.attention_normalization = attention_normalization
-    self.attention_padded_statistics = bool(attention_padded_statistics)
-    self.attention_initial_weight = float(attention_initial_weight)
     self.attention = LocalActivationUnit(
         self.attention_units, activation=attention_activation,
         normalization=attention_normalization,
-        padded_statistics=attention_padded_statistics,
-        initial_weight=attention_initial_weight,
         # Serialised: the unit makes its own instance (see MLP).
         kernel_initializer=tf.keras.initializers.serialize(
             self.kernel_initializer),
@@ -82,6 +73,4 @@ class DINModel(CTRModel):
     return dict(super().get_config(),
                 attention_units=self.attention_units,
                 attention_activation=self.attention_activation,
-                attention_normalization=self.attention_normalization,
-                attention_padded_statistics=self.attention_padded_statistics,
-                attention_initial_weight=self.attention_initial_weight)
+                attention_normalization=self.attention_normalization)

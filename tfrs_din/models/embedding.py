@@ -11,10 +11,11 @@ from tfrs_din.layers.arrays import accepts_arrays
 
 from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, NEGATIVE_PREFIX,
                                FeatureSpec)
-from tfrs_din.training.regularization import MiniBatchAwareL2
+from tfrs_din.regularizers import MiniBatchAwareL2
 
+# Regularisers of the tables ("auto" is resolved by the model first);
 # "lazy_l2" adds no loss term: LazyAdam applies it (see `CTRModel.compile`).
-REGULARIZATIONS = (None, "mba", "l2", "lazy_l2")
+TABLE_REGULARIZATIONS = (None, "mba", "l2", "lazy_l2")
 DEFAULT_EMBEDDINGS_INITIALIZER = {"class_name": "RandomNormal",
                                   "config": {"stddev": 0.05}}
 
@@ -53,7 +54,7 @@ class FeatureEmbedder(tf.keras.layers.Layer):
     regularization: None, "mba" (mini-batch aware, rows in the batch scaled by
       1/n_j), "l2" (every row of every table, each step: O(vocabulary)) or
       "lazy_l2" (the shrinkage "l2" gets from Adam, applied by the optimizer,
-      `tfrs_din.training.LazyAdam(row_l2=...)`: no term here).
+      `tfrs_din.optimizers.LazyAdam(row_l2=...)`: no term here).
     l2: lambda of the regularisation.
     embeddings_initializer: initializer of every table (None: the default
       below).
@@ -62,8 +63,8 @@ class FeatureEmbedder(tf.keras.layers.Layer):
   def __init__(self, spec: FeatureSpec, regularization: Optional[str] = None,
                l2: float = 0.01, embeddings_initializer: Any = None, **kwargs):
     super().__init__(**kwargs)
-    if regularization not in REGULARIZATIONS:
-      raise ValueError(f"regularization must be one of {REGULARIZATIONS}, "
+    if regularization not in TABLE_REGULARIZATIONS:
+      raise ValueError(f"regularization must be one of {TABLE_REGULARIZATIONS}, "
                        f"got {regularization!r}.")
     self.spec = spec
     self.regularization = regularization

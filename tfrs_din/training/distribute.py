@@ -6,8 +6,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker",
-              "parameter_server")
+from tfrs_din.training.config import STRATEGIES
 
 
 def make_strategy(name: str = "auto", num_ps_shards: Optional[int] = None,

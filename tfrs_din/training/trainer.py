@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import json
 import logging
 import os
@@ -10,14 +12,14 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 from tfrs_din.data.negatives import FreshNegatives
-from tfrs_din.data.pipeline import (DEFAULT_SHUFFLE_BUFFER, in_holdout,
-                                    check_shuffle_buffer, load_feature_spec,
-                                    make_dataset)
-from tfrs_din.data.sample_counts import count_samples, with_frequencies
+from tfrs_din.data.pipeline import in_holdout, load_feature_spec, make_dataset
+from tfrs_din.optimizers import LazyAdam
+from tfrs_din.schema import vocabulary_path
+from tfrs_din.training.config import MONITORS, TrainConfig, did_you_mean
 from tfrs_din.training.distribute import make_strategy
-from tfrs_din.training.optimizers import DEFAULT_ROW_L2_EVERY
 from tfrs_din.features import FeatureSpec
 from tfrs_din.metrics.gauc import grouped_auc
 from tfrs_din.metrics.rela_impr import rela_impr
@@ -28,263 +30,129 @@ CONFIG_FILE = "train_config.json"
 SELECTION_FILE = "selection.json"  # the chosen epoch, until the refit ends
 
 
-@dataclasses.dataclass
-class TrainConfig:
-  """Options of a training run; defaults follow the papers' official code.
-
-  `model` is "base", "din" or "dien"; the other fields map to the model
-  arguments of `tfrs_din.models` (only those of the chosen model are used).
-
-  The schedule is chosen on a validation split, never on the test split.
-  `validation` says which: "users" holds out `validation_fraction` of the
-  training users (whole users, by a seeded hash), the analogue of the
-  labelled protocol's test split of other users; "last" holds out every
-  user's last training target, the analogue of the `next_item` protocol's
-  test split (each user's last behaviour); "auto" picks "last" for data
-  prepared with `--protocol next_item` and "users" otherwise. "users" is
-  the default: on Amazon Toys "last" chose worse epoch counts (see
-  docs/results.md).
-  After every epoch the model is scored on the held-out examples,
-  training stops once `monitor` has not improved for `patience` epochs, and
-  the weights of the best epoch are kept (at most `epochs` epochs). With
-  `validation_fraction=0` every training example is used for exactly
-  `epochs` epochs. With `refit` (the default), a fresh model is then trained
-  on every training user, held-out ones included, for the chosen number of
-  epochs: no user is left with an untrained embedding, at the price of a
-  second training run.
-
-  Data options (the last block of fields, checked by `check_data_options`):
-  `aux_negatives` is where DIEN's auxiliary negatives in the training
-  batches come from: "prepared" (those `prepare` wrote: the same every
-  epoch) or "fresh" (drawn for every batch and epoch with probability
-  proportional to count ** `aux_negative_power`, never an item of the row's
-  history or its candidate; see `tfrs_din.data.negatives`). `mba_counts`
-  is the n_j of MBA: "events" (the vocabulary counts: kept events of the
-  log holding id j) or "samples" (training samples holding id j, DIN's
-  eq. 4; one pass over the training split, see
-  `tfrs_din.data.sample_counts`). `shuffle_buffer` is how many training
-  records the shuffle holds (see `make_dataset`).
-  """
-  model: str = "din"
-  epochs: int = 5  # at most: validation stops earlier
-  validation_fraction: float = 0.1
-  validation: str = "users"
-  monitor: str = "gauc"
-  patience: int = 1
-  refit: bool = True
-  # Validation users' own rows (group key) are zero in the selection run,
-  # not their random initial values: see `zero_held_out_users`.
-  zero_held_out_users: bool = True
-  batch_size: int = 256
-  learning_rate: float = 1e-3
-  embedding_dim: Optional[int] = None
-  max_history: Optional[int] = None
-  mlp_units: Tuple[int, ...] = (200, 80)
-  activation: str = "dice"
-  dropout: float = 0.0
-  # "auto": a dense L2 on every embedding row, lambda 1e-3 (chosen on
-  # validation on Amazon Toys, docs/results.md), up to `DENSE_L2_WARN_ROWS`
-  # rows; above, where its step cost grows with the rows, its lazy form
-  # "lazy_l2" (see `resolve_regularization`). Or "l2", "lazy_l2", "mba", None.
-  regularization: Optional[str] = "auto"
-  l2: Optional[float] = None  # None: DEFAULT_L2 of the regulariser
-  pooling: str = "sum"
-  attention_units: Tuple[int, ...] = (80, 40)
-  attention_activation: str = "dice"
-  attention_normalization: Optional[str] = None
-  attention_padded_statistics: bool = False  # DIN: FuxiCTR's Dice statistics
-  attention_initial_weight: float = 0.0  # DIN: 1.0 starts as sum pooling
-  gru_units: int = 36
-  # DIEN as the official code (chosen on validation, docs/results.md).
-  gru_type: str = "AUGRU_OFFICIAL"
-  aux_loss_weight: float = 1.0
-  aux_loss_reduction: str = "padded_mean"
-  dien_attention: str = "mlp"
-  # None: Glorot uniform; "identity" (FuxiCTR's): with dien_attention="bilinear".
-  dien_attention_initializer: Optional[str] = None
-  # None: as the official code (DIN and DIEN yes, the base model no).
-  behaviour_sum_in_tower: Optional[bool] = None
-  # s in the tower: "sum" (the official code) or "mean" of the valid
-  # behaviours, whose scale does not grow with the history: DIN and DIEN
-  # overfit less (docs/design.md).
-  tower_behaviour_pooling: str = "mean"
-  # "auto": "affine" for DIEN (with the options above), none for base/DIN.
-  tower_input_normalization: Optional[str] = "auto"
-  embedding_stddev: float = 0.05
-  kernel_initializer: str = "glorot_normal"
-  optimizer: str = "lazy_adam"
-  adam_epsilon: float = 1e-7
-  adam_adaptive_epsilon: bool = False
-  strategy: str = "auto"
-  steps_per_epoch: Optional[int] = None
-  seed: int = 0
-  verbose: int = 2
-  # Data options (issue 13); validated by `check_data_options`.
-  # "fresh" (chosen on validation, docs/results.md) | "prepared"
-  aux_negatives: str = "fresh"
-  aux_negative_power: float = 1.0  # with "fresh": P(j) ~ count_j ** power
-  mba_counts: str = "events"  # "events" | "samples": the n_j of MBA
-  # Records the training shuffle holds: a split up to this size is shuffled
-  # whole, so the order of its files does not matter (docs/results.md).
-  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+def model_arguments(model: str) -> Tuple[str, ...]:
+  """Keyword arguments of `model`'s constructor (and of `CTRModel`'s), the
+  keys `TrainConfig.model_options` may hold for it."""
+  names = []
+  for cls in MODELS[model].__mro__:
+    if cls is tfrs.models.Model:
+      break
+    for name, parameter in inspect.signature(cls.__init__).parameters.items():
+      if (parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
+                             parameter.KEYWORD_ONLY)
+          and name not in ("self", "spec") and name not in names):
+        names.append(name)
+  return tuple(names)
 
 
-# lambda when `TrainConfig.l2` is None: 1e-3 for the dense L2 and its lazy
-# form (chosen on validation), 0.01 for MBA (the DIN paper's).
-DEFAULT_L2 = {"auto": 1e-3, "l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
-# Above this many embedding rows in all, "auto" means "lazy_l2" and `train`
-# warns about an explicit dense L2, whose step time grows with the rows (a
-# DIN step with LazyAdam's fused dense update, docs/benchmarks.md
-# "vocabulary", session 17: 23-31 ms at 21k rows, 40-54 ms at 240k, 2.1-2.4 s
-# at 10M; lazy_l2 17-30 ms at every size, MBA's step). Up to here the dense
-# L2's small edge in quality (docs/results.md) costs at most 1.6-2.5x
-# lazy_l2's step.
-DENSE_L2_WARN_ROWS = 250_000
+def check_model_options(config: TrainConfig,
+                        models: Optional[Sequence[str]] = None) -> None:
+  """Raises ValueError naming a key of `config.model_options` that no model
+  of `models` (default: `config.model`) takes, or a scope that is no model."""
+  models = list(models or [config.model])
+  known = {m: set(model_arguments(m)) for m in models}
+  for key in config.model_options:
+    scope, _, name = key.rpartition(".")
+    if scope and scope not in MODELS:
+      raise ValueError(f"--model_options {key}: {scope!r} is not a model "
+                       f"(one of {', '.join(MODELS)})")
+    targets = [scope] if scope else models
+    if scope and scope not in models:
+      continue  # scoped to a model this run does not train
+    if not any(name in known[m] for m in targets):
+      every = set().union(*(known[m] for m in targets))
+      raise ValueError(
+          f"--model_options: {name!r} is not an option of "
+          f"{' or '.join(MODELS[m].__name__ for m in targets)}"
+          f"{did_you_mean(name, every)} (options: {', '.join(sorted(every))})")
 
 
-def _embedding_rows(spec: FeatureSpec) -> int:
-  return sum(f.vocab_size for f in spec.user_features + spec.item_features)
-
-
-def resolve_regularization(spec: FeatureSpec, config: TrainConfig
-                           ) -> Optional[str]:
-  """The regulariser `config` trains with: `config.regularization`, where
-  "auto" is the dense "l2" while the tables hold at most
-  `DENSE_L2_WARN_ROWS` rows in all and "lazy_l2" above (it needs the
-  lazy_adam optimizer; with another one, "l2")."""
-  if config.regularization != "auto":
-    return config.regularization
-  if (_embedding_rows(spec) > DENSE_L2_WARN_ROWS
-      and config.optimizer == "lazy_adam"):
-    return "lazy_l2"
-  return "l2"
-
-
-def l2_strength(config: TrainConfig) -> float:
-  """The lambda `config` trains with: `config.l2`, or the regulariser's
-  default (`DEFAULT_L2`; 0 without regularisation)."""
-  if config.l2 is not None:
-    return float(config.l2)
-  return DEFAULT_L2.get(config.regularization, 0.0)
-
-
-def dense_l2_warning(spec: FeatureSpec, config: TrainConfig) -> Optional[str]:
-  """The warning `train` logs when a dense L2 meets large tables, or None.
-
-  A dense L2 adds a gradient to every row of every table at every step (and
-  so moves all of them through the optimiser), which costs O(rows);
-  "lazy_l2" (what "auto" takes there) and MBA keep the step O(batch).
-  """
-  rows = _embedding_rows(spec)
-  if resolve_regularization(spec, config) != "l2" or rows <= DENSE_L2_WARN_ROWS:
-    return None
-  return (f"regularization='l2' penalises all {rows:,} embedding rows at "
-          "every step, a cost that grows with the tables (a DIN step took "
-          "40-54 ms at 240k rows and 2.1-2.4 s at 10M, docs/benchmarks.md); for "
-          "tables this large pass --regularization lazy_l2 (the shrinkage "
-          "the dense L2 gets from Adam, O(batch) per step plus one pass "
-          f"over the tables every {DEFAULT_ROW_L2_EVERY} steps).")
-
-
-AUX_NEGATIVES = ("prepared", "fresh")
-MBA_COUNTS = ("events", "samples")
-
-
-def check_data_options(config: TrainConfig) -> None:
-  """Raises ValueError naming the field of a bad data option.
-
-  Args:
-    config: the training options.
-  """
-  if config.aux_negatives not in AUX_NEGATIVES:
-    raise ValueError(f"aux_negatives (--aux_negatives) must be one of "
-                     f"{AUX_NEGATIVES}, got {config.aux_negatives!r}")
-  power = config.aux_negative_power
-  if (isinstance(power, bool) or not isinstance(power, (int, float))
-      or not np.isfinite(power) or power < 0):
-    raise ValueError("aux_negative_power (--aux_negative_power) must be a "
-                     f"finite number >= 0, got {power!r}")
-  if config.mba_counts not in MBA_COUNTS:
-    raise ValueError(f"mba_counts (--mba_counts) must be one of {MBA_COUNTS}, "
-                     f"got {config.mba_counts!r}")
-  if config.regularization == "lazy_l2" and config.optimizer != "lazy_adam":
-    raise ValueError("regularization (--regularization) 'lazy_l2' is applied "
-                     "by the lazy_adam optimizer; got "
-                     f"optimizer={config.optimizer!r}")
-  if config.mba_counts == "samples" and config.regularization != "mba":
-    raise ValueError("mba_counts (--mba_counts) 'samples' sets MBA's n_j, "
-                     "which only --regularization mba uses; got "
-                     f"regularization={config.regularization!r}")
-  check_shuffle_buffer(config.shuffle_buffer,
-                       "shuffle_buffer (--shuffle_buffer)")
+def config_for(config: TrainConfig, model: str) -> TrainConfig:
+  """`config` for training `model`, with the model options that `model`
+  takes (its scoped ones, and the unscoped ones its constructor accepts):
+  what `tfrs-din run` trains each of its models with."""
+  taken = set(model_arguments(model))
+  options = {k: v for k, v in config.options_for(model).items() if k in taken}
+  return dataclasses.replace(config, model=model, model_options=options)
 
 
 def build_model(spec: FeatureSpec, config: TrainConfig) -> CTRModel:
-  """The model named by `config.model`, with the options that apply to it."""
-  if config.model not in MODELS:
-    raise ValueError(f"--model must be one of {sorted(MODELS)}, "
-                     f"got {config.model!r}")
-  common = dict(mlp_units=config.mlp_units, activation=config.activation,
-                dropout=config.dropout,
-                regularization=resolve_regularization(spec, config),
-                l2=l2_strength(config), seed=config.seed,
-                embeddings_initializer=tf.keras.initializers.RandomNormal(
-                    stddev=config.embedding_stddev),
-                kernel_initializer=config.kernel_initializer,
-                tower_input_normalization=(
-                    ("affine" if config.model == "dien" else None)
-                    if config.tower_input_normalization == "auto"
-                    else config.tower_input_normalization),
-                behaviour_sum_in_tower=(
-                    config.model != "base"
-                    if config.behaviour_sum_in_tower is None
-                    else config.behaviour_sum_in_tower),
-                tower_behaviour_pooling=config.tower_behaviour_pooling)
-  extra = {
-      "base": dict(pooling=config.pooling),
-      "din": dict(attention_units=config.attention_units,
-                  attention_activation=config.attention_activation,
-                  attention_normalization=config.attention_normalization,
-                  attention_padded_statistics=(
-                      config.attention_padded_statistics),
-                  attention_initial_weight=config.attention_initial_weight),
-      "dien": dict(gru_units=config.gru_units, gru_type=config.gru_type,
-                   aux_loss_weight=config.aux_loss_weight,
-                   aux_reduction=config.aux_loss_reduction,
-                   attention=config.dien_attention,
-                   attention_initializer=config.dien_attention_initializer,
-                   attention_units=config.attention_units),
-  }[config.model]
-  return MODELS[config.model](spec, **common, **extra)
+  """`config.model` built with its `model_options` (the constructor's
+  defaults for the rest) and `config.seed`.
 
-
-def make_optimizer(name: str, learning_rate: float, epsilon: float = 1e-7,
-                   adaptive_epsilon: bool = False):
-  """"lazy_adam" (rows of embedding tables updated only when in the batch:
-  step cost independent of the vocabulary), "adam" or "sgd".
-
-  `adaptive_epsilon` adds epsilon to the bias-corrected sqrt(v), as PyTorch's
-  Adam does, instead of to the raw sqrt(v) (Keras' default).
+  "auto" regularisation resolves to "lazy_l2" on large tables only with the
+  lazy_adam optimizer, which applies it; with another optimizer it is the
+  dense "l2".
   """
-  from tfrs_din.training.optimizers import LazyAdam  # pylint: disable=g-import-not-at-top
-  makers = {"lazy_adam": LazyAdam, "adam": tf.keras.optimizers.Adam}
+  options = config.options_for(config.model)
+  if (options.get("regularization", "auto") == "auto"
+      and config.optimizer != "lazy_adam"):
+    options["regularization"] = "l2"
+  options.setdefault("seed", config.seed)
+  return MODELS[config.model](spec, **options)
+
+
+def make_optimizer(name: str, learning_rate: float, epsilon: float = 1e-7):
+  """"lazy_adam" (rows of embedding tables updated only when in the batch:
+  step cost independent of the vocabulary), "adam" or "sgd"."""
   if name == "sgd":
     return tf.keras.optimizers.SGD(learning_rate)
-  if name not in makers:
-    raise ValueError(f"--optimizer must be one of {sorted(makers) + ['sgd']}, "
-                     f"got {name!r}")
-  return makers[name](learning_rate, epsilon=epsilon,
-                      adaptive_epsilon=adaptive_epsilon)
+  if name == "adam":
+    return tf.keras.optimizers.Adam(learning_rate, epsilon=epsilon)
+  if name == "lazy_adam":
+    return LazyAdam(learning_rate, epsilon=epsilon)
+  raise ValueError(f"--optimizer must be one of lazy_adam, adam, sgd; got "
+                   f"{name!r}")
 
 
-def _uses_negatives(config: TrainConfig, metadata: dict) -> bool:
-  needed = config.model == "dien" and config.aux_loss_weight > 0
+def vocabulary_fingerprints(data_dir: str, spec: FeatureSpec
+                            ) -> Dict[str, str]:
+  """SHA-256 of each categorical feature's vocabulary (its ids in index
+  order): a model's rows mean those ids and no others."""
+  prints = {}
+  for feature in spec.user_features + spec.item_features:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(vocabulary_path(data_dir, feature.name)) as f:
+      for line in f:
+        digest.update(line.split("\t")[1].encode() + b"\n"
+                      if "\t" in line else line.encode())
+    prints[feature.name] = digest.hexdigest()
+  return prints
+
+
+def check_same_vocabularies(model_dir: str, data_dir: str,
+                            spec: Optional[FeatureSpec] = None) -> None:
+  """Raises ValueError naming the first vocabulary of `data_dir` that
+  differs from the one the model in `model_dir` was trained on (models
+  trained before fingerprints were recorded are not checked)."""
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    trained = json.load(f).get("vocabularies")
+  if not trained:
+    return
+  if spec is None:
+    spec, _ = load_feature_spec(data_dir)
+  current = vocabulary_fingerprints(data_dir, spec)
+  for name, digest in trained.items():
+    if current.get(name) != digest:
+      raise ValueError(
+          f"the {name} vocabulary of {data_dir} differs from the one the model "
+          f"in {model_dir} was trained on (see its {CONFIG_FILE}): ids would "
+          "map to other rows. Use the data the model was trained on, or train "
+          "a new model on this data.")
+
+
+def _uses_negatives(config: TrainConfig, model: CTRModel,
+                    metadata: dict) -> bool:
+  needed = model.has_auxiliary_loss
   if (needed and config.aux_negatives == "prepared"
       and not metadata.get("has_aux_negatives")):
     raise ValueError("DIEN's auxiliary loss needs the auxiliary negatives that "
                      "`prepare` writes unless --no_aux_negatives; re-run "
-                     "prepare, pass --aux_negatives fresh or --aux_loss_weight "
-                     "0")
+                     "prepare, pass --aux_negatives fresh or --model_options "
+                     "aux_loss_weight=0")
   return needed
 
 
@@ -297,16 +165,17 @@ class _TrainingData:
 
   def dataset(self, config: TrainConfig, data_dir: str, spec: FeatureSpec,
               **kwargs) -> tf.data.Dataset:
+    if config.shuffle_buffer is not None:
+      kwargs["shuffle_buffer"] = config.shuffle_buffer
     return make_dataset(data_dir, "train", spec, config.batch_size,
                         shuffle=True, seed=config.seed,
                         with_negatives=self.with_negatives,
-                        fresh_negatives=self.fresh_negatives,
-                        shuffle_buffer=config.shuffle_buffer, **kwargs)
+                        fresh_negatives=self.fresh_negatives, **kwargs)
 
 
-def _training_data(config: TrainConfig, data_dir: str, spec: FeatureSpec,
-                   metadata: dict) -> _TrainingData:
-  if not _uses_negatives(config, metadata):
+def _training_data(config: TrainConfig, model: CTRModel, data_dir: str,
+                   spec: FeatureSpec, metadata: dict) -> _TrainingData:
+  if not _uses_negatives(config, model, metadata):
     return _TrainingData()
   if config.aux_negatives == "fresh":
     return _TrainingData(fresh_negatives=FreshNegatives.from_prepared(
@@ -314,57 +183,20 @@ def _training_data(config: TrainConfig, data_dir: str, spec: FeatureSpec,
   return _TrainingData(with_negatives=True)
 
 
-def _training_spec(config: TrainConfig, data_dir: str, spec: FeatureSpec
-                   ) -> FeatureSpec:
-  """`spec` with the n_j of `config.mba_counts` as its frequencies (those
-  of MBA; the fresh negatives' weights stay the event counts). "samples"
-  comes with MBA only: `check_data_options` refuses it otherwise."""
-  if config.mba_counts == "samples":
-    return with_frequencies(spec, count_samples(data_dir, spec))
-  return spec
-
-
-MONITORS = {"gauc": "max", "auc": "max", "logloss": "min", "loss": "min"}
-
-
-def _every_training_user(config: TrainConfig, data_dir: str, spec: FeatureSpec,
-                         data: _TrainingData) -> tf.data.Dataset:
-  return data.dataset(config, data_dir, spec)
-
-
-VALIDATIONS = ("auto", "users", "last")
-
-
-def validation_split(config: TrainConfig, metadata: dict) -> str:
-  """"users" or "last": what `config.validation` holds out on this data."""
-  if config.validation not in VALIDATIONS:
-    raise ValueError(f"--validation must be one of {VALIDATIONS}, got "
-                     f"{config.validation!r}")
-  if config.validation != "auto":
-    return config.validation
-  protocol = metadata.get("options", {}).get("samples", {}).get("protocol")
-  return "last" if protocol == "next_item" else "users"
-
-
 def _validation(config: TrainConfig, data_dir: str, spec: FeatureSpec,
-                data: _TrainingData, metadata: dict
+                data: _TrainingData
                 ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset],
                            list]:
   """The training data, the validation data (held-out training users) and the
   early-stopping callback of `config` (None and [] without validation)."""
-  common = dict(batch_size=config.batch_size, seed=config.seed)
   if not config.validation_fraction:
-    every_user = _every_training_user(config, data_dir, spec, data)
-    return every_user, None, []
-  if config.monitor not in MONITORS:
-    raise ValueError(f"--monitor must be one of {sorted(MONITORS)}, got "
-                     f"{config.monitor!r}")
+    return data.dataset(config, data_dir, spec), None, []
   holdout = dict(holdout_fraction=config.validation_fraction,
-                 holdout_seed=config.seed,
-                 holdout_by=validation_split(config, metadata))
+                 holdout_seed=config.seed, holdout_by="users")
   train_ds = data.dataset(config, data_dir, spec, holdout="exclude", **holdout)
   val_ds = make_dataset(data_dir, "train", spec, with_negatives=False,
-                        holdout="only", **holdout, **common)
+                        holdout="only", batch_size=config.batch_size,
+                        seed=config.seed, **holdout)
   stop = tf.keras.callbacks.EarlyStopping(
       monitor="val_" + config.monitor, mode=MONITORS[config.monitor],
       patience=config.patience, restore_best_weights=True, verbose=1)
@@ -390,54 +222,94 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   selection run, "refit_history") to `model_dir/train_config.json`.
   Returns the model and the selection run's logs.
   """
-  check_data_options(config)
+  config.check()
+  check_model_options(config)
   # Before any dataset exists: their shuffles and negative draws combine
   # their own seeds with the global one, which must not depend on what ran
   # earlier in this process (e.g. the models before this one in `run`).
   tf.keras.utils.set_random_seed(config.seed)
   spec, metadata = load_feature_spec(data_dir, config.max_history,
                                      config.embedding_dim)
-  data = _training_data(config, data_dir, spec, metadata)
-  spec = _training_spec(config, data_dir, spec)
-  warning = dense_l2_warning(spec, config)
-  if warning:
-    logging.warning(warning)
-  regularization = resolve_regularization(spec, config)
-  logging.info("embedding regularisation: %s (lambda %g)", regularization,
-               l2_strength(config))
+  if _resuming(model_dir):
+    check_same_vocabularies(model_dir, data_dir, spec)
+  probe = build_model(spec, config)
+  data = _training_data(config, probe, data_dir, spec, metadata)
+  logging.info("embedding regularisation: %s (lambda %g)",
+               probe.regularization, probe.l2)
+  del probe
   tf.io.gfile.makedirs(model_dir)
+  record = {"data_dir": data_dir, "config": dataclasses.asdict(config),
+            "vocabularies": vocabulary_fingerprints(data_dir, spec)}
+  _write_json(os.path.join(model_dir, CONFIG_FILE), record)
   refit = bool(config.validation_fraction) and config.refit
   selection_file = os.path.join(model_dir, SELECTION_FILE)
   if tf.io.gfile.exists(selection_file):  # resuming after the selection
     with tf.io.gfile.GFile(selection_file) as f:
       selection = json.load(f)
   else:
-    train_ds, val_ds, stopping = _validation(config, data_dir, spec, data,
-                                             metadata)
-    zeroed = (validation_split(config, metadata) == "users"
-              and bool(config.validation_fraction)
-              and config.zero_held_out_users)
+    train_ds, val_ds, stopping = _validation(config, data_dir, spec, data)
     model, logs = _fit(spec, config, model_dir, "checkpoints", train_ds,
                        val_ds, config.epochs, [*stopping, *callbacks],
-                       zero_held_out=zeroed)
-    best = stopping[0].best_epoch + 1 if stopping else len(logs["loss"])
-    selection = {"best_epoch": best, "history": logs}
+                       zero_held_out=bool(config.validation_fraction))
+    selection = {"best_epoch": _best_epoch(config, logs), "history": logs}
     if refit:
-      with tf.io.gfile.GFile(selection_file, "w") as f:
-        json.dump(selection, f)
+      _write_json(selection_file, selection)
   if refit:
     model, refit_logs = _fit(
         spec, config, model_dir, "checkpoints_refit",
-        _every_training_user(config, data_dir, spec, data), None,
+        data.dataset(config, data_dir, spec), None,
         selection["best_epoch"], callbacks)
     selection["refit_history"] = refit_logs
   model.save(os.path.join(model_dir, MODEL_FILE))
-  with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE), "w") as f:
-    json.dump({"data_dir": data_dir, "config": dataclasses.asdict(config),
-               "regularization": regularization, **selection}, f, indent=2)
+  _write_json(os.path.join(model_dir, CONFIG_FILE),
+              {**record, "regularization": model.regularization, **selection})
   if tf.io.gfile.exists(selection_file):
     tf.io.gfile.remove(selection_file)
   return model, selection["history"]
+
+
+def _write_json(path: str, value: dict) -> None:
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(value, f, indent=2)
+
+
+def _resuming(model_dir: str) -> bool:
+  """Whether `train` into `model_dir` continues an interrupted run."""
+  return any(tf.io.gfile.exists(os.path.join(model_dir, name))
+             for name in (SELECTION_FILE, "checkpoints", "checkpoints_refit"))
+
+
+def _best_epoch(config: TrainConfig, logs: Dict[str, list]) -> int:
+  """The 1-based epoch with the best validation `monitor` (the first of
+  equals), or the last epoch without validation."""
+  values = logs.get("val_" + config.monitor)
+  if not config.validation_fraction or not values:
+    return len(logs["loss"])
+  best = max if MONITORS[config.monitor] == "max" else min
+  return values.index(best(values)) + 1
+
+
+class _EpochLogs(tf.keras.callbacks.Callback):
+  """Keeps every epoch's logs in a file beside the checkpoints, so that the
+  history of a run resumed by `BackupAndRestore` has every epoch (Keras'
+  `History` has only those run after the restore)."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self.path = path
+    self.epochs: Dict[int, dict] = {}
+    if tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(path) as f:
+        self.epochs = {int(k): v for k, v in json.load(f).items()}
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.epochs[epoch] = {k: float(v) for k, v in (logs or {}).items()}
+    _write_json(self.path, self.epochs)
+
+  def history(self) -> Dict[str, list]:
+    epochs = [self.epochs[e] for e in sorted(self.epochs)]
+    names = sorted({k for logs in epochs for k in logs})
+    return {k: [logs.get(k, float("nan")) for logs in epochs] for k in names}
 
 
 def zero_held_out_users(model: CTRModel, fraction: float, seed: int) -> int:
@@ -489,24 +361,30 @@ def _fit(spec: FeatureSpec, config: TrainConfig, model_dir: str,
     if zero_held_out:
       zero_held_out_users(model, config.validation_fraction, config.seed)
     model.compile(make_optimizer(config.optimizer, config.learning_rate,
-                                 config.adam_epsilon,
-                                 config.adam_adaptive_epsilon))
-  history = model.fit(
+                                 config.adam_epsilon))
+  epoch_logs = _EpochLogs(os.path.join(model_dir, checkpoints + "_logs.json"))
+  model.fit(
       train_ds, epochs=epochs, validation_data=val_ds,
       steps_per_epoch=config.steps_per_epoch, verbose=config.verbose,
       callbacks=[
           tf.keras.callbacks.BackupAndRestore(
               os.path.join(model_dir, checkpoints)),
           tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-          *callbacks])
-  return model, {k: [float(x) for x in v] for k, v in history.history.items()}
+          epoch_logs, *callbacks])
+  if tf.io.gfile.exists(epoch_logs.path):
+    tf.io.gfile.remove(epoch_logs.path)
+  return model, epoch_logs.history()
 
 
-def load_model(model_dir: str) -> CTRModel:
+def load_model(model_dir: str, data_dir: Optional[str] = None) -> CTRModel:
+  """The model `train` saved in `model_dir`; with `data_dir`, first checks
+  that the data's vocabularies are those it was trained on."""
   path = os.path.join(model_dir, MODEL_FILE)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path} does not exist: train a model into "
                             f"{model_dir!r} first (`tfrs-din train`)")
+  if data_dir is not None:
+    check_same_vocabularies(model_dir, data_dir)
   return tf.keras.models.load_model(path)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Dict, Sequence
 
 from tfrs_din.serving.export import export_saved_model
-from tfrs_din.training.trainer import TrainConfig, evaluate, train
+from tfrs_din.training.config import TrainConfig
+from tfrs_din.training.trainer import (check_model_options, config_for,
+                                       evaluate, train)
 
 
 def prepare(beam_argv: Sequence[str]) -> dict:
@@ -27,11 +28,13 @@ def prepare(beam_argv: Sequence[str]) -> dict:
 def train_evaluate_export(data_dir: str, output: str, models: Sequence[str],
                           base_config: TrainConfig, export: bool = True) -> Dict[str, Dict[str, float]]:
   """Trains each model, scores it (RelaImpr against "base" when trained) and
-  exports it; writes and returns `output/metrics.json`."""
+  exports it; writes and returns `output/metrics.json`. Each model takes
+  the model options of `base_config` that apply to it (`config_for`)."""
+  check_model_options(base_config, models)
   ordered = sorted(models, key=lambda m: m != "base")  # base first
   results: Dict[str, Dict[str, float]] = {}
   for name in ordered:
-    config = dataclasses.replace(base_config, model=name)
+    config = config_for(base_config, name)
     model_dir = os.path.join(output, "models", name)
     print(f"[train] {name} -> {model_dir}", flush=True)
     model, _ = train(data_dir, model_dir, config)
