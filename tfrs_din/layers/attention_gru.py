@@ -6,14 +6,14 @@ from typing import Any, Optional, Tuple
 
 import tensorflow as tf
 
+from tfrs_din.layers import gru_equations as eq
 from tfrs_din.layers.arrays import accepts_arrays
+from tfrs_din.layers.gru_equations import ATTENTION_GATES
 from tfrs_din.layers.recurrence import Packing, packed_gru_recurrence
 
-GATES = ("none", "AGRU", "AUGRU", "AUGRU_OFFICIAL")
-GRU_TYPES = ("AIGRU", "AGRU", "AUGRU", "AUGRU_OFFICIAL")
-# The cell's gate -> the gate of `packed_gru_recurrence` / the fused kernels.
-_RECURRENCE_GATE = {"none": "gru", "AGRU": "agru", "AUGRU": "augru",
-                    "AUGRU_OFFICIAL": "augru_official"}
+# Values of `InterestEvolution(gru_type=...)`: AIGRU scales the input, the
+# others are attention gates of the cell.
+GRU_TYPES = ("AIGRU",) + ATTENTION_GATES
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -61,8 +61,7 @@ class AttentionGRUCell(tf.keras.layers.Layer):
                recurrent_initializer: Any = "orthogonal",
                bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
-    if gate not in GATES:
-      raise ValueError(f"gate must be one of {GATES}, got {gate!r}.")
+    eq.check_gate(gate)
     self.units = int(units)
     self.gate = gate
     self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
@@ -92,22 +91,18 @@ class AttentionGRUCell(tf.keras.layers.Layer):
     """W x + b for any leading shape: [..., D] -> [..., 3H]."""
     return tf.tensordot(x, self.kernel, axes=1) + self.bias
 
+  def recurrent_product(self, h: tf.Tensor) -> tf.Tensor:
+    """U h + c: [B, H] -> [B, 3H]."""
+    return tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias
+
   def step(self, x_proj: tf.Tensor, attention: Optional[tf.Tensor],
            h: tf.Tensor) -> tf.Tensor:
-    """One update from projected input [B, 3H], attention [B] and state [B, H]."""
-    x_u, x_r, x_h = tf.split(x_proj, 3, axis=-1)
-    h_u, h_r, h_h = tf.split(
-        tf.matmul(h, self.recurrent_kernel) + self.recurrent_bias, 3, axis=-1)
-    u = tf.sigmoid(x_u + h_u)
-    r = tf.sigmoid(x_r + h_r)
-    candidate = tf.tanh(x_h + r * h_h)
-    if self.gate == "AGRU":
-      u = tf.expand_dims(attention, -1)
-    elif self.gate == "AUGRU":
-      u = tf.expand_dims(attention, -1) * u
-    elif self.gate == "AUGRU_OFFICIAL":
-      u = u + tf.expand_dims(attention, -1) * (1.0 - u)
-    return (1.0 - u) * h + u * candidate
+    """One update from projected input [B, 3H], attention [B] and state [B, H]
+    (`gru_equations.step` with this cell's gate and recurrent weights)."""
+    if attention is not None:
+      attention = tf.expand_dims(attention, -1)
+    return eq.step(self.gate, x_proj, self.recurrent_product(h), h,
+                   None if self.gate == "none" else attention)
 
   def call(self, inputs: tf.Tensor, states) -> Tuple[tf.Tensor, list]:
     h = states[0] if isinstance(states, (list, tuple)) else states
@@ -211,8 +206,7 @@ def masked_scan(cell: AttentionGRUCell, inputs: tf.Tensor, mask: tf.Tensor,
     scale = tf.expand_dims(packing.pack(tf.cast(attention, inputs.dtype)), -1)
   states = packed_gru_recurrence(
       inputs, scale, packing.step_sizes, packing.initial_rows(initial_state),
-      cell.recurrent_kernel, cell.recurrent_bias,
-      gate=_RECURRENCE_GATE[cell.gate])
+      cell.recurrent_kernel, cell.recurrent_bias, gate=cell.gate)
   return (packing.unpack_states(states, initial_state),
           packing.final_states(states, initial_state))
 

@@ -22,11 +22,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tfrs_din.layers import gru_equations as eq
 from tfrs_din.ops import fused_recurrence
-
-# Gates driven by a per-step scale s_t (the attention score), as the fused
-# kernels name them; see `tfrs_din.layers.gru_equations`.
-SCALED_GATES = ("augru", "agru", "augru_official")
 
 
 class Packing:
@@ -103,9 +100,10 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
                           gate: Optional[str] = None) -> tf.Tensor:
   """Runs a (scaled-update) GRU over packed, already projected inputs.
 
-  The equations of `tfrs_din.layers.gru_equations`, from the projected input
-  x_t = W x + b: g = u ("gru"), s_t * u ("augru"), s_t ("agru") or
-  u + s_t * (1 - u) ("augru_official"); h_t = h_{t-1} + g * (h~ - h_{t-1}).
+  The equations of `tfrs_din.layers.gru_equations` (its functions), from the
+  projected input x_t = W x + b, with the gate scale s_t as the attention
+  a_t: g = u ("none"), s_t ("AGRU"), s_t * u ("AUGRU") or u + s_t * (1 - u)
+  ("AUGRU_OFFICIAL"); h_t = h_{t-1} + g * (h~ - h_{t-1}).
 
   Differentiable in inputs, gate scale, initial state, kernel and bias.
 
@@ -118,8 +116,9 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
     initial_state: [n_0, H].
     recurrent_kernel: U, [H, 3H].
     recurrent_bias: c, [3H].
-    gate: "gru", "augru", "agru" or "augru_official" (`SCALED_GATES`); None
-      means "gru" without a gate scale and "augru" with one.
+    gate: one of `gru_equations.GATES` ("none", "AGRU", "AUGRU",
+      "AUGRU_OFFICIAL"); None means "none" without a gate scale and "AUGRU"
+      with one.
 
   Returns:
     The packed states h_t, [P, H].
@@ -139,15 +138,14 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
   units = int(recurrent_kernel.shape[0])
   scaled = gate_scale is not None
   if gate is None:
-    gate = "augru" if scaled else "gru"
-  if gate not in ("gru",) + SCALED_GATES:
-    raise ValueError(f"gate must be one of {('gru',) + SCALED_GATES}, "
-                     f"got {gate!r}.")
-  if scaled != (gate != "gru"):
+    gate = "AUGRU" if scaled else "none"
+  eq.check_gate(gate)
+  if scaled != (gate != "none"):
     raise ValueError(f"gate {gate!r} needs a gate_scale" if not scaled else
                      "a plain GRU takes no gate_scale.")
   fused = fused_recurrence(inputs, gate_scale, step_sizes, initial_state,
-                           recurrent_kernel, recurrent_bias, gate)
+                           recurrent_kernel, recurrent_bias,
+                           eq.KERNEL_GATES[gate])
   if fused is not None:
     return fused
   if not scaled:
@@ -156,13 +154,7 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
   def gates(x_ur, x_h, h, kernel, bias):
     p_ur, p_h = tf.split(tf.nn.bias_add(tf.matmul(h, kernel), bias),
                          [2 * units, units], axis=1)
-    ur = tf.sigmoid(x_ur + p_ur)
-    u, r = tf.split(ur, 2, axis=1)
-    return ur, u, r, p_h, tf.tanh(x_h + r * p_h)
-
-  def gate_of(u, s):
-    return {"gru": lambda: u, "augru": lambda: s * u, "agru": lambda: s,
-            "augru_official": lambda: u + s * (1.0 - u)}[gate]()
+    return eq.gates(x_ur, x_h, p_ur, p_h, axis=1)
 
   # Each loop reads one array and writes one: every loop variable costs
   # control-flow ops at every step, so per-step tensors travel side by side.
@@ -190,8 +182,8 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
     def forward(k, h, out):
       x_ur, x_h, s = tf.split(in_steps.read(k), [2 * units, units, s_width], 1)
       h = h[:tf.shape(x_h)[0]]            # rows that are still running
-      _, u, _, _, candidate = gates(x_ur, x_h, h, kernel, bias)
-      h = h + gate_of(u, s) * (candidate - h)
+      g = gates(x_ur, x_h, h, kernel, bias)
+      h = eq.next_state(h, eq.update_gate(gate, g.update, s), g.candidate)
       return k + 1, h, out.write(k, h)
 
     _, _, out = tf.while_loop(lambda k, *_: k < num_steps, forward,
@@ -222,22 +214,18 @@ def packed_gru_recurrence(inputs: tf.Tensor, gate_scale: Optional[tf.Tensor],
         h, d_state, x_ur, x_h, s = tf.split(
             in_steps.read(k), [units, units, 2 * units, units, s_width], 1)
         dh = dh + d_state
-        ur, u, r, p_h, candidate = gates(x_ur, x_h, h, kernel, bias)
-        g = gate_of(u, s)
+        values = gates(x_ur, x_h, h, kernel, bias)
+        u, ur, candidate = values.update, values.update_reset, values.candidate
+        g = eq.update_gate(gate, u, s)
         d_gated = dh * g                                 # dL/dh~ * g
         d_candidate = d_gated * (1.0 - candidate * candidate)
         d_g = dh * (candidate - h)                       # dL/dg
-        if gate == "gru":
-          d_u, d_s = d_g, []
-        elif gate == "agru":
-          d_u, d_s = tf.zeros_like(u), [tf.reduce_sum(d_g, 1, keepdims=True)]
-        elif gate == "augru":
-          d_u, d_s = d_g * s, [tf.reduce_sum(d_g * u, 1, keepdims=True)]
-        else:   # g = u + s (1 - u): dg/du = 1 - s, dg/ds = 1 - u
-          d_u = d_g * (1.0 - s)
-          d_s = [tf.reduce_sum(d_g * (1.0 - u), 1, keepdims=True)]
-        d_ur = tf.concat([d_u, d_candidate * p_h], 1) * (ur * (1.0 - ur))
-        d_projected = tf.concat([d_ur, d_candidate * r], 1)   # d(hU + c)
+        d_u, d_s = eq.update_gate_gradients(gate, u, s, d_g)
+        # s is one scale per row, broadcast over the H units.
+        d_s = [] if d_s is None else [tf.reduce_sum(d_s, 1, keepdims=True)]
+        d_ur = (tf.concat([d_u, d_candidate * values.recurrent_candidate], 1)
+                * (ur * (1.0 - ur)))
+        d_projected = tf.concat([d_ur, d_candidate * values.reset], 1)
         dh = dh - d_gated + tf.matmul(d_projected, kernel_t)
         out = out.write(k, tf.concat([d_projected, d_candidate] + d_s, 1))
         dh = tf.pad(dh, paddings[k])
