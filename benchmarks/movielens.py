@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -86,10 +87,8 @@ def main() -> int:
   seeds = [int(s) for s in args.seeds.split(",")]
   # Official DIEN sizes: embedding 18, GRU 36, MLP 200-80, Adam.
   config = training.TrainConfig(epochs=args.epochs, batch_size=128,
-                                learning_rate=1e-3, mlp_units=(200, 80),
-                                activation="dice", attention_units=(80, 40),
-                                attention_activation="dice", gru_units=36,
-                                regularization="mba", verbose=0)
+                                learning_rate=1e-3, verbose=0,
+                                model_options={"regularization": "mba"})
   tables = {}
   for protocol in args.protocols.split(","):
     data_dir = os.path.join(CACHE, f"ml100k_{protocol}")
@@ -103,8 +102,8 @@ def main() -> int:
     for seed in seeds:
       base = None
       for name in ("base", "din", "dien"):
-        cfg = training.TrainConfig(**{**config.__dict__, "model": name,
-                                      "seed": seed})
+        cfg = training.trainer.config_for(
+            dataclasses.replace(config, seed=seed), name)
         model_dir = os.path.join(CACHE, "models", protocol, f"{name}_{seed}")
         if os.path.exists(model_dir):
           import shutil

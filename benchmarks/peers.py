@@ -57,71 +57,44 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARIES = ("ours", "fuxictr", "deepctr_torch")
-# `--libraries ours:NAME`: ours with these TrainConfig fields changed, to
-# find which of our defaults differ in effect from FuxiCTR's (issue 17).
+# `--libraries ours:NAME`: ours with these options changed (model
+# constructor arguments, or `TrainConfig` fields such as "optimizer"), to
+# find which of our defaults differ in effect from a peer's.
 OURS_VARIANTS = {
+    "no_l2": {"regularization": None},  # no embedding penalty, as the peers
     "no_behaviour_sum": {"behaviour_sum_in_tower": False},
-    "embeddings_1e-4": {"embedding_stddev": 1e-4},
-    "torch_adam": {"adam_epsilon": 1e-8, "adam_adaptive_epsilon": True},
+    "embeddings_1e-4": {"embeddings_initializer": {
+        "class_name": "RandomNormal", "config": {"stddev": 1e-4}}},
     "dense_adam": {"optimizer": "adam"},  # every embedding row, every step
     "no_aux": {"aux_loss_weight": 0.0},  # DIEN as FuxiCTR's trains it
-    "bilinear": {"dien_attention": "bilinear"},  # FuxiCTR's DIEN attention
-    "bilinear_identity": {"dien_attention": "bilinear",
-                          "dien_attention_initializer": "identity"},
+    "bilinear": {"attention_type": "bilinear"},  # FuxiCTR's DIEN attention
     "no_tower_norm": {"tower_input_normalization": None},
-    "fuxictr_like": {"behaviour_sum_in_tower": False,
-                     "embedding_stddev": 1e-4, "adam_epsilon": 1e-8,
-                     "adam_adaptive_epsilon": True},
+    # DIN options of the official code (zhougr1993/DeepInterestNetwork
+    # din/model.py: sigmoid scoring net, softmax over the history).
+    "softmax_attention": {"attention_normalization": "softmax"},
+    "sigmoid_attention": {"attention_activation": "sigmoid"},
+    "tower_batch_norm": {"tower_input_normalization": "batch"},
+    "tower_affine": {"tower_input_normalization": "affine"},
+    "behaviour_sum": {"tower_behaviour_pooling": "sum"},  # the official code's
+    # The DIN paper's MBA, lambda 0.01, n_j the id counts the data set
+    # carries (the generator's, or the prepared vocabulary's).
+    "mba": {"regularization": "mba"},
 }
 # Every choice of FuxiCTR 2.3.10's DIEN that ours has as an option (its
 # model_zoo/LongCTR/DIEN and BaseModel, read from the wheel): bilinear
-# attention with W = I, no auxiliary loss, no normalisation of the tower
-# input, N(0, 1e-4) embeddings, torch's Adam (epsilon after the bias
-# correction, every row of the tables updated every step).
-FUXICTR_DIEN = {"dien_attention": "bilinear",
-                "dien_attention_initializer": "identity",
-                "aux_loss_weight": 0.0, "tower_input_normalization": None,
-                "embedding_stddev": 1e-4, "adam_epsilon": 1e-8,
-                "adam_adaptive_epsilon": True, "optimizer": "adam"}
-OURS_VARIANTS["fuxictr_dien"] = FUXICTR_DIEN
-# All of them but one, which keeps our default: which ones carry the result.
-for _name, _fields in {
-    "aux_loss": ("aux_loss_weight",),
-    "attention": ("dien_attention", "dien_attention_initializer"),
-    "glorot_attention": ("dien_attention_initializer",),
-    "tower_norm": ("tower_input_normalization",),
-    "embeddings": ("embedding_stddev",),
-    "adam_epsilon": ("adam_epsilon", "adam_adaptive_epsilon"),
-    "lazy_adam": ("optimizer",)}.items():
-  OURS_VARIANTS[f"fuxictr_dien_with_our_{_name}"] = {
-      k: v for k, v in FUXICTR_DIEN.items() if k not in _fields}
-del _name, _fields
-OURS_VARIANTS["padded_statistics"] = {"attention_padded_statistics": True}
-# DIN options of the official code (zhougr1993/DeepInterestNetwork
-# din/model.py: sigmoid scoring net, softmax over the history; the DIEN
-# repository's tower also normalises its input).
-OURS_VARIANTS["softmax_attention"] = {"attention_normalization": "softmax"}
-OURS_VARIANTS["sigmoid_attention"] = {"attention_activation": "sigmoid"}
-OURS_VARIANTS["tower_batch_norm"] = {"tower_input_normalization": "batch"}
-OURS_VARIANTS["tower_affine"] = {"tower_input_normalization": "affine"}
-OURS_VARIANTS["sum_start"] = {"attention_initial_weight": 1.0,
-                              "behaviour_sum_in_tower": False}
-OURS_VARIANTS["sum_start_with_sum"] = {"attention_initial_weight": 1.0}
-# FuxiCTR's DIN choices with its dense Adam, then also its Dice statistics
-# over padded positions (all of its choices that ours has as options).
-OURS_VARIANTS["fuxictr_din_masked_statistics"] = dict(
-    OURS_VARIANTS["fuxictr_like"], optimizer="adam")
-OURS_VARIANTS["fuxictr_din"] = dict(
-    OURS_VARIANTS["fuxictr_din_masked_statistics"],
-    attention_padded_statistics=True)
-# The tower's s summed, as the official code (the default before session 13).
-OURS_VARIANTS["behaviour_sum"] = {"tower_behaviour_pooling": "sum"}
-# The DIN paper's MBA, lambda 0.01, n_j the id counts the data set carries
-# (the generator's, or the prepared vocabulary's).
-OURS_VARIANTS["mba"] = {"regularization": "mba"}
-# L2 on every row of every table at each step, FuxiCTR's embedding_regularizer
-# (l2_1e-3 is what `TrainConfig`'s default, "auto", gives tables of these
-# sizes).
+# attention, no auxiliary loss, no normalisation of the tower input,
+# N(0, 1e-4) embeddings, no embedding penalty, Adam on every row.
+OURS_VARIANTS["fuxictr_dien"] = {
+    **OURS_VARIANTS["bilinear"], **OURS_VARIANTS["no_aux"],
+    **OURS_VARIANTS["no_tower_norm"], **OURS_VARIANTS["embeddings_1e-4"],
+    **OURS_VARIANTS["no_l2"], "adam_epsilon": 1e-8, "optimizer": "adam"}
+# FuxiCTR's DIN choices that ours has as options.
+OURS_VARIANTS["fuxictr_din"] = {
+    **OURS_VARIANTS["no_behaviour_sum"], **OURS_VARIANTS["embeddings_1e-4"],
+    **OURS_VARIANTS["no_l2"], "adam_epsilon": 1e-8, "optimizer": "adam"}
+# L2 on every row of every table at each step, FuxiCTR's
+# embedding_regularizer (l2_1e-3 is what the default, "auto", gives tables
+# of these sizes).
 OURS_VARIANTS.update({f"l2_{v}": {"regularization": "l2", "l2": float(v)}
                       for v in ("1e-4", "1e-3")})
 # `--libraries fuxictr:NAME`: FuxiCTR with these constructor arguments
@@ -410,7 +383,7 @@ def _latency(call, reps: int) -> dict:
     times.append(time.perf_counter() - start)
   times = np.asarray(times) * 1000
   return {"p50_ms": float(np.percentile(times, 50)),
-          "p99_ms": float(np.percentile(times, 99))}
+          "p99_ms": float(np.percentile(times, 99)), "calls": reps}
 
 
 def _check_counts(expected_train: int, trained: int, expected_test: int,
@@ -511,7 +484,8 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   from tfrs_din.features import CategoricalFeature, FeatureSpec
-  from tfrs_din.training import TrainConfig, build_model, make_optimizer
+  from tfrs_din.training.config import TrainConfig, with_options
+  from tfrs_din.training.trainer import build_model, make_optimizer
   train, test, serve, manifest = _load(path)
   vocab = manifest["vocab"]
   if "frequencies" not in manifest:
@@ -525,17 +499,15 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
   spec = FeatureSpec(user_features=[feature("user_id")],
                      item_features=[feature("item_id"), feature("category_id")],
                      max_history=MAX_HISTORY)
-  # TrainConfig's defaults (embedding N(0, 0.05), Glorot-normal kernels, Dice,
-  # the behaviours' mean s and e_A * s in the tower, AUGRU 36, auxiliary loss
-  # weight 1, LazyAdam 1e-3), without regularisation, as the peers run by
-  # default (`ours:l2_1e-3` is ours with its default embedding L2).
+  # The model a user gets from `DINModel(spec)` / `DIENModel(spec)` and
+  # `tfrs-din train` (constructor defaults, LazyAdam 1e-3), with a
+  # variant's changes.
   overrides = OURS_VARIANTS.get(args.library.partition(":")[2], {})
-  config = TrainConfig(**{"model": model_name, "regularization": None,
-                          "seed": seed, **overrides})
+  config = with_options(TrainConfig(model=model_name, seed=seed), **overrides)
   tf.keras.utils.set_random_seed(seed)
   model = build_model(spec, config)
   model.compile(make_optimizer(config.optimizer, config.learning_rate,
-                               config.adam_epsilon, config.adam_adaptive_epsilon))
+                               config.adam_epsilon))
   names = [n for n in COLUMNS if model_name == "dien" or not n.startswith("neg_")]
   tensors = {n: tf.constant(train[n]) for n in names}
 
@@ -1038,7 +1010,8 @@ def main() -> int:
   if args.prepared:
     if args.quick:
       parser.error("--quick applies to the generator, not to --prepared")
-    tag = "prepared-" + os.path.basename(os.path.abspath(args.prepared))
+    tag = (f"prepared-{os.path.basename(os.path.abspath(args.prepared))}-"
+           f"{prepared_fingerprint(args.prepared)}")
   os.makedirs(args.workdir, exist_ok=True)
   data = os.path.join(args.workdir, f"data-{tag}.npz")
   out = args.out or os.path.join(args.workdir, f"runs-{tag}.jsonl")
@@ -1117,6 +1090,31 @@ NAMES = {"ours": "tfrs-din (ours)", "fuxictr": "FuxiCTR", "deepctr_torch":
          "DeepCTR-Torch"}
 NAMES.update({f"ours:{v}": f"tfrs-din (ours), {v}" for v in OURS_VARIANTS})
 NAMES.update({f"fuxictr:{v}": f"FuxiCTR, {v}" for v in FUXICTR_VARIANTS})
+
+
+def _latency_calls(runs) -> str:
+  """How many timed calls the runs' latencies are over ("200", "50-200")."""
+  calls = sorted({r["latency"].get("calls") for r in runs
+                  if isinstance(r.get("latency"), dict)} - {None})
+  if not calls:
+    return "an unrecorded number of"
+  return str(calls[0]) if len(calls) == 1 else f"{calls[0]}-{calls[-1]}"
+
+
+def prepared_fingerprint(directory: str) -> str:
+  """SHA-256 (12 hex digits) of every file of a prepared data set, by
+  relative path and content: two folders share an export only when they
+  hold the same data, whatever their names."""
+  digest = hashlib.sha256()
+  for root, dirs, files in os.walk(directory):
+    dirs.sort()
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      digest.update(os.path.relpath(path, directory).encode() + b"\0")
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
+  return digest.hexdigest()[:12]
 
 
 def report(runs, manifest, libraries, models, seeds, out, timed=None,
@@ -1223,8 +1221,8 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None,
          "see the one-epoch section). " if validated else
          latency_text(timed) if timed else
          "Latency: on the first seed's trained model, ")
-      + ("" if validated else "200 calls (50 with "
-      "`--quick`) after 10 warm-up calls; ours is `score_candidates` (user "
+      + ("" if validated else f"{_latency_calls(runs)} calls "
+      "after 10 warm-up calls; ours is `score_candidates` (user "
       "work once), in brackets ours scoring 500 tiled rows, which is what "
       "the peers do (they have no per-user call). ") + "Peak RSS: the run's own "
       "subprocess (max over seeds). Params: trainable (embedding tables in "

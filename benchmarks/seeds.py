@@ -4,19 +4,20 @@
         --variant defaults --variant 'fixed:validation_fraction=0;epochs=3' \
         --out runs.jsonl
 
-Each `--variant NAME[:key=value;...]` overrides `TrainConfig` fields (values
-parsed as JSON where they parse, e.g. `mlp_units=[200,80]`, `dropout=0.2`).
+Each `--variant NAME[:key=value;...]` overrides `TrainConfig` fields or
+model constructor arguments (values parsed as JSON where they parse, e.g.
+`mlp_units=[200,80]`, `dropout=0.2`, `epochs=3`).
 Models are trained exactly as `tfrs-din train` trains them (validation users,
 early stopping), then scored once on the test split. For diagnosis only, the
 test split is also scored after every epoch (`test_by_epoch`, and
-`test_by_refit_epoch` for the refit); nothing is chosen by it. One JSON line per run is appended to `--out`, so an interrupted
+`test_by_refit_epoch` for the refit); nothing is chosen by it. One JSON line
+per run is appended to `--out`, so an interrupted
 sweep keeps what it finished and is resumed by running it again.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -30,8 +31,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tfrs_din  # noqa: E402,F401  (Keras 2 first)
 import tensorflow as tf  # noqa: E402
 
-from tfrs_din.training import (TrainConfig, predict_split, score,  # noqa: E402
-                               train)
+from tfrs_din.training import predict_split, score, train  # noqa: E402
+from tfrs_din.training.config import TrainConfig, with_options  # noqa: E402
+from tfrs_din.training.trainer import check_model_options  # noqa: E402
 
 
 class TestByEpoch(tf.keras.callbacks.Callback):
@@ -64,14 +66,9 @@ def parse_variant(text: str) -> tuple:
 
 def run_one(data_dir: str, name: str, overrides: dict, model: str,
             seed: int) -> dict:
-  fields = {f.name for f in dataclasses.fields(TrainConfig)}
-  unknown = set(overrides) - fields
-  if unknown:
-    raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-  values = {k: tuple(v) if isinstance(v, list) else v
-            for k, v in overrides.items()}
-  config = dataclasses.replace(TrainConfig(), model=model, seed=seed,
-                               verbose=0, **values)
+  config = with_options(TrainConfig(model=model, seed=seed, verbose=0),
+                        **overrides)
+  check_model_options(config)
   probe = TestByEpoch(data_dir)
   start = time.time()
   with tempfile.TemporaryDirectory() as model_dir:

@@ -114,6 +114,21 @@ class TrainConfig:
     return {**plain, **scoped}
 
 
+def with_options(config: TrainConfig, **options: Any) -> TrainConfig:
+  """`config` with `options` applied: `TrainConfig` fields set, any other
+  key added to `model_options` (a model constructor argument).
+
+  >>> with_options(TrainConfig(), optimizer="adam", gru_units=24).model_options
+  {'gru_units': 24}
+  """
+  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  model_options = dict(config.model_options)
+  model_options.update({k: v for k, v in options.items() if k not in fields})
+  return dataclasses.replace(
+      config, model_options=model_options,
+      **{k: v for k, v in options.items() if k in fields})
+
+
 def _one_of(flag: str, value: Any, choices: Iterable[str]) -> None:
   if value not in tuple(choices):
     raise ValueError(f"{flag} must be one of {', '.join(choices)}; got "
