@@ -1,4 +1,4 @@
-"""Our DIN/DIEN against FuxiCTR and DeepCTR-Torch on the same data (issue 17).
+"""Our DIN/DIEN against FuxiCTR and DeepCTR-Torch on the same data.
 
     pip install -e ".[peers]"        # a venv of its own: torch is several GB
     python benchmarks/peers.py --quick                    # smoke run, minutes
@@ -1129,7 +1129,7 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None,
   now = datetime.datetime.now().strftime("%Y-%m-%d")
   source = manifest.get("source")
   peers_run = [NAMES[x] for x in LIBRARIES if x != "ours" and x in libraries]
-  title = f"## Peers: {' and '.join(peers_run) or 'none'} (issue 17)"
+  title = f"## Peers: {' and '.join(peers_run) or 'none'}"
   if source:
     title += f", on `{os.path.basename(source)}`"
   if validated:
@@ -1272,15 +1272,15 @@ DeepCTR-Torch's default L2 on embeddings set to 0). Initialisers are each
 library's default (ours N(0, 0.05) embeddings and Glorot-normal kernels;
 FuxiCTR N(0, 1e-4) embeddings and Xavier-normal; DeepCTR-Torch N(0, 1e-4)
 for embeddings, tower and GRU weights). Ours trains with LazyAdam
-(`TrainConfig` default; with dense gradients the same steps as Adam),
+(the default; with dense gradients the same steps as Adam),
 epsilon 1e-7; the peers with torch's Adam, epsilon 1e-8.
 
 The embedding tables are the same size everywhere; the other parameters
 differ as follows (counts per part in the table above):
 - DIN: ours has 14,400 more tower weights than FuxiCTR: our tower also gets
   a summary s of the behaviours and e_A * s (72 inputs x 200), as the
-  official code does (`TrainConfig` default; s is the behaviours' mean,
-  the official code's sum before session 13: docs/design.md); neither
+  official code does (the default; s is the behaviours' mean where the
+  official code has their sum: docs/design.md); neither
   peer's DIN has that option. DeepCTR-Torch's
   Dice has an affine batch norm (2 more per unit: +800 for the 400 Dice
   units); ours and FuxiCTR learn one alpha per unit.

@@ -23,7 +23,7 @@ def adam_l2_shrink(weights: tf.Tensor, second_moment: tf.Tensor,
   |w_k| = (s / lambda) exp(-(lr lambda / s) k'), which this returns (the
   sign of w is kept). Rows whose gradients are rare (small v) shrink fast,
   frequent ones hardly: the row-adaptive shrinkage a dense L2 gets from Adam
-  (docs/results.md, "A lazy form of the dense L2").
+  (docs/design.md, "embedding penalty").
 
   Args:
     weights: w, any shape.
@@ -51,8 +51,8 @@ def adam_l2_shrink(weights: tf.Tensor, second_moment: tf.Tensor,
   return tf.sign(weights) * magnitude
 
 
-# Steps between two shrinks of `LazyAdam(row_l2=...)`: a period of 1000
-# scored lower on Amazon Toys (docs/results.md).
+# Steps between two shrinks of `LazyAdam(row_l2=...)`: a longer period
+# scored lower on validation (docs/design.md).
 DEFAULT_ROW_L2_EVERY = 100
 
 
@@ -62,16 +62,15 @@ def _shrink_table(table: tf.Variable, second_moment: tf.Variable,
   """Applies `adam_l2_shrink` to a whole table, in place (`LazyAdam` runs
   it as one fused XLA kernel). It reads w and v once and writes w into its
   own buffer: the unfused ops make about ten passes, and a fused kernel
-  that returns a new table for `assign` copies it. At 10M x 18 rows on 2
-  CPU cores the in-place pass adds 0.3-0.5 s to a training step, the
-  returned table 2.4-3.5 s (docs/benchmarks.md, "vocabulary")."""
+  that returns a new table for `assign` copies it (the cost of a pass:
+  docs/benchmarks.md, "vocabulary")."""
   table.assign(adam_l2_shrink(table, second_moment / bias_correction,
                               learning_rate, l2, steps, epsilon))
 
 
 # Dense gradients of at least this many elements (a table-sized gradient)
-# take `_fused_adam_step`; smaller ones (the MLP kernels) Keras' own update
-# (fusing them too gave a slower step in one scratch run, 32 against 28 ms).
+# take `_fused_adam_step`; smaller ones (the MLP kernels) Keras' own update,
+# for which fusing saves no pass worth a kernel launch.
 FUSED_DENSE_MIN_ELEMENTS = 1 << 16
 
 
@@ -85,8 +84,7 @@ def _fused_adam_step(variable: tf.Variable, m: tf.Variable, v: tf.Variable,
       w <- w - alpha m / (sqrt(v) + epsilon).
 
   Keras compiles its update with XLA only on GPU; on CPU its unfused ops
-  make about a dozen passes over the table. At 10M x 18 rows on 2 cores
-  one update took 1.9 s unfused and 0.27 s fused (docs/benchmarks.md,
+  make about a dozen passes over the table (docs/benchmarks.md,
   "vocabulary")."""
   m_new = m + (gradient - m) * (1 - beta_1)
   v_new = v + (tf.square(gradient) - v) * (1 - beta_2)
@@ -140,9 +138,9 @@ class LazyAdam(tf.keras.optimizers.Adam):
   every `row_l2_every` steps each of its coordinates is moved by
   `adam_l2_shrink` for that many steps, with its current second moment
   (bias-corrected). The cost is O(rows in the batch) per step plus one
-  O(vocabulary) pass per period. (Decaying v by beta_2^k at each shrink, as
-  dense Adam decays the moments of absent rows, changed nothing measurable:
-  docs/results.md.)
+  O(vocabulary) pass per period. (v is not decayed by beta_2^k at each
+  shrink, as dense Adam decays the moments of absent rows: it changed
+  nothing on validation.)
 
   Args:
     row_l2: lambda of the rows' L2 (0: none).
