@@ -154,9 +154,13 @@ def _number(flag: str, value: Any, above: Optional[float],
 
 def parse_value(text: str) -> Any:
   """A command-line value: JSON (numbers, true/false, null, [lists],
-  "strings"), "none"/"None" for None, anything else the string itself."""
-  if text.strip().lower() == "none":
+  "strings"), "none"/"None" for None, "True"/"False" as Python writes them
+  (not the strings, which would be truthy), anything else the string itself."""
+  word = text.strip().lower()
+  if word == "none":
     return None
+  if word in ("true", "false"):
+    return word == "true"
   try:
     return json.loads(text)
   except ValueError:
