@@ -7,13 +7,20 @@ The data contract shared with `beam_jobs` (names, prefixes, padding and OOV
 indices) is `tfrs_din.schema`: candidate feature `f` has a behaviour sequence
 `hist_f` that shares `f`'s embedding table, optionally DIEN's auxiliary
 negatives `neg_hist_f`, and `hist_length` counts the valid behaviours.
+
+Sequences are padded at the end, so a batch needs only as many columns as its
+longest history: `FeatureSpec.parse_examples(padding=...)` pads to
+`max_history` (the default, the serving contract), to the batch's longest
+history, or to that rounded up to a bucket boundary, so that the models'
+per-behaviour work follows the histories that exist while the number of
+distinct batch shapes stays bounded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -21,7 +28,17 @@ import tensorflow as tf
 from tfrs_din.schema import (HISTORY_LENGTH, HISTORY_PREFIX, LABEL,
                              NEGATIVE_PREFIX, OOV_INDEX, PADDING_INDEX)
 
-__all__ = ["CategoricalFeature", "FeatureSpec"]
+__all__ = ["CategoricalFeature", "FeatureSpec", "DEFAULT_BUCKET_BOUNDARIES"]
+
+# Upper bounds of the history-length buckets a batch's width is rounded up to
+# (`FeatureSpec.bucket_boundaries` keeps those below `max_history` and ends
+# with it). Doubling widths: a batch pays at most about twice its longest
+# history, and at most five distinct widths (graph shapes) exist.
+DEFAULT_BUCKET_BOUNDARIES = (4, 8, 16, 32)
+# `padding` of `FeatureSpec.parse_examples` / `pad_sequences`: one of these
+# names, a sequence of bucket boundaries, or None (ragged sequences).
+PADDINGS = ("max_history", "longest")
+Padding = Union[None, str, Sequence[int]]
 
 
 @dataclasses.dataclass
@@ -140,9 +157,115 @@ class FeatureSpec:
       spec[self.label] = tf.io.FixedLenFeature([], tf.float32)
     return spec
 
+  def bucket_boundaries(
+      self, boundaries: Sequence[int] = DEFAULT_BUCKET_BOUNDARIES
+      ) -> Tuple[int, ...]:
+    """The bucket upper bounds in use: `boundaries` below `max_history`,
+    sorted and unique, then `max_history`.
+
+    Raises:
+      ValueError: a boundary is not an integer >= 1.
+
+    Example:
+
+    >>> spec = FeatureSpec([], [CategoricalFeature("item_id", 9)],
+    ...                    max_history=20)
+    >>> spec.bucket_boundaries((16, 4, 8, 32, 8))
+    (4, 8, 16, 20)
+    """
+    values = list(boundaries)
+    for value in values:
+      if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+          or value < 1):
+        raise ValueError("bucket boundaries must be integers >= 1, got "
+                         f"{tuple(values)!r}")
+    kept = sorted({int(v) for v in values if v < self.max_history})
+    return tuple(kept) + (self.max_history,)
+
+  def _check_padding(self, padding: Padding) -> Optional[Tuple[int, ...]]:
+    """None, or the widths a batch may take under `padding` (checked)."""
+    if padding is None:
+      return None
+    if isinstance(padding, str):
+      if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, a sequence of "
+                         f"bucket boundaries or None, got {padding!r}")
+      return (self.max_history,) if padding == "max_history" else ()
+    return self.bucket_boundaries(padding)
+
+  def padded_width(self, lengths: tf.Tensor, padding: Padding = "max_history"
+                   ) -> tf.Tensor:
+    """The number of columns of a batch whose histories have `lengths`.
+
+    "max_history": `max_history`; "longest": the longest of `lengths` (at
+    least 1, so that no batch has zero columns); a sequence of bucket
+    boundaries: the longest rounded up to the first of
+    `bucket_boundaries(padding)` at or above it.
+
+    Args:
+      lengths: [B] history lengths, each <= `max_history`.
+      padding: see above.
+
+    Returns:
+      int64 scalar.
+    """
+    widths = self._check_padding(padding)
+    if widths is None:
+      raise ValueError("padded_width needs a padding, got None")
+    longest = tf.reduce_max(tf.concat([tf.cast(lengths, tf.int64),
+                                       tf.ones([1], tf.int64)], 0))
+    if not widths:                                           # "longest"
+      return longest
+    bounds = tf.constant(widths, tf.int64)
+    index = tf.searchsorted(bounds, longest[tf.newaxis], side="left")[0]
+    return tf.gather(bounds, tf.minimum(index, len(widths) - 1))
+
+  def pad_sequences(self, features: Dict[str, tf.Tensor],
+                    padding: Padding = "max_history") -> Dict[str, tf.Tensor]:
+    """`features` with every ragged sequence padded to `padded_width`.
+
+    All of a batch's sequences (`hist_*` and `neg_hist_*`) get the same
+    width, taken from its `hist_length`; positions past a row's
+    `hist_length` hold `PADDING_INDEX`, and the models mask them.
+
+    Args:
+      features: a batch with ragged [B, (n)] sequences, as
+        `parse_examples(padding=None)` returns it.
+      padding: see `padded_width`.
+    """
+    if self._check_padding(padding) is None:
+      return dict(features)
+    if self._check_padding(padding) == (self.max_history,):
+      shape = [None, self.max_history]         # static: [B, max_history]
+    else:
+      shape = tf.stack([-1, self.padded_width(features[HISTORY_LENGTH],
+                                              padding)])
+    out = {}
+    for name, value in features.items():
+      if isinstance(value, tf.RaggedTensor):
+        value = value.to_tensor(default_value=PADDING_INDEX, shape=shape)
+      out[name] = value
+    return out
+
   def parse_examples(self, serialized: tf.Tensor, with_negatives: bool = False,
-                     with_label: bool = True) -> Dict[str, tf.Tensor]:
-    """Parses a batch of serialized `tf.train.Example` into model features."""
+                     with_label: bool = True, padding: Padding = "max_history"
+                     ) -> Dict[str, tf.Tensor]:
+    """Parses a batch of serialized `tf.train.Example` into model features.
+
+    Sequences keep their `max_history` most recent behaviours, and
+    `hist_length` counts them.
+
+    Args:
+      serialized: [B] serialized examples.
+      with_negatives: also parse DIEN's auxiliary negatives `neg_hist_*`.
+      with_label: parse the label (serving requests carry none).
+      padding: width of the [B, L] sequences: "max_history" (L =
+        `max_history` for every batch: what the serving signatures get),
+        "longest" (L = the batch's longest history), a sequence of bucket
+        boundaries (the longest rounded up to the next boundary, see
+        `padded_width`), or None: ragged [B, (n)] sequences, unpadded.
+    """
+    self._check_padding(padding)
     parsed = tf.io.parse_example(
         serialized, self.example_parsing_spec(with_negatives, with_label))
     features = {}
@@ -152,10 +275,8 @@ class FeatureSpec:
         value = value[:, -self.max_history:]
         if name == HISTORY_PREFIX + self.item_id:
           features[HISTORY_LENGTH] = value.row_lengths()
-        value = value.to_tensor(default_value=PADDING_INDEX,
-                                shape=[None, self.max_history])
       features[name] = value
-    return features
+    return self.pad_sequences(features, padding)
 
   def dummy_features(self, batch_size: int = 2, with_negatives: bool = True
                      ) -> Dict[str, tf.Tensor]:

@@ -145,10 +145,17 @@ def prepared(tmp_path_factory):
 
 
 def _negatives(ds):
-  """Concatenated (features, negatives) of one pass."""
+  """Concatenated (features, negatives) of one pass; sequences (batches
+  padded to their own widths) padded to the widest."""
   batches = list(ds)
-  return ({k: np.concatenate([b[k].numpy() for b in batches])
-           for k in batches[0]})
+  out = {}
+  for k in batches[0]:
+    values = [b[k].numpy() for b in batches]
+    if values[0].ndim == 2:
+      width = max(v.shape[1] for v in values)
+      values = [np.pad(v, [(0, 0), (0, width - v.shape[1])]) for v in values]
+    out[k] = np.concatenate(values)
+  return out
 
 
 def test_prepared_log_side_features_are_the_item_tables_rows(prepared):
@@ -238,8 +245,9 @@ def test_a_directory_without_item_table_is_refused_naming_the_file(
     training.train(data, str(tmp_path / "model"), config)
 
 
-SMALL = dict(batch_size=64, mlp_units=(8, 4), gru_units=4, activation="prelu",
-             verbose=0, epochs=2, validation_fraction=0.2, refit=False)
+SMALL = dict(batch_size=64, verbose=0, epochs=2, validation_fraction=0.2,
+             refit=False, model_options=dict(mlp_units=(8, 4), gru_units=4,
+                                             activation="prelu"))
 
 
 def test_dien_trains_with_fresh_negatives_even_without_prepared_ones(

@@ -91,3 +91,69 @@ def test_scale_shape_is_checked():
     ops.tfrs_din_packed_gru_forward(
         tf.zeros([3, 6]), tf.zeros([2, 1]), tf.constant([2, 1]),
         tf.zeros([2, 2]), tf.zeros([2, 6]), tf.zeros([6]), gate="augru")
+
+
+def _reference_states(x, scale, lengths, h0, kernel, bias, gate):
+  """The packed GRU by the equations, row by row, in TensorFlow ops (so
+  that autodiff gives reference gradients): [P, H] in packed order."""
+  units = kernel.shape[0]
+  order = np.argsort(-np.asarray(lengths), kind="stable")
+  steps = max(lengths, default=0)
+  sizes = [int((np.asarray(lengths) > k).sum()) for k in range(steps)]
+  offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+  states = [None] * int(sum(sizes))
+  for rank, row in enumerate(order):
+    h = h0[rank:rank + 1]
+    for k in range(lengths[row]):
+      position = offsets[k] + rank
+      x_t = x[position:position + 1]
+      projected = tf.matmul(h, kernel) + bias
+      ur = tf.sigmoid(x_t[:, :2 * units] + projected[:, :2 * units])
+      u, r = ur[:, :units], ur[:, units:]
+      candidate = tf.tanh(x_t[:, 2 * units:] + r * projected[:, 2 * units:])
+      s = None if scale is None else scale[position:position + 1]
+      g = {"gru": lambda: u, "augru": lambda: s * u, "agru": lambda: s,
+           "augru_official": lambda: u + s * (1.0 - u)}[gate]()
+      h = h + g * (candidate - h)
+      states[position] = h
+  if not states:
+    return tf.zeros([0, units]), sizes
+  return tf.concat(states, 0), sizes
+
+
+@pytest.mark.parametrize("gate", ["gru", "augru", "agru", "augru_official"])
+@pytest.mark.parametrize("lengths", [
+    [3, 0, 64, 1, 7, 7],    # longer than the default max_history, empty rows
+    [1, 1, 1],              # one step
+    [0, 0],                 # no step at all: nothing to run
+], ids=["long", "one-step", "empty"])
+def test_kernels_accept_any_sequence_length(gate, lengths):
+  """Any number of steps (the longest history of the batch, whatever the
+  padding), with states and every gradient equal to the equations'."""
+  units, rng = 3, np.random.default_rng(len(lengths))
+  size, running = sum(lengths), sum(n > 0 for n in lengths)
+  x = tf.constant(rng.normal(size=[size, 3 * units]), tf.float32)
+  scale = (None if gate == "gru" else
+           tf.constant(rng.uniform(size=[size, 1]), tf.float32))
+  h0 = tf.constant(rng.normal(size=[running, units]), tf.float32)
+  kernel = tf.constant(rng.normal(size=[units, 3 * units]) * 0.5, tf.float32)
+  bias = tf.constant(rng.normal(size=[3 * units]) * 0.1, tf.float32)
+  inputs = [x, h0, kernel, bias] + ([] if scale is None else [scale])
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(inputs)
+    expected, sizes = _reference_states(x, scale, lengths, h0, kernel, bias,
+                                        gate)
+    with fused_kernels():
+      got = packed_gru.fused_recurrence(
+          x, scale, tf.constant(sizes, tf.int32), h0, kernel, bias, gate)
+    # A fixed random projection of the states: every state gets a gradient.
+    weights = tf.constant(rng.normal(size=[size, units]), tf.float32)
+    loss, loss_expected = (tf.reduce_sum(s * weights)
+                           for s in (got, expected))
+  assert got.shape == (size, units)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  for value in inputs:
+    g = tape.gradient(loss, value)
+    g_expected = tape.gradient(loss_expected, value,
+                               unconnected_gradients="zero")
+    np.testing.assert_allclose(g, g_expected, rtol=1e-4, atol=1e-5)

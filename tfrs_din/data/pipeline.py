@@ -1,16 +1,25 @@
-"""Reading a `beam_jobs.prepare` output directory into `tf.data` pipelines."""
+"""Reading a `beam_jobs.prepare` output directory into `tf.data` pipelines.
+
+Batches are as wide as their histories need, not `max_history` wide: each
+batch's sequences are padded to its longest history rounded up to a bucket
+boundary (`FeatureSpec.padded_width`), and training batches are made of
+records of similar history length (`make_dataset`'s `bucket_boundaries`), so
+the models' per-behaviour work (DIN's activation unit, DIEN's GRUs) runs
+over the behaviours that exist, in a bounded number of batch shapes.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfrs_din import schema
-from tfrs_din.features import FeatureSpec
+from tfrs_din.features import (DEFAULT_BUCKET_BOUNDARIES, HISTORY_LENGTH,
+                               FeatureSpec)
 
 if TYPE_CHECKING:
   from tfrs_din.data.negatives import FreshNegatives
@@ -85,6 +94,13 @@ def check_shuffle_buffer(value: int, name: str = "shuffle_buffer") -> None:
     raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+# Length grouping (see `make_dataset`): records are grouped by bucket within
+# blocks of this many batches' worth of shuffled records, and the formed
+# batches are shuffled through a buffer of `BATCH_SHUFFLE_BLOCKS` blocks.
+GROUP_BLOCK_BATCHES = 32
+BATCH_SHUFFLE_BLOCKS = 2
+
+
 HOLDOUTS = (None, "exclude", "only")
 # What a holdout holds out: a share of whole users, or every user's last
 # training target (`tfrs_din.data.last_target`).
@@ -119,7 +135,10 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
                  holdout_seed: int = 0,
                  holdout_by: str = "users",
                  fresh_negatives: Optional["FreshNegatives"] = None,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+                 bucket_boundaries: Optional[Sequence[int]] = (
+                     DEFAULT_BUCKET_BOUNDARIES),
+                 group_by_length: Optional[bool] = None
                  ) -> tf.data.Dataset:
   """Batched, parsed features of a split ("train" or "test").
 
@@ -127,18 +146,44 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
   buffer when `shuffle`, batches parsed vectorised with `parse_example`, and
   the pipeline is prefetched.
 
+  Padding. With `bucket_boundaries` (the default), a batch's sequences
+  (`hist_*`, and `neg_hist_*` alike, prepared or fresh) are padded to its
+  longest history rounded up to the next boundary, `max_history` being the
+  last one (`FeatureSpec.padded_width`): at most `len(boundaries) + 1`
+  widths exist, so a `tf.function` over the batches traces at most once per
+  width (Keras' `fit` traces once: its step takes the iterator). With
+  `bucket_boundaries=None` every batch is [B, max_history], as before.
+
+  Length grouping (`group_by_length`, on by default when `shuffle`), a fair
+  shuffle in three stages:
+    1. records are shuffled as without grouping (`shuffle_buffer`);
+    2. the shuffled stream is cut into blocks of `GROUP_BLOCK_BATCHES *
+       batch_size` records; in each block the records are stably sorted by
+       bucket (the first boundary >= their history length) and cut into
+       batches of `batch_size`: a batch holds records drawn at random from
+       the block's records of its bucket (a batch at a bucket change spans
+       two buckets and is padded for the longer);
+    3. the batches are shuffled through a buffer of `BATCH_SHUFFLE_BLOCKS`
+       blocks' batches (seeded, anew every epoch), so the buckets' batches
+       interleave over the epoch instead of running short-to-long.
+  Every record is in exactly one batch per epoch, every batch holds
+  `batch_size` records but the epoch's last, and the number of batches is
+  that of ungrouped batching; only which records share a batch changes,
+  by their history length (tests/data/test_bucketing.py checks that the
+  batches' label and user mix stay those of ungrouped batches).
+
   Args:
     directory: output directory of `beam_jobs.prepare`.
     split: "train" or "test".
     spec: the `FeatureSpec`.
-    batch_size: examples per batch (before any holdout filtering).
+    batch_size: examples per batch.
     shuffle: shuffle files and records (seeded by `seed`).
     with_negatives: also parse DIEN's auxiliary negatives.
     seed: seed of the shuffling.
     repeat: repeat forever.
     holdout: None (every example), "exclude" (drop the held-out examples)
       or "only" (keep only them): a validation split, see `holdout_by`.
-      Batches are filtered after parsing, so their size varies.
+      Records are filtered before they are batched, so batches are full.
     holdout_fraction: share of users held out (`holdout_by="users"`).
     holdout_seed: which users are held out (`holdout_by="users"`).
     holdout_by: "users" (whole users, see `in_holdout`) or "last" (every
@@ -152,6 +197,12 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
       this size is shuffled whole, every epoch anew; a larger one through a
       window of this many records, so that the order of its files (and of
       the records in a file) reaches the batches beyond it.
+    bucket_boundaries: upper bounds of the history-length buckets (see
+      above; boundaries >= `max_history` are dropped, `max_history` is
+      always the last); None pads every batch to `max_history` and groups
+      nothing.
+    group_by_length: group records of similar history length into batches
+      (see above); None: when `shuffle`. Needs `bucket_boundaries`.
   """
   if holdout not in HOLDOUTS:
     raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
@@ -171,28 +222,96 @@ def make_dataset(directory: str, split: str, spec: FeatureSpec,
     from tfrs_din.data.last_target import last_target_flags  # pylint: disable=g-import-not-at-top
     flags, counts = last_target_flags(files, spec)
     selected = (flags if holdout == "only" else ~flags), counts
+  if group_by_length is None:
+    group_by_length = shuffle and bucket_boundaries is not None
+  if group_by_length and bucket_boundaries is None:
+    raise ValueError("group_by_length needs bucket_boundaries (the buckets "
+                     "records are grouped by); got bucket_boundaries=None")
+  padding = ("max_history" if bucket_boundaries is None
+             else spec.bucket_boundaries(bucket_boundaries))
   ds = _records(files, shuffle, seed, selected)
   if shuffle:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  ds = ds.batch(batch_size)
-  parse_negatives = with_negatives and fresh_negatives is None
-  ds = ds.map(lambda s: spec.parse_examples(s, parse_negatives),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if by_user:
-    def select(features):
-      keep = in_holdout(features[spec.group_key], holdout_fraction,
-                        holdout_seed)
-      keep = keep if by_user == "only" else tf.logical_not(keep)
-      return {name: tf.boolean_mask(value, keep)
-              for name, value in features.items()}
-    ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
-    ds = ds.filter(lambda f: tf.size(f[spec.label]) > 0)
+    ds = _select_users(ds, spec.group_key, by_user == "only",
+                       holdout_fraction, holdout_seed)
+  parse_negatives = with_negatives and fresh_negatives is None
+  if group_by_length:
+    ds = ds.batch(batch_size * GROUP_BLOCK_BATCHES)
+    ds = ds.map(lambda s: spec.parse_examples(s, parse_negatives,
+                                              padding=None),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda f: _length_grouped_batches(f, batch_size, padding),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.unbatch()     # one element per batch: [rows, (n)] sequences
+    ds = ds.map(lambda f: spec.pad_sequences(f, padding),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle:
+      ds = ds.shuffle(GROUP_BLOCK_BATCHES * BATCH_SHUFFLE_BLOCKS,
+                      seed=_batch_shuffle_seed(seed),
+                      reshuffle_each_iteration=True)
+  else:
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda s: spec.parse_examples(s, parse_negatives,
+                                              padding=padding),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if fresh_negatives is not None:
     ds = fresh_negatives.apply(ds, seed)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _select_users(records: tf.data.Dataset, group_key: str, held_out: bool,
+                  fraction: float, seed: int,
+                  block: int = 4096) -> tf.data.Dataset:
+  """The serialized records of the held-out users (`held_out`) or of the
+  others, by `in_holdout` of their `group_key`; vectorised over blocks of
+  `block` records (only the key is parsed), the order kept."""
+  spec = {group_key: tf.io.FixedLenFeature([], tf.int64)}
+
+  def select(serialized):
+    users = tf.io.parse_example(serialized, spec)[group_key]
+    keep = in_holdout(users, fraction, seed)
+    return tf.boolean_mask(serialized, keep if held_out
+                           else tf.logical_not(keep))
+
+  return records.batch(block).map(
+      select, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True).unbatch()
+
+
+def _batch_shuffle_seed(seed: int) -> int:
+  """The seed of the batch shuffle: derived from `seed`, so that it does not
+  repeat the record shuffle's stream."""
+  return (seed * 1_000_003 + 0xBA7C4) % (2 ** 31)
+
+
+def _length_grouped_batches(features: Dict[str, tf.Tensor], batch_size: int,
+                            boundaries: Tuple[int, ...]
+                            ) -> Dict[str, tf.Tensor]:
+  """A block of parsed records (ragged sequences) cut into batches of records
+  of the same bucket: stage 2 of `make_dataset`'s grouping.
+
+  The records are stably sorted by bucket index (the first boundary >= the
+  history length; stable, so within a bucket they keep their shuffled
+  order), then cut into consecutive batches of `batch_size`. Every value
+  gets a leading ragged batch dimension: [batches, (rows), ...].
+  """
+  lengths = features[HISTORY_LENGTH]
+  bucket = tf.searchsorted(tf.constant(boundaries, lengths.dtype), lengths,
+                           side="left")
+  order = tf.argsort(bucket, stable=True)
+  size = tf.shape(lengths, out_type=tf.int64)[0]
+  splits = tf.concat([tf.range(0, size, batch_size, dtype=tf.int64),
+                      size[tf.newaxis]], 0)
+  out = {}
+  for name, value in features.items():
+    dtype = (value.row_splits.dtype if isinstance(value, tf.RaggedTensor)
+             else tf.int64)
+    out[name] = tf.RaggedTensor.from_row_splits(
+        tf.gather(value, order), tf.cast(splits, dtype), validate=False)
+  return out
 
 
 def _split_files(directory: str, split: str) -> list:

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfrs_din.features import (HISTORY_LENGTH, OOV_INDEX, CategoricalFeature,
                                FeatureSpec)
+from tfrs_din.schema import TFRECORD_SUFFIX
 
 FIRST_ID = OOV_INDEX + 1  # ids below are padding and OOV
 
@@ -100,6 +101,45 @@ class SyntheticData:
     ds = ds.batch(batch_size).map(
         lambda idx: {k: tf.gather(v, idx) for k, v in arrays.items()})
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+  def write_records(self, directory: str, shards: int = 2) -> None:
+    """Writes the samples as a prepared directory's records (train/ and
+    test/ gzip TFRecords of `tf.train.Example`, histories and negatives
+    unpadded, as `beam_jobs.prepare` writes them), for `make_dataset`.
+
+    Only the records: no metadata or vocabularies (use `spec`).
+
+    Args:
+      directory: created if missing.
+      shards: files per split; sample i goes to file i % shards.
+    """
+    lengths = self.arrays[HISTORY_LENGTH]
+    sequences = [n for n in self.arrays if self.arrays[n].ndim == 2]
+    scalars = [n for n in self.arrays
+               if n not in sequences and n not in (HISTORY_LENGTH, "is_test")]
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    for split in ("train", "test"):
+      rows = np.flatnonzero(self.arrays["is_test"] == (split == "test"))
+      tf.io.gfile.makedirs(f"{directory}/{split}")
+      writers = [tf.io.TFRecordWriter(
+          f"{directory}/{split}/part-{i:05d}-of-{shards:05d}"
+          f"{TFRECORD_SUFFIX}", options) for i in range(shards)]
+      for position, row in enumerate(rows):
+        feature = {}
+        for name in scalars:
+          value = self.arrays[name][row]
+          feature[name] = (
+              tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+              if self.arrays[name].dtype.kind == "f" else
+              tf.train.Feature(int64_list=tf.train.Int64List(value=[value])))
+        for name in sequences:
+          feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(
+              value=self.arrays[name][row, :lengths[row]]))
+        writers[position % shards].write(tf.train.Example(
+            features=tf.train.Features(feature=feature)).SerializeToString())
+      for writer in writers:
+        writer.close()
 
 
 def _simulate_user(rng, cfg: SyntheticConfig, category_items, item_category):
