@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import difflib
 import json
 import logging
@@ -150,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True)
 
   def command(name: str, text: str) -> argparse.ArgumentParser:
+    # No abbreviations: a prefix of a flag would be taken for it, and one of
+    # a Beam option for ours.
     return sub.add_parser(name, help=text, description=text,
-                          parents=[common])
+                          parents=[common], allow_abbrev=False)
 
   p = command("prepare", "run the Beam job on an interaction log")
   add_arguments(p)
@@ -232,7 +234,32 @@ def _models_to_train(args) -> Sequence[str]:
   return ["dien"] if args.command == "demo" else []
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+  """Sends what native code writes to stderr to /dev/null meanwhile.
+
+  TensorFlow's libraries log a line per library on import, and its device
+  probe another ("Could not find cuda drivers", "failed call to cuInit",
+  written before its log level applies), which read as errors on a CPU
+  machine. Python's own errors are raised, not written, so
+  nothing a user needs is lost.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
 def _command(args, beam_argv: Sequence[str]) -> int:
+  if not args.debug:
+    with _quiet_native_stderr():
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.list_physical_devices()  # the devices' probe logs here too
   if args.command == "build-kernels":
     return _build_kernels()
   from tfrs_din import training  # pylint: disable=g-import-not-at-top

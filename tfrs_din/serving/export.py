@@ -53,10 +53,9 @@ import tensorflow as tf
 
 from tfrs_din.features import (HISTORY_LENGTH, HISTORY_PREFIX, FeatureSpec)
 from tfrs_din.models.ctr_model import CTRModel
-from tfrs_din.serving.inference import Scorer, supports
+from tfrs_din.serving.inference import CANDIDATE_PREFIX, Scorer, supports
 from tfrs_din.serving.lookup import RawIdLookup, write_lookup_files
 
-CANDIDATE_PREFIX = "candidate_"
 INDEX_SIGNATURES = ("predict_indices", "score_candidates_indices",
                     "predict_examples")
 RAW_SIGNATURES = ("serving_default", "score_candidates")
@@ -298,7 +297,7 @@ def trained_data_dir(model_dir: str) -> Optional[str]:
   Args:
     model_dir: a directory written by `tfrs_din.training.train`.
   """
-  from tfrs_din.training import CONFIG_FILE  # pylint: disable=g-import-not-at-top
+  from tfrs_din.training.trainer import CONFIG_FILE  # pylint: disable=g-import-not-at-top
   path = os.path.join(model_dir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     return None

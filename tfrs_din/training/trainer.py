@@ -385,7 +385,8 @@ def load_model(model_dir: str, data_dir: Optional[str] = None) -> CTRModel:
                             f"{model_dir!r} first (`tfrs-din train`)")
   if data_dir is not None:
     check_same_vocabularies(model_dir, data_dir)
-  return tf.keras.models.load_model(path)
+  # Uncompiled: scoring and export need no optimizer; compile to train on.
+  return tf.keras.models.load_model(path, compile=False)
 
 
 def predict_split(model: CTRModel, data_dir: str, split: str = "test",
