@@ -103,82 +103,59 @@ def test_ragged_keys_give_the_same_result_as_padded_keys_and_mask(
     layer(tf.constant(q), ragged, mask=tf.constant(MASK))
 
 
-def _dice_statistics(layer):
-  """The moving mean and variance of every Dice in the unit."""
-  from tfrs_din.layers.dice import Dice  # pylint: disable=g-import-not-at-top
-  dices = [layer._first_activation] + [
-      m for m in layer._rest.submodules if isinstance(m, Dice)]
-  assert len(dices) == 2
-  return [v.numpy() for d in dices for v in (d.moving_mean, d.moving_variance)]
+def _trained_looking(layer):
+  """Non-trivial Dice statistics and slopes, biases (fresh ones are 0 / 1)."""
+  rng = np.random.default_rng(9)
+  for v in layer.variables:
+    if "moving_variance" in v.name:
+      v.assign(rng.uniform(0.2, 3.0, v.shape).astype(np.float32))
+    elif any(k in v.name for k in ("moving_mean", "alpha", "bias")):
+      v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
 
 
-@pytest.mark.parametrize("ragged", [False, True])
-def test_padded_statistics_equal_scoring_every_position(ragged):
-  # FuxiCTR and DeepCTR-Torch score every position up to the batch's longest
-  # history, padded ones with a zero behaviour, and Dice's batch statistics
-  # see them all. The option gets the same scores and moving statistics
-  # from one weighted pair per row.
-  q, keys = _inputs()
-  keys = keys * MASK[:, :, None]         # padded behaviours embed to zero
-  width = MASK.sum(1).max()              # the longest history: all L here
-  option = LocalActivationUnit((5, 3), padded_statistics=True)
-  every = LocalActivationUnit((5, 3))
-  default = LocalActivationUnit((5, 3))
-  for layer in (option, every, default):
-    layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK))
-  every.set_weights(option.get_weights())
-  default.set_weights(option.get_weights())
-  given = (tf.ragged.boolean_mask(tf.constant(keys), tf.constant(MASK))
-           if ragged else tf.constant(keys))
-  mask = None if ragged else tf.constant(MASK)
-  pooled, w = option(tf.constant(q), given, mask=mask, return_weights=True,
-                     training=True)
-  e_pooled, e_w = every(tf.constant(q), tf.constant(keys[:, :width]),
-                        mask=tf.ones([B, width], tf.bool),
-                        return_weights=True, training=True)
-  np.testing.assert_allclose(pooled, e_pooled, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(w, np.where(MASK, e_w, 0.0), rtol=1e-5,
-                             atol=1e-6)
-  for mine, theirs in zip(_dice_statistics(option), _dice_statistics(every)):
-    np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
-  # Only the statistics differ from the default: it sees valid pairs only.
-  d_pooled = default(tf.constant(q), given, mask=mask, training=True)
-  assert np.abs(d_pooled.numpy() - pooled.numpy()).max() > 1e-3
-  # Inference uses the moving statistics either way.
-  default.set_weights(option.get_weights())
-  np.testing.assert_allclose(
-      default(tf.constant(q), given, mask=mask, training=False),
-      option(tf.constant(q), given, mask=mask, training=False), rtol=1e-6)
-  config = option.get_config()
-  assert LocalActivationUnit.from_config(config).padded_statistics is True
+def test_first_layer_split_is_the_first_layer_over_the_concatenation():
+  rng = np.random.default_rng(4)
+  q = rng.normal(size=(B, 5, D)).astype(np.float32)
+  keys = rng.normal(size=(B, L, D)).astype(np.float32)
+  layer = LocalActivationUnit((5, 3))
+  layer(tf.constant(q), tf.constant(keys))
+  w_q, w_k, w_p = (w.numpy() for w in layer.first_layer_split())
+  qb = np.broadcast_to(q[:, :, None], (B, 5, L, D))
+  kb = np.broadcast_to(keys[:, None], (B, 5, L, D))
+  full = np.concatenate([qb, kb, qb - kb, qb * kb], -1) @ (
+      layer.first_kernel.numpy())
+  np.testing.assert_allclose(qb @ w_q + kb @ w_k + (qb * kb) @ w_p, full,
+                             rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("training", [True, False])
-def test_initial_weight_one_starts_as_sum_pooling(training):
-  q, keys = _inputs()
-  layer = LocalActivationUnit((5, 3), activation="dice", initial_weight=1.0)
+def test_inference_scores_follow_the_formula_for_every_pair():
+  """a(q_n, k_l) of every candidate and behaviour, Dice at its moving
+  statistics; padded keys are scored too (the caller masks them)."""
+  rng = np.random.default_rng(5)
+  q = rng.normal(size=(B, 5, D)).astype(np.float32)
+  keys = rng.normal(size=(B, L, D)).astype(np.float32)
+  layer = LocalActivationUnit((5, 3), activation="dice")
   layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK))
-  # The scoring net's output is w = 1 + a(q, k): with a = 0 (its output
-  # layer zeroed), DIN's pooling is the masked sum of the behaviours.
-  for v in layer._rest._output.weights:
-    v.assign(tf.zeros_like(v))
-  pooled, w = layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK),
-                    return_weights=True, training=training)
-  np.testing.assert_array_equal(w, MASK.astype(np.float32))
-  np.testing.assert_allclose(pooled, (keys * MASK[..., None]).sum(1),
-                             rtol=1e-6, atol=1e-6)
-  # In general it adds 1 to every valid weight and nothing at padding.
-  tf.keras.utils.set_random_seed(3)
-  plain = LocalActivationUnit((5, 3), activation="sigmoid")
-  shifted = LocalActivationUnit((5, 3), activation="sigmoid",
-                                initial_weight=1.0)
-  args = (tf.constant(q), tf.constant(keys))
-  plain(*args, mask=tf.constant(MASK))
-  shifted(*args, mask=tf.constant(MASK))
-  shifted.set_weights(plain.get_weights())
-  _, w0 = plain(*args, mask=tf.constant(MASK), return_weights=True)
-  _, w1 = shifted(*args, mask=tf.constant(MASK), return_weights=True)
-  np.testing.assert_allclose(w1, np.where(MASK, w0.numpy() + 1.0, 0.0),
-                             rtol=1e-6, atol=1e-6)
-  clone = LocalActivationUnit.from_config(shifted.get_config())
-  assert clone.initial_weight == 1.0
+  _trained_looking(layer)
+  got = layer.inference_scores(tf.constant(q), tf.constant(keys)).numpy()
+  assert got.shape == (B, 5, L)
+
+  def dice(z, act):
+    return ref.dice(z, act.alpha.numpy(), act.moving_mean.numpy(),
+                    act.moving_variance.numpy())
+
+  qb = np.broadcast_to(q[:, :, None], (B, 5, L, D))
+  kb = np.broadcast_to(keys[:, None], (B, 5, L, D))
+  x = np.concatenate([qb, kb, qb - kb, qb * kb], -1)
+  h = dice(x @ layer.first_kernel.numpy() + layer.first_bias.numpy(),
+           layer._first_activation)
+  rest = layer._rest
+  for dense, act in zip(rest._dense, rest._activations):
+    h = dice(h @ dense.kernel.numpy() + dense.bias.numpy(), act)
+  expected = (h @ rest._output.kernel.numpy() + rest._output.bias.numpy())
+  np.testing.assert_allclose(got, expected[..., 0], rtol=1e-4, atol=1e-5)
+  # The same raw scores as the layer's own pair scoring in inference mode.
+  _, w = layer(tf.constant(q), tf.constant(keys), mask=tf.constant(MASK),
+               return_weights=True, training=False)
+  np.testing.assert_allclose(np.where(MASK[:, None], got, 0.0), w,
+                             rtol=1e-5, atol=1e-6)

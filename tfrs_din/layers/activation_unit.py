@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.dice import Dice
-from tfrs_din.layers.mlp import MLP, make_activation
+from tfrs_din.layers.mlp import (MLP, activate_for_inference, dense_product,
+                                 make_activation)
 
-def _project(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-  """x [..., D] @ kernel [D, H] as one 2-D matmul.
-
-  A rank-3 `tf.matmul` against a rank-2 kernel is a broadcasting batch matmul
-  whose kernel gradient materialises one [D, H] matrix per batch row before
-  summing them; flattening the leading axes avoids that.
-  """
-  flat = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), kernel)
-  return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [kernel.shape[-1]]], 0))
 
 
 def _segment_softmax(scores: tf.Tensor, rows: tf.Tensor,
@@ -34,7 +26,7 @@ def _segment_softmax(scores: tf.Tensor, rows: tf.Tensor,
 class LocalActivationUnit(tf.keras.layers.Layer):
   """Pools behaviour embeddings with weights that depend on the candidate.
 
-      w_j  = w0 + a([q, k_j, q - k_j, q * k_j])   (a: feed-forward net, 1 output)
+      w_j  = a([q, k_j, q - k_j, q * k_j])   (a: feed-forward net, 1 output)
       v_U  = sum_j mask_j * w_j * k_j
 
   No softmax by default, so sum_j w_j keeps the intensity of the interest;
@@ -61,18 +53,6 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     normalization: None or "softmax".
     kernel_initializer: initializer of the scoring net's dense kernels.
     bias_initializer: initializer of its dense biases.
-    padded_statistics: in training, Dice's batch statistics also count the
-      padded positions up to the batch's longest history, with a zero
-      behaviour (k = 0, so the first layer gives (W1 + W3) q + b), as
-      FuxiCTR and DeepCTR-Torch compute them by scoring every position.
-      Scores, pooling and inference are unchanged; the statistics then
-      depend on how much padding a batch holds. Default False: only valid
-      behaviours count (measured in docs/results.md).
-    initial_weight: w0, a constant added to every score (the same as
-      starting the net's output bias at w0). 0 (default): the paper's w = a.
-      1: the weights start near 1, so the pooling starts as the base
-      model's sum pooling and the net learns how far to move from it. It
-      changes nothing under softmax.
 
   Call args:
     query: [B, D] or [B, N, D] candidate embeddings.
@@ -96,12 +76,8 @@ class LocalActivationUnit(tf.keras.layers.Layer):
                activation: Optional[str] = "dice",
                normalization: Optional[str] = None,
                kernel_initializer: Any = "glorot_uniform",
-               bias_initializer: Any = "zeros",
-               padded_statistics: bool = False, initial_weight: float = 0.0,
-               **kwargs):
+               bias_initializer: Any = "zeros", **kwargs):
     super().__init__(**kwargs)
-    self.padded_statistics = bool(padded_statistics)
-    self.initial_weight = float(initial_weight)
     if normalization not in (None, "softmax"):
       raise ValueError(
           f"normalization must be None or 'softmax', got {normalization!r}.")
@@ -151,13 +127,8 @@ class LocalActivationUnit(tf.keras.layers.Layer):
       valid_keys = tf.gather_nd(keys, positions)               # [P, D]
       batch = tf.shape(keys, out_type=tf.int64)[0]
       width = tf.shape(keys, out_type=tf.int64)[1]
-    padding = None
-    if self.padded_statistics and training:   # [B]: padded positions per row
-      lengths = tf.math.bincount(rows, minlength=batch, maxlength=batch,
-                                 dtype=tf.float32)
-      padding = tf.reduce_max(lengths) - lengths
-    scores = self.pair_scores(q, valid_keys, rows, training=training,
-                              padding=padding)                  # [P, N]
+    scores = self.pair_scores(q, valid_keys, rows,
+                              training=training)                # [P, N]
     if self.normalization == "softmax":
       scores = _segment_softmax(scores, rows, batch)
     pooled = tf.math.unsorted_segment_sum(                     # [B, N, D]
@@ -172,43 +143,78 @@ class LocalActivationUnit(tf.keras.layers.Layer):
     return pooled, weights
 
   def pair_scores(self, q: tf.Tensor, valid_keys: tf.Tensor, rows: tf.Tensor,
-                  training: Optional[bool] = None,
-                  padding: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """Raw scores w0 + a(q_b, k_p) [P, N] of q [B, N, D] and keys [P, D] of
-    rows b.
+                  training: Optional[bool] = None) -> tf.Tensor:
+    """Raw scores a(q_b, k_p) [P, N] of q [B, N, D] and keys [P, D] of rows b.
 
     Only valid behaviours are scored, so the work follows the real history
-    lengths, not the padded length. `padding` [B] (`padded_statistics`): row
-    b's padded pairs all have the hidden value (W1 + W3) q_b + b, so one
-    such pair per row, weighted by its count, enters Dice's statistics.
+    lengths, not the padded length.
     """
-    w_q, w_k, w_diff, w_prod = tf.split(self.first_kernel, 4, axis=0)
-    query_part = _project(q, w_q + w_diff) + self.first_bias    # [B, N, H]
-    key_part = tf.matmul(valid_keys, w_k - w_diff)              # [P, H]
+    query_kernel, key_kernel, product_kernel = self.first_layer_split()
+    query_part = dense_product(q, query_kernel) + self.first_bias  # [B, N, H]
+    key_part = tf.matmul(valid_keys, key_kernel)                # [P, H]
     pair_q = tf.gather(q, rows)                                 # [P, N, D]
-    prod_part = _project(pair_q * tf.expand_dims(valid_keys, 1), w_prod)
+    prod_part = dense_product(pair_q * tf.expand_dims(valid_keys, 1),
+                              product_kernel)
     hidden = (prod_part + tf.gather(query_part, rows)
               + tf.expand_dims(key_part, 1))                    # [P, N, H]
-    if padding is not None:
-      pairs = tf.shape(hidden)[0]
-      hidden = tf.concat([hidden, query_part], 0)               # [P + B, N, H]
-      counts = tf.concat([tf.ones([pairs]), padding], 0)[:, tf.newaxis]
-      counts = counts * tf.ones_like(hidden[:, :, 0])           # [P + B, N]
-      hidden = self._first_activation(hidden, training=training, mask=counts)
-      scores = self._rest(hidden, training=training, mask=counts)[:pairs]
-    elif isinstance(self._first_activation, Dice):
+    if isinstance(self._first_activation, Dice):
       hidden = self._first_activation(hidden, training=training)
       scores = self._rest(hidden, training=training)
     else:
       scores = self._rest(self._first_activation(hidden), training=training)
-    return tf.squeeze(scores, -1) + self.initial_weight
+    return tf.squeeze(scores, -1)
+
+  def first_layer_split(self) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The first dense layer regrouped by input: (W_q, W_k, W_p), each [D, H].
+
+    With the kernel's four row blocks W = [W1; W2; W3; W4] over
+    [q, k, q - k, q * k]: W_q = W1 + W3, W_k = W2 - W3, W_p = W4, so that
+    [q, k, q - k, q * k] W = q W_q + k W_k + (q * k) W_p (plus `first_bias`).
+    """
+    w_q, w_k, w_diff, w_prod = tf.split(self.first_kernel, 4, axis=0)
+    return w_q + w_diff, w_k - w_diff, w_prod
+
+  def inference_scores(self, query: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+    """Raw scores a(q_n, k_l) [B, N, L] of every query against every key
+    of its row, in inference mode (before masking and normalisation).
+
+    Per key, the first layer is one (D + 1) x H matrix,
+    A_k = [W_q + diag(k) W_p ; k W_k + b] (`first_layer_split`), so that its
+    pre-activation for query q is [q ; 1] A_k: every (query, key) pair of a
+    row is one [N, D + 1] x [D + 1, L * H] matrix product, with no [pairs, D]
+    product or [pairs, 4D] concatenation materialised. The rest of the net
+    runs as `MLP.inference_layers`. Padded keys are scored too: the caller
+    masks them.
+
+    Args:
+      query: [B, N, D] queries (candidates).
+      keys: [B, L, D] keys (behaviours).
+    """
+    dim = int(query.shape[-1])
+    units = self.hidden_units[0]
+    query_kernel, key_kernel, product_kernel = self.first_layer_split()
+    # A [B, D + 1, L, H]: rows d < D are (W_q + diag(k) W_p)[d], row D the
+    # key part and bias of each key.
+    keys_t = tf.transpose(keys, [0, 2, 1])                      # [B, D, L]
+    rows = (keys_t[:, :, :, tf.newaxis]
+            * product_kernel[tf.newaxis, :, tf.newaxis]
+            + query_kernel[tf.newaxis, :, tf.newaxis])          # [B, D, L, H]
+    last = (dense_product(keys, key_kernel) + self.first_bias)[:, tf.newaxis]
+    batch, width = tf.shape(keys)[0], tf.shape(keys)[1]
+    matrices = tf.reshape(tf.concat([rows, last], 1),
+                          [batch, dim + 1, width * units])
+    ones = tf.ones(tf.concat([tf.shape(query)[:-1], [1]], 0), query.dtype)
+    z = tf.matmul(tf.concat([query, ones], -1), matrices)       # [B, N, L*H]
+    z = tf.reshape(z, [batch, tf.shape(query)[1], width, units])
+    hidden = activate_for_inference(self._first_activation, z)
+    for layer in self._rest.inference_layers():
+      hidden = layer(hidden)
+    return tf.squeeze(hidden, -1)
 
   def get_config(self) -> dict:
     config = super().get_config()
     config.update(hidden_units=self.hidden_units, activation=self.activation,
                   normalization=self.normalization,
-                  padded_statistics=self.padded_statistics,
-                  initial_weight=self.initial_weight,
                   kernel_initializer=tf.keras.initializers.serialize(
                       self.kernel_initializer),
                   bias_initializer=tf.keras.initializers.serialize(

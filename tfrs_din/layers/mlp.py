@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+import dataclasses
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -10,6 +11,84 @@ from tfrs_din.layers.arrays import accepts_arrays
 from tfrs_din.layers.dice import Dice
 
 ActivationSpec = Union[str, None]
+
+
+def dense_product(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+  """x [..., D] @ kernel [D, H] -> [..., H], as one 2-D matrix product.
+
+  A rank-3 `tf.matmul` against a rank-2 kernel is a broadcasting batch matmul
+  whose kernel gradient materialises one [D, H] matrix per batch row before
+  summing them; flattening the leading axes avoids that.
+  """
+  if x.shape.rank == 2:
+    return tf.matmul(x, kernel)
+  flat = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), kernel)
+  units = kernel.shape[-1]
+  units = tf.shape(kernel)[-1] if units is None else units
+  return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], [units]], 0))
+
+
+def batch_norm_affine(norm: tf.keras.layers.BatchNormalization
+                      ) -> Tuple[tf.Tensor, tf.Tensor]:
+  """A BatchNormalization at inference as y = x * scale + shift.
+
+  scale = gamma / sqrt(moving_variance + epsilon) and
+  shift = beta - moving_mean * scale, per channel of the last axis.
+
+  Args:
+    norm: a built Keras BatchNormalization over the last axis.
+
+  Raises:
+    ValueError: it normalises another axis.
+  """
+  axis = norm.axis if isinstance(norm.axis, int) else list(norm.axis)
+  rank = norm.input_spec.ndim if norm.input_spec is not None else None
+  if axis not in (-1, [-1]) and not (rank is not None
+                                     and axis in (rank - 1, [rank - 1])):
+    raise ValueError(f"{norm.name}: only a normalisation of the last axis "
+                     f"folds into a dense layer, got axis {axis}")
+  scale = tf.math.rsqrt(norm.moving_variance + norm.epsilon)
+  if norm.gamma is not None:
+    scale = scale * norm.gamma
+  shift = -norm.moving_mean * scale
+  if norm.beta is not None:
+    shift = shift + norm.beta
+  return scale, shift
+
+
+def activate_for_inference(activation: Optional[tf.keras.layers.Layer],
+                           z: tf.Tensor) -> tf.Tensor:
+  """An activation layer (of `make_activation`; None: linear) applied to z in
+  inference mode: Dice with its moving statistics."""
+  if activation is None:
+    return z
+  if isinstance(activation, Dice):
+    return activation(z, training=False)
+  return activation(z)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceDense:
+  """One dense layer at inference: y = activation(x @ kernel + bias), with
+  any affine normalisation already folded into the kernel and bias.
+
+  Attributes:
+    kernel: [D, H].
+    bias: [H].
+    activation: the activation layer, applied in inference mode (Dice with
+      its moving statistics); None for a linear layer.
+  """
+  kernel: tf.Tensor
+  bias: tf.Tensor
+  activation: Optional[tf.keras.layers.Layer] = None
+
+  def activate(self, z: tf.Tensor) -> tf.Tensor:
+    """The activation of pre-activations z [..., H], in inference mode."""
+    return activate_for_inference(self.activation, z)
+
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    """activation(x @ kernel + bias) for x [..., D]."""
+    return self.activate(dense_product(x, self.kernel) + self.bias)
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -166,6 +245,61 @@ class MLP(tf.keras.layers.Layer):
 
   def compute_mask(self, inputs, mask=None):
     return mask
+
+  def inference_layers(self, input_scale: Optional[tf.Tensor] = None,
+                       input_shift: Optional[tf.Tensor] = None
+                       ) -> List[InferenceDense]:
+    """The tower at inference as plain dense layers, normalisation folded in.
+
+    Applying the returned layers in order gives `self(x, training=False)`
+    (up to float rounding): each batch normalisation (its moving statistics,
+    `batch_norm_affine`) is folded into the dense layer before it,
+    W' = W diag(s), b' = b s + t; dropout is the identity. With `input_scale`
+    and `input_shift` the input is first mapped x -> x * input_scale +
+    input_shift (e.g. a normalisation of the tower's input), folded into the
+    first layer: W' = diag(input_scale) W, b' = b + input_shift W.
+
+    Args:
+      input_scale: [D] or None.
+      input_shift: [D] or None.
+
+    Returns:
+      The hidden layers (with their activations), then the output layer
+      (linear) if there is one.
+
+    Example:
+
+    >>> tower = MLP((4,), activation="prelu", output_units=1)
+    >>> x = tf.ones([2, 3])
+    >>> y = tower(x)
+    >>> for layer in tower.inference_layers():
+    ...   x = layer(x)
+    >>> bool(tf.reduce_all(tf.abs(x - y) < 1e-6))
+    True
+    """
+    if not self.built:
+      raise ValueError(f"{self.name}: call the MLP once (build it) before "
+                       "folding it for inference")
+    layers = []
+    for dense, norm, act in zip(self._dense, self._norms, self._activations):
+      kernel, bias = tf.convert_to_tensor(dense.kernel), dense.bias
+      if norm is not None:
+        scale, shift = batch_norm_affine(norm)
+        kernel, bias = kernel * scale, bias * scale + shift
+      layers.append(InferenceDense(kernel, tf.convert_to_tensor(bias), act))
+    if self._output is not None:
+      layers.append(InferenceDense(tf.convert_to_tensor(self._output.kernel),
+                                   tf.convert_to_tensor(self._output.bias)))
+    if not layers:
+      return layers
+    first = layers[0]
+    kernel, bias = first.kernel, first.bias
+    if input_shift is not None:
+      bias = bias + tf.linalg.matvec(kernel, input_shift, transpose_a=True)
+    if input_scale is not None:
+      kernel = kernel * input_scale[:, tf.newaxis]
+    layers[0] = InferenceDense(kernel, bias, first.activation)
+    return layers
 
   def get_config(self) -> dict:
     config = super().get_config()
