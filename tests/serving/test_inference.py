@@ -51,6 +51,9 @@ def _trained_looking(model, spec):
   return model
 
 
+# The constructors' defaults are the shipped models (DIEN as the official
+# code: AUGRU_OFFICIAL, the MLP attention, an affine tower input; mean-pooled
+# s); the other entries cover every other option value.
 CONFIGS = {
     "din": (DINModel, dict(attention_units=(8, 4))),
     "din_prelu_one_layer": (DINModel, dict(
@@ -60,23 +63,29 @@ CONFIGS = {
         attention_units=(8, 4, 3), attention_normalization="softmax",
         attention_activation="sigmoid", tower_input_normalization="batch",
         behaviour_sum_in_tower=False)),
-    "din_sum_start": (DINModel, dict(
-        attention_units=(8, 4), attention_initial_weight=1.0,
-        behaviour_sum_in_tower=False)),
-    "din_mean_summary": (DINModel, dict(attention_units=(8, 4),
-                                        tower_behaviour_pooling="mean")),
-    "dien": (DIENModel, dict(gru_units=5)),
-    "dien_mean_summary": (DIENModel, dict(gru_units=5,
-                                          tower_behaviour_pooling="mean")),
-    "dien_aigru": (DIENModel, dict(gru_units=5, gru_type="AIGRU")),
-    "dien_agru_mlp_affine": (DIENModel, dict(
-        gru_units=5, gru_type="AGRU", attention="mlp",
+    "din_sum_summary_affine": (DINModel, dict(
+        attention_units=(8, 4), tower_behaviour_pooling="sum",
         tower_input_normalization="affine")),
-    "dien_official": (DIENModel, dict(gru_units=5, gru_type="AUGRU_OFFICIAL",
-                                      attention="mlp", activation="prelu")),
+    "dien": (DIENModel, dict(gru_units=5)),
+    "dien_paper": (DIENModel, dict(
+        gru_units=5, gru_type="AUGRU", attention_type="bilinear",
+        tower_input_normalization=None, tower_behaviour_pooling="sum")),
+    "dien_aigru": (DIENModel, dict(gru_units=5, gru_type="AIGRU",
+                                   attention_type="bilinear")),
+    "dien_agru_no_sum": (DIENModel, dict(
+        gru_units=5, gru_type="AGRU", behaviour_sum_in_tower=False)),
+    "dien_prelu_batch_norm": (DIENModel, dict(
+        gru_units=5, activation="prelu", tower_input_normalization="batch")),
+    "base": (BaseModel, dict()),
+    "base_mean_affine": (BaseModel, dict(
+        pooling="mean", tower_input_normalization="affine",
+        activation="prelu")),
+    "base_no_sum_batch_norm": (BaseModel, dict(
+        behaviour_sum_in_tower=False, tower_behaviour_pooling="sum",
+        tower_input_normalization="batch")),
 }
-XLA_CONFIGS = ("din", "din_mean_summary", "din_softmax_batch_norm_no_sum",
-               "dien", "dien_agru_mlp_affine")
+XLA_CONFIGS = ("din", "din_softmax_batch_norm_no_sum", "dien", "dien_paper",
+               "dien_aigru", "base", "base_no_sum_batch_norm")
 
 
 # XLA compiles slowly: a subset covers every code path under it.
@@ -108,18 +117,23 @@ def test_scorer_refuses_indices_outside_the_vocabulary(jit_compile, spec):
   features, candidates = _request(spec, 1, 3, 4, [4])
   bad = dict(candidates, item_id=candidates["item_id"] + 10_000)
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match="input candidate item_id holds an index outside"):
+                     match=r"candidate_item_id: expected indices in \[0, "):
     scorer(features, bad)
   bad = dict(features, user_id=-features["user_id"])
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match="input user_id holds an index outside"):
+                     match=r"user_id: expected indices in \[0, "):
     scorer(bad, candidates)
 
 
 def test_uncovered_models_keep_the_models_path(spec):
-  assert not inference.supports(BaseModel(spec))
+  tf.keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = DINModel(spec)
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+  assert not inference.supports(model)
   with pytest.raises(ValueError, match="not covered"):
-    inference.Scorer(BaseModel(spec))
+    inference.Scorer(model)
 
 
 @pytest.mark.parametrize("normalization", [None, "softmax"])
@@ -142,6 +156,14 @@ def test_dense_attention_scores_equal_the_activation_unit(activation,
                      training=False)
   keys = tf.where(mask[..., tf.newaxis], keys, 0.0)
   got = inference.attention_scores(unit, query, keys, mask)
+  # The raw scores are the unit's own, masked afterwards.
+  raw = unit.pair_scores(query, tf.reshape(keys, [-1, 4]),
+                         tf.repeat(tf.range(2, dtype=tf.int64), 7),
+                         training=False)                        # [P, N]
+  np.testing.assert_allclose(
+      unit.inference_scores(query, keys),
+      tf.transpose(tf.reshape(raw, [2, 7, 5]), [0, 2, 1]), rtol=1e-5,
+      atol=1e-6)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   assert np.all(got.numpy()[0, :, 3:] == 0.0)
 

@@ -4,9 +4,12 @@
 into ragged layouts, Dice as batch-normalise-then-gate, the tower input
 concatenated). At inference every normalisation is a per-channel affine map
 with constants, so this module computes the same probabilities from the same
-variables with fewer and larger kernels:
+variables with fewer and larger kernels, through the layers' public
+inference forms (`MLP.inference_layers`, `LocalActivationUnit.
+inference_scores`, `tfrs_din.layers.gru_equations`):
 
-* DIN's activation unit. The first dense layer over [q, k, q - k, q * k] is
+* DIN's activation unit (`LocalActivationUnit.inference_scores`). The first
+  dense layer over [q, k, q - k, q * k] is
   W [q, k, q - k, q * k] + c = (W1 + W3) q + (W2 - W3) k + W4 (q * k) + c
   = [q ; 1] A_k with, per behaviour k, the (D + 1) x H matrix
   A_k = [W1 + W3 + diag(k) W4 ; (W2 - W3) k + c]. Building A_k costs D x H
@@ -20,12 +23,14 @@ variables with fewer and larger kernels:
   product, saves one element-wise pass without XLA; measured, it gave no
   gain beyond the noise, so it is not done: docs/benchmarks.md.)
 * The tower's first layer is split by input block: the user, numeric and
-  behaviour-sum blocks once per user; the candidate block and the
-  candidate * behaviour-sum block as one per-user matrix
-  W_c + diag(s) W_cs; a tower-input batch normalisation folds into it.
+  behaviour-sum blocks (and the base model's pooled interest) once per user;
+  the candidate block and the candidate * behaviour-sum block as one
+  per-user matrix W_c + diag(s) W_cs; a tower-input normalisation folds into
+  it.
 * DIEN's interest extractor runs once per user, its input projection once per
   user; the evolution GRU runs over [B, N] rows at once, its input
-  projection shared by the N candidates (AGRU/AUGRU forms).
+  projection shared by the N candidates (AGRU/AUGRU forms); each step is
+  `gru_equations.step`.
 
 DIN scores users one at a time (a loop over the batch): memory holds one
 user's pairs, and each user's work follows its own history, `BLOCK`
@@ -36,8 +41,9 @@ its evolution GRU as `EVOLUTION_GROUPS` independent loops over groups of
 candidates, separate calls that TensorFlow runs side by side (one loop's
 steps are too small to share between threads).
 
-`supports(model)` says whether a model's configuration is covered; others
-(e.g. `BaseModel`, batch-normalised towers) use `model.score_candidates`.
+`supports(model)` says whether a model's configuration is covered (base,
+DIN and DIEN models in float32, every option); others (e.g. mixed precision)
+use `model.score_candidates`.
 `Scorer(jit_compile=True)` compiles the numeric part with XLA; shapes are then
 padded to buckets (powers of two, or `max_history` for histories) so that a
 server compiles a handful of programs, not one per request shape.
@@ -50,77 +56,24 @@ from typing import Callable, Dict, Optional
 import tensorflow as tf
 
 from tfrs_din.features import HISTORY_LENGTH, HISTORY_PREFIX, FeatureSpec
-from tfrs_din.layers.dice import Dice
-from tfrs_din.layers.mlp import PReLU
+from tfrs_din.layers import gru_equations
+from tfrs_din.layers.mlp import batch_norm_affine, dense_product
 from tfrs_din.models.ctr_model import pool_behaviours
 
-# --------------------------------------------------------------------------- #
-# Dense layers and activations at inference.
-# --------------------------------------------------------------------------- #
-
-
-def _supported_activation(layer) -> bool:
-  return isinstance(layer, (Dice, PReLU, tf.keras.layers.Activation))
-
-
-def _activate(activation, x: tf.Tensor) -> tf.Tensor:
-  """An activation layer of the model, in inference mode."""
-  if isinstance(activation, Dice):
-    return activation(x, training=False)
-  return activation(x)
-
-
-def _matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-  """x [..., D] @ kernel [D, H] as one 2-D product."""
-  if x.shape.rank == 2:
-    return tf.matmul(x, kernel)
-  flat = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), kernel)
-  return tf.reshape(flat, tf.concat([tf.shape(x)[:-1], tf.shape(kernel)[1:]],
-                                    0))
-
-
-def _mlp_rest(x: tf.Tensor, mlp) -> tf.Tensor:
-  """The hidden layers of `mlp` (a `tfrs_din.layers.MLP`) then its output."""
-  for dense, activation in zip(mlp._dense, mlp._activations):  # pylint: disable=protected-access
-    x = _activate(activation, _matmul(x, dense.kernel) + dense.bias)
-  return _matmul(x, mlp._output.kernel) + mlp._output.bias  # pylint: disable=protected-access
-
+# Prefix of the candidates' inputs in the export's signatures
+# (`candidate_<item feature>`); error messages name the inputs this way.
+CANDIDATE_PREFIX = "candidate_"
 
 # --------------------------------------------------------------------------- #
 # DIN's activation unit over dense histories.
 # --------------------------------------------------------------------------- #
 
 
-def _raw_scores(unit, query: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
-  """Scores a(q, k) [B, N, L] of a `LocalActivationUnit` before masking and
-  normalisation, for query [B, N, D] and keys [B, L, D]."""
-  dim = int(query.shape[-1])
-  units = unit.hidden_units[0]
-  w_q, w_k, w_diff, w_prod = tf.split(unit.first_kernel, 4, axis=0)
-  query_kernel = w_q + w_diff                                    # [D, H]
-  key_kernel = w_k - w_diff
-  # A [B, D + 1, L, H]: rows d < D are (Wq + diag(k) W4)[d], row D the key
-  # part and bias of each behaviour.
-  keys_t = tf.transpose(keys, [0, 2, 1])                         # [B, D, L]
-  rows = (keys_t[:, :, :, tf.newaxis] * w_prod[tf.newaxis, :, tf.newaxis]
-          + query_kernel[tf.newaxis, :, tf.newaxis])             # [B, D, L, H]
-  last = (_matmul(keys, key_kernel) + unit.first_bias)[:, tf.newaxis]
-  batch, width = tf.shape(keys)[0], tf.shape(keys)[1]
-  matrices = tf.reshape(tf.concat([rows, last], 1),
-                        [batch, dim + 1, width * units])
-  ones = tf.ones(tf.concat([tf.shape(query)[:-1], [1]], 0), query.dtype)
-  z = tf.matmul(tf.concat([query, ones], -1), matrices)          # [B, N, L*H]
-  z = tf.reshape(z, [batch, tf.shape(query)[1], width, units])
-  hidden = _activate(unit._first_activation, z)  # pylint: disable=protected-access
-  scores = tf.squeeze(_mlp_rest(hidden, unit._rest), -1)  # pylint: disable=protected-access
-  return scores + unit.initial_weight
-
-
 def attention_scores(unit, query: tf.Tensor, keys: tf.Tensor,
                      mask: tf.Tensor) -> tf.Tensor:
   """Weights [B, N, L] of a `LocalActivationUnit` for query [B, N, D] and
   keys [B, L, D] (mask [B, L]); exactly 0 at padded positions."""
-  scores = _raw_scores(unit, query, keys)
+  scores = unit.inference_scores(query, keys)
   valid = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(scores))
   if unit.normalization == "softmax":
     peak = tf.reduce_max(tf.where(valid, scores, scores.dtype.min), -1,
@@ -151,7 +104,7 @@ def pooled_in_blocks(unit, query: tf.Tensor, keys: tf.Tensor,
     start = j * block
     k = tf.slice(keys, tf.stack([0, start, 0]), [1, block, dim])
     valid = (start + tf.range(block) < length)[tf.newaxis, tf.newaxis]
-    scores = _raw_scores(unit, query, k)                         # [1, N, K]
+    scores = unit.inference_scores(query, k)                     # [1, N, K]
     if not softmax:
       return j + 1, pooled + tf.matmul(tf.where(valid, scores, 0.0), k), \
           peak, total
@@ -177,28 +130,18 @@ def pooled_in_blocks(unit, query: tf.Tensor, keys: tf.Tensor,
 # --------------------------------------------------------------------------- #
 
 
-def _gate(gate: str, u: tf.Tensor, a: Optional[tf.Tensor]) -> tf.Tensor:
-  """g_t of `tfrs_din.layers.gru_equations`."""
-  if gate == "none":
-    return u
-  if gate == "AGRU":
-    return tf.broadcast_to(a, tf.shape(u))
-  if gate == "AUGRU":
-    return a * u
-  return u + a * (1.0 - u)     # AUGRU_OFFICIAL
-
-
 def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
                 state: tf.Tensor, mask: tf.Tensor,
                 attention: Optional[tf.Tensor] = None,
-                collect: Optional[tf.Tensor] = None):
+                collect: Optional[int] = None):
   """Runs `cell`'s equations for `steps` steps from `state` [..., H, R].
 
   Feature-major layout: the R rows (users, or one user's candidates) are the
   last axis, so every gate is a contiguous block of rows of the recurrent
   product U^T h [..., 3H, R]. (Row-major [R, 3H] slices into gates inside
   the step's fused loop, which XLA's CPU backend runs several times slower,
-  measured: docs/benchmarks.md.)
+  measured: docs/benchmarks.md.) Each step is `gru_equations.step` with the
+  cell's gate.
 
   Args:
     cell: an `AttentionGRUCell` (its recurrent kernel and bias, its gate).
@@ -211,19 +154,16 @@ def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
     collect: T >= steps: also return every step's state, [T, ..., H, R]
       (zeros after `steps`).
   """
-  units = cell.units
   kernel = tf.transpose(cell.recurrent_kernel)                   # [3H, H]
   bias = cell.recurrent_bias[:, tf.newaxis]                      # [3H, 1]
   gate = cell.gate
 
   def body(t, h, out):
-    x = inputs(t)
     p = tf.matmul(kernel, h) + bias                              # [..., 3H, R]
-    u = tf.sigmoid(x[..., :units, :] + p[..., :units, :])
-    r = tf.sigmoid(x[..., units:2 * units, :] + p[..., units:2 * units, :])
-    candidate = tf.tanh(x[..., 2 * units:, :] + r * p[..., 2 * units:, :])
-    g = _gate(gate, u, None if attention is None else attention[t])
-    h = tf.where(mask[t], h + g * (candidate - h), h)
+    new = gru_equations.step(gate, inputs(t), p, h,
+                             None if attention is None else attention[t],
+                             axis=-2)
+    h = tf.where(mask[t], new, h)
     if collect is not None:
       out = out.write(t, h)
     return t + 1, h, out
@@ -240,32 +180,21 @@ def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
 # --------------------------------------------------------------------------- #
 
 
-def supports(model) -> bool:
-  """Whether `Scorer` covers this model's configuration (else the export uses
-  `model.score_candidates`)."""
+def _model_classes():
+  from tfrs_din.models.base_model import BaseModel  # pylint: disable=g-import-not-at-top
   from tfrs_din.models.dien import DIENModel  # pylint: disable=g-import-not-at-top
   from tfrs_din.models.din import DINModel  # pylint: disable=g-import-not-at-top
-  if type(model) not in (DINModel, DIENModel):  # pylint: disable=unidiomatic-typecheck
+  return BaseModel, DINModel, DIENModel
+
+
+def supports(model) -> bool:
+  """Whether `Scorer` covers this model's configuration (else the export uses
+  `model.score_candidates`): a `BaseModel`, `DINModel` or `DIENModel` (any
+  of their options) computing in float32."""
+  if type(model) not in _model_classes():  # pylint: disable=unidiomatic-typecheck
     return False
   if model.compute_dtype != "float32":
     return False
-  mlps = [model.tower]
-  if isinstance(model, DINModel):
-    mlps.append(model.attention._rest)  # pylint: disable=protected-access
-    if not _supported_activation(model.attention._first_activation):  # pylint: disable=protected-access
-      return False
-  elif model.attention == "mlp":
-    mlps.append(model.attention_unit._rest)  # pylint: disable=protected-access
-    query = model.attention_query.layers
-    if (len(query) != 2 or not isinstance(query[0], tf.keras.layers.Dense)
-        or query[0].activation is not tf.keras.activations.linear
-        or not _supported_activation(query[1])):
-      return False
-  for mlp in mlps:
-    if any(n is not None for n in mlp._norms) or mlp._output is None:  # pylint: disable=protected-access
-      return False
-    if not all(_supported_activation(a) for a in mlp._activations):  # pylint: disable=protected-access
-      return False
   norm = model.tower_norm
   if norm is not None and (norm.axis not in ([-1], -1, [2])):
     return False
@@ -299,44 +228,55 @@ def _embed(model, features: Dict[str, tf.Tensor],
   return user, candidate, history, mask, numeric
 
 
-def _tower(model, user, candidate, interest, numeric, behaviour_sum):
+def _tower(model, user, candidate, interest, numeric, summary):
   """Logits [B, N] of the tower over [user ; candidate ; interest ; numeric
-  (; s ; candidate * s)], its first layer split by block."""
-  tower = model.tower
-  first = tower._dense[0]  # pylint: disable=protected-access
-  kernel, bias = first.kernel, first.bias
-  if model.tower_norm is not None:   # inference: a per-feature affine map
-    norm = model.tower_norm
-    scale = tf.math.rsqrt(norm.moving_variance + norm.epsilon)
-    if norm.gamma is not None:
-      scale = scale * norm.gamma
-    shift = -norm.moving_mean * scale
-    if norm.beta is not None:
-      shift = shift + norm.beta
-    bias = bias + tf.linalg.matvec(kernel, shift, transpose_a=True)
-    kernel = kernel * scale[:, tf.newaxis]
-  widths = [int(user.shape[-1]), int(candidate.shape[-1]),
-            int(interest.shape[-1]), int(numeric.shape[-1])]
-  extras = model.behaviour_sum_in_tower
-  if extras:
-    widths += [int(candidate.shape[-1])] * 2
-  parts = tf.split(kernel, widths, axis=0)
-  per_user = (tf.matmul(user, parts[0]) + tf.matmul(numeric, parts[3])
-              + bias)                                           # [B, H]
-  per_candidate = tf.broadcast_to(parts[1], tf.concat(
-      [tf.shape(user)[:1], tf.shape(parts[1])], 0))             # [B, Di, H]
-  if extras:
-    per_user += tf.matmul(behaviour_sum, parts[4])
-    per_candidate = per_candidate + behaviour_sum[:, :, tf.newaxis] * parts[5]
+  (; s) (; candidate * s)], its first layer split by input block.
+
+  `interest` is [B, N, X] (one per candidate: DIN, DIEN) or [B, X] (one per
+  user: the base model, whose tower input has no s block); `summary` is
+  s [B, Di]. The user, numeric, s (and per-user interest) blocks are one
+  product per user; the candidate and candidate * s blocks one per-user
+  matrix W_c + diag(s) W_cs; a tower-input normalisation is folded into the
+  first layer (`MLP.inference_layers`).
+  """
+  norm = model.tower_norm
+  affine = batch_norm_affine(norm) if norm is not None else (None, None)
+  layers = model.tower.inference_layers(*affine)
+  first = layers[0]
+  per_user_interest = interest.shape.rank == 2
+  dim = int(candidate.shape[-1])
+  names = ["user", "candidate", "interest", "numeric"]
+  widths = [int(user.shape[-1]), dim, int(interest.shape[-1]),
+            int(numeric.shape[-1])]
+  if model.behaviour_sum_in_tower:
+    if not per_user_interest:
+      names.append("summary")
+      widths.append(dim)
+    names.append("product")
+    widths.append(dim)
+  parts = dict(zip(names, tf.split(first.kernel, widths, axis=0)))
+  per_user = (tf.matmul(user, parts["user"])
+              + tf.matmul(numeric, parts["numeric"]) + first.bias)  # [B, H]
   batch = tf.shape(user)[0]
-  matrices = tf.concat([per_candidate, tf.broadcast_to(
-      parts[2], tf.concat([[batch], tf.shape(parts[2])], 0))], 1)
-  z = (tf.matmul(tf.concat([candidate, interest], -1), matrices)
-       + per_user[:, tf.newaxis])                               # [B, N, H]
-  x = _activate(tower._activations[0], z)  # pylint: disable=protected-access
-  for dense, activation in zip(tower._dense[1:], tower._activations[1:]):  # pylint: disable=protected-access
-    x = _activate(activation, _matmul(x, dense.kernel) + dense.bias)
-  return tf.squeeze(_matmul(x, tower._output.kernel) + tower._output.bias, -1)  # pylint: disable=protected-access
+  per_candidate = tf.broadcast_to(parts["candidate"], tf.concat(
+      [[batch], tf.shape(parts["candidate"])], 0))               # [B, Di, H]
+  if "summary" in parts:
+    per_user += tf.matmul(summary, parts["summary"])
+  if "product" in parts:
+    per_candidate = per_candidate + summary[:, :, tf.newaxis] * parts["product"]
+  if per_user_interest:
+    per_user += tf.matmul(interest, parts["interest"])
+    z = tf.matmul(candidate, per_candidate) + per_user[:, tf.newaxis]
+  else:
+    matrices = tf.concat([per_candidate, tf.broadcast_to(
+        parts["interest"], tf.concat([[batch], tf.shape(parts["interest"])],
+                                     0))], 1)
+    z = (tf.matmul(tf.concat([candidate, interest], -1), matrices)
+         + per_user[:, tf.newaxis])                              # [B, N, H]
+  x = first.activate(z)
+  for layer in layers[1:]:
+    x = layer(x)
+  return tf.squeeze(x, -1)
 
 
 # DIN scores a user's behaviours this many at a time (`pooled_in_blocks`):
@@ -344,11 +284,24 @@ def _tower(model, user, candidate, interest, numeric, behaviour_sum):
 BLOCK = 16
 
 
-def _behaviour_summary(model, history, mask):
-  """The tower's s [B, Di] of `history` [B, W, Di] (zeros where `mask` is
-  False), pooled as the model pools it."""
+def _pooled(history, mask, pooling: str):
+  """The behaviours `history` [B, W, Di] (zeros where `mask` is False)
+  pooled as `pool_behaviours` pools them ("sum" or "mean")."""
   return pool_behaviours(history, tf.reduce_sum(tf.cast(mask, tf.int32), 1),
-                         model.tower_behaviour_pooling)
+                         pooling)
+
+
+def _base_probabilities(model):
+  """The base model's probabilities(features, candidates): its interest is
+  the pooled history, one per user."""
+  def probabilities(features, candidates):
+    user, candidate, history, mask, numeric = _embed(model, features,
+                                                     candidates)
+    interest = _pooled(history, mask, model.pooling)
+    summary = _pooled(history, mask, model.tower_behaviour_pooling)
+    return tf.sigmoid(_tower(model, user, candidate, interest, numeric,
+                             summary))
+  return probabilities
 
 
 def _din_logits(model, user, candidate, history, numeric, length, summary):
@@ -359,6 +312,29 @@ def _din_logits(model, user, candidate, history, numeric, length, summary):
   interest = pooled_in_blocks(model.attention, candidate, history, length,
                               block)
   return _tower(model, user, candidate, interest, numeric, summary)
+
+
+def _din_probabilities(model):
+  """DIN's probabilities(features, candidates), one user at a time: memory
+  holds one user's pairs, and the work follows its own history (blocks up to
+  its length)."""
+  def probabilities(features, candidates):
+    user, candidate, history, mask, numeric = _embed(model, features,
+                                                     candidates)
+    lengths = tf.cast(features[HISTORY_LENGTH], tf.int32)
+    summaries = _pooled(history, mask, model.tower_behaviour_pooling)
+
+    def one_user(b):
+      def row(t):   # [1, ...], of static size 1 (XLA) unlike t[b:b + 1]
+        return tf.gather(t, b)[tf.newaxis]
+
+      return _din_logits(model, row(user), row(candidate), row(history),
+                         row(numeric), lengths[b], row(summaries))[0]
+
+    return tf.sigmoid(tf.map_fn(
+        one_user, tf.range(tf.shape(user)[0]),
+        fn_output_signature=tf.TensorSpec([None], tf.float32)))
+  return probabilities
 
 
 def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
@@ -374,7 +350,7 @@ def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
   batch = tf.shape(history)[0]
   # Extractor: states [H, B] (feature-major, see `_recurrence`), inputs
   # (W e_t + b)^T [L, 3H, B].
-  x = tf.transpose(_matmul(history, extractor.kernel) + extractor.bias,
+  x = tf.transpose(dense_product(history, extractor.kernel) + extractor.bias,
                    [1, 2, 0])
   mask_t = tf.transpose(mask)                                     # [L, B]
   _, states = _recurrence(extractor, lambda t: x[t], steps,
@@ -382,24 +358,18 @@ def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
                           mask_t[:, tf.newaxis], collect=width)  # [L, H, B]
   states = tf.where(mask_t[:, tf.newaxis], states, 0.0)
   states = tf.transpose(states, [2, 0, 1])                        # [B, L, H]
-  if model.attention == "mlp":
-    query_layer, query_act = model.attention_query.layers
-    query = _activate(query_act, _matmul(candidate, query_layer.kernel)
-                      + query_layer.bias)
+  if model.attention_type == "mlp":
+    query = model.attention_query(candidate, training=False)     # [B, N, H]
     attention = attention_scores(model.attention_unit, query, states, mask)
   else:
-    query = _matmul(candidate, tf.transpose(model.attention_kernel))
-    logits = tf.matmul(query, states, transpose_b=True)           # [B, N, L]
-    valid = tf.broadcast_to(mask[:, tf.newaxis], tf.shape(logits))
-    attention = tf.nn.softmax(tf.where(valid, logits, -1e9), -1)
-    attention = tf.where(valid, attention, 0.0)
+    attention = model.attention_scores(states, candidate, mask)  # [B, N, L]
   return dict(
       user=user, candidate=candidate, numeric=numeric, steps=steps,
-      behaviour_sum=_behaviour_summary(model, history, mask),
+      summary=_pooled(history, mask, model.tower_behaviour_pooling),
       mask=mask_t[:, :, tf.newaxis, tf.newaxis],                  # [L, B, 1, 1]
       attention=tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis],  # [L, B, 1, N]
       # The evolution's input projection W h_t, once per user.
-      projected=tf.transpose(_matmul(states, evolution.kernel),
+      projected=tf.transpose(dense_product(states, evolution.kernel),
                              [1, 0, 2])[..., tf.newaxis])        # [L, B, 3H, 1]
 
 
@@ -436,9 +406,9 @@ def _dien_probabilities(model, jit_compile: bool):
 
   front = compiled(lambda f, c: _dien_front(model, f, c))
   evolve = compiled(lambda *args: _dien_evolve(model, *args))
-  back = compiled(lambda user, candidate, final, numeric, behaviour_sum:
+  back = compiled(lambda user, candidate, final, numeric, summary:
                   tf.sigmoid(_tower(model, user, candidate, final, numeric,
-                                    behaviour_sum)))
+                                    summary)))
 
   def probabilities(features, candidates):
     parts = front(features, candidates)
@@ -451,7 +421,7 @@ def _dien_probabilities(model, jit_compile: bool):
         for g in range(EVOLUTION_GROUPS)], -1)                    # [B, H, N]
     return back(parts["user"], parts["candidate"],
                 tf.transpose(final, [0, 2, 1]), parts["numeric"],
-                parts["behaviour_sum"])
+                parts["summary"])
 
   return probabilities
 
@@ -485,22 +455,23 @@ def _check_indices(spec: FeatureSpec, features: Dict[str, tf.Tensor],
                    candidates: Dict[str, tf.Tensor]) -> None:
   """Every index within its vocabulary (else InvalidArgumentError naming
   the input): XLA's gather would clamp an index out of range silently."""
-  inputs = [(f.name, f) for f in spec.user_features]
-  inputs += [(HISTORY_PREFIX + f.name, f) for f in spec.item_features]
-  for name, feature in inputs + [(None, f) for f in spec.item_features]:
-    ids = features[name] if name else candidates[feature.name]
-    label = name or f"candidate {feature.name}"
-    tf.debugging.assert_equal(
-        tf.reduce_all((ids >= 0) & (ids < feature.vocab_size)), True,
-        message=f"input {label} holds an index outside [0, "
-        f"{feature.vocab_size}), the vocabulary of {feature.name}")
+  inputs = [(f.name, features[f.name], f) for f in spec.user_features]
+  inputs += [(HISTORY_PREFIX + f.name, features[HISTORY_PREFIX + f.name], f)
+             for f in spec.item_features]
+  inputs += [(CANDIDATE_PREFIX + f.name, candidates[f.name], f)
+             for f in spec.item_features]
+  for name, ids, feature in inputs:
+    tf.debugging.Assert(
+        tf.reduce_all((ids >= 0) & (ids < feature.vocab_size)),
+        [f"{name}: expected indices in [0, {feature.vocab_size}) (the "
+         f"vocabulary of {feature.name}), got an index outside it"])
 
 
 class Scorer:
   """`score_candidates` for an export: probabilities [B, N].
 
   Args:
-    model: a `DINModel` or `DIENModel` (see `supports`).
+    model: a `BaseModel`, `DINModel` or `DIENModel` (see `supports`).
     jit_compile: compile the numeric part with XLA, shapes padded to buckets.
   """
 
@@ -510,29 +481,12 @@ class Scorer:
                        "not covered; use model.score_candidates")
     self.model = model
     self.jit_compile = jit_compile
-    if model.__class__.__name__ != "DINModel":
+    base, din, _ = _model_classes()
+    if not isinstance(model, (base, din)):
       self._probabilities = _dien_probabilities(model, jit_compile)
       return
-
-    def probabilities(features, candidates):
-      user, candidate, history, mask, numeric = _embed(model, features,
-                                                       candidates)
-      lengths = tf.cast(features[HISTORY_LENGTH], tf.int32)
-      summaries = _behaviour_summary(model, history, mask)
-
-      def one_user(b):
-        # Users one at a time: memory for one user's pairs, and the work
-        # follows its own history (blocks up to its length).
-        def row(t):   # [1, ...], of static size 1 (XLA) unlike t[b:b + 1]
-          return tf.gather(t, b)[tf.newaxis]
-
-        return _din_logits(model, row(user), row(candidate), row(history),
-                           row(numeric), lengths[b], row(summaries))[0]
-
-      return tf.sigmoid(tf.map_fn(
-          one_user, tf.range(tf.shape(user)[0]),
-          fn_output_signature=tf.TensorSpec([None], tf.float32)))
-
+    probabilities = (_base_probabilities(model) if isinstance(model, base)
+                     else _din_probabilities(model))
     self._probabilities = (tf.function(probabilities, jit_compile=True)
                            if jit_compile else probabilities)
 
