@@ -363,6 +363,13 @@ def _fit(spec: FeatureSpec, config: TrainConfig, model_dir: str,
     model.compile(make_optimizer(config.optimizer, config.learning_rate,
                                  config.adam_epsilon))
   epoch_logs = _EpochLogs(os.path.join(model_dir, checkpoints + "_logs.json"))
+  if (config.steps_per_epoch is None
+      and tf.io.gfile.exists(os.path.join(model_dir, checkpoints))):
+    # Resuming: Keras, which learns an epoch's length by running out of the
+    # data, counts the restored epochs into the first one's (its progress
+    # bar and step counts); a pass over the data gives it the length.
+    batches = int(train_ds.reduce(0, lambda count, _: count + 1))
+    train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(batches))
   model.fit(
       train_ds, epochs=epochs, validation_data=val_ds,
       steps_per_epoch=config.steps_per_epoch, verbose=config.verbose,
