@@ -2,6 +2,7 @@
 the best epoch is kept, and the test split is never read."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -11,13 +12,23 @@ import pytest
 import tensorflow as tf
 
 from tfrs_din import training
+from tfrs_din.training import trainer
 from tfrs_din.data.pipeline import in_holdout, load_feature_spec, make_dataset
 from prepared_log import prepared_log
 from tfrs_din.data.synthetic import SyntheticConfig
-import reference as ref
+from tfrs_din.schema import vocabulary_path
 
-SMALL = dict(batch_size=64, mlp_units=(8, 4), attention_units=(8, 4),
-             activation="prelu", attention_activation="prelu", verbose=0)
+# Small models: the widths of every model, the attention's where it has one.
+OPTIONS = {"mlp_units": (8, 4), "activation": "prelu",
+           "din.attention_units": (8, 4), "din.attention_activation": "prelu",
+           "dien.attention_units": (8, 4), "dien.gru_units": 4,
+           "dien.aux_hidden_units": (8, 4)}
+SMALL = dict(batch_size=64, verbose=0, model_options=OPTIONS)
+
+
+def _small(**options):
+  """SMALL with more model options."""
+  return dict(SMALL, model_options={**OPTIONS, **options})
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +94,17 @@ def _initial_user_table(spec, config):
   return model.embedder.tables["user_id"].embeddings.numpy()
 
 
-@pytest.mark.parametrize("refit,zero", [(False, True), (True, True),
-                                        (False, False)])
+@pytest.mark.parametrize("refit", [False, True])
 def test_refit_trains_the_held_out_users_for_the_chosen_epochs(
-    prepared, tmp_path, refit, zero):
+    prepared, tmp_path, refit):
   # MBA: only a batch's rows move (a dense L2 would shrink the others too).
   config = training.TrainConfig(model="base", epochs=2, patience=2,
                                 validation_fraction=0.3, refit=refit,
-                                zero_held_out_users=zero,
-                                regularization="mba", **SMALL)
+                                **_small(regularization="mba"))
   model_dir = str(tmp_path / "base")
   model, _ = training.train(prepared, model_dir, config)
   saved = json.load(open(os.path.join(model_dir, "train_config.json")))
-  assert not os.path.exists(os.path.join(model_dir, training.SELECTION_FILE))
+  assert not os.path.exists(os.path.join(model_dir, trainer.SELECTION_FILE))
   spec, _ = load_feature_spec(prepared)
   users = np.unique(np.concatenate([
       b["user_id"].numpy() for b in make_dataset(prepared, "train", spec)]))
@@ -110,12 +119,10 @@ def test_refit_trains_the_held_out_users_for_the_chosen_epochs(
     assert len(saved["refit_history"]["loss"]) == saved["best_epoch"]
     assert not untouched.any()
     assert not (table[held] == 0).all(axis=1).any()
-  elif zero:  # never in a training batch: zero from the start, and still
+  else:  # never in a training batch: zero from the start, and still
     assert "refit_history" not in saved
     assert (table[held] == 0).all()
     assert (np.abs(initial[held]) > 0).all()
-  else:  # never in a training batch: the random initial rows
-    assert untouched.all()
 
 
 def test_zero_held_out_users_zeroes_exactly_the_validation_users(prepared):
@@ -125,7 +132,7 @@ def test_zero_held_out_users_zeroes_exactly_the_validation_users(prepared):
   model = training.build_model(spec, config)
   model.build_all()
   before = model.embedder.tables["user_id"].embeddings.numpy()
-  count = training.zero_held_out_users(model, 0.25, seed=3)
+  count = trainer.zero_held_out_users(model, 0.25, seed=3)
   after = model.embedder.tables["user_id"].embeddings.numpy()
   ids = np.arange(before.shape[0])
   held = in_holdout(tf.constant(ids), 0.25, 3).numpy()
@@ -155,20 +162,25 @@ def test_unknown_monitor_is_refused(prepared, tmp_path):
     training.train(prepared, str(tmp_path / "m"), config)
 
 
-@pytest.mark.parametrize("regularization,l2,expected", [
-    ("l2", None, 1e-3), ("mba", None, 0.01), ("l2", 0.05, 0.05),
-    ("lazy_l2", None, 1e-3), (None, None, 0.0)])
+@pytest.mark.parametrize("regularization,l2,resolved,expected", [
+    ("auto", None, "l2", 1e-3), ("l2", None, "l2", 1e-3),
+    ("mba", None, "mba", 0.01), ("l2", 0.05, "l2", 0.05),
+    ("lazy_l2", None, "lazy_l2", 1e-3), (None, None, None, 0.0)])
 def test_each_regulariser_has_its_own_default_lambda(prepared, regularization,
-                                                      l2, expected):
+                                                      l2, resolved, expected):
   spec, _ = load_feature_spec(prepared)
-  config = training.TrainConfig(model="din", regularization=regularization,
-                                l2=l2, **SMALL)
-  assert training.TrainConfig().regularization == "auto"
+  config = training.TrainConfig(
+      model="din", **_small(regularization=regularization, l2=l2))
   model = training.build_model(spec, config)
   model.build_all()
-  assert model.embedder.regularization == regularization
+  # Stored resolved ("auto" is the dense L2 on tables this small).
+  assert model.regularization == model.embedder.regularization == resolved
+  assert model.get_config()["regularization"] == resolved
   assert model.l2 == pytest.approx(expected)
-  if regularization == "l2":  # every row of every table, batch or not
+  if regularization == "auto":  # the default
+    assert training.build_model(
+        spec, training.TrainConfig(model="din", **SMALL)).regularization == "l2"
+  if resolved == "l2":  # every row of every table, batch or not
     features = next(iter(make_dataset(prepared, "train", spec, 8)))
     squares = sum(float(np.sum(t.embeddings.numpy() ** 2))
                   for t in model.embedder.tables.values())
@@ -176,58 +188,22 @@ def test_each_regulariser_has_its_own_default_lambda(prepared, regularization,
         0.5 * expected * squares, rel=1e-5)
 
 
-def test_a_dense_l2_on_large_tables_is_warned_about():
-  from tfrs_din.features import CategoricalFeature, FeatureSpec
-  def spec(users, items):
-    return FeatureSpec(
-        user_features=[CategoricalFeature("user_id", users, 4)],
-        item_features=[CategoricalFeature("item_id", items, 4)])
-  config = training.TrainConfig(regularization="l2")  # asked for explicitly
-  warning = training.dense_l2_warning(spec(500_000, 600_000), config)
-  assert warning.startswith("regularization='l2' penalises all 1,100,000 "
-                            "embedding rows")
-  assert "--regularization lazy_l2" in warning
-  # The threshold: DENSE_L2_WARN_ROWS rows in all, not more.
-  assert training.DENSE_L2_WARN_ROWS == 250_000
-  assert training.dense_l2_warning(spec(150_000, 100_000), config) is None
-  assert training.dense_l2_warning(spec(150_000, 100_001), config)
-  for quiet in ("mba", "lazy_l2", "auto"):  # "auto" is lazy_l2 there
-    assert training.dense_l2_warning(
-        spec(500_000, 600_000), training.TrainConfig(regularization=quiet)
-    ) is None
-
-
-def test_auto_regularisation_is_the_dense_l2_up_to_the_threshold():
-  from tfrs_din.features import CategoricalFeature, FeatureSpec
-  def spec(users, items):
-    return FeatureSpec(
-        user_features=[CategoricalFeature("user_id", users, 4)],
-        item_features=[CategoricalFeature("item_id", items, 4)])
-  auto = training.TrainConfig()
-  resolve = training.resolve_regularization
-  assert resolve(spec(150_000, 100_000), auto) == "l2"
-  assert resolve(spec(150_000, 100_001), auto) == "lazy_l2"
-  # lazy_l2 is LazyAdam's: with another optimizer auto stays dense.
-  adam = training.TrainConfig(optimizer="adam")
-  assert resolve(spec(150_000, 100_001), adam) == "l2"
-  assert training.dense_l2_warning(spec(150_000, 100_001), adam)
-  for explicit in ("l2", "mba", "lazy_l2", None):
-    assert resolve(spec(150_000, 100_001),
-                   training.TrainConfig(regularization=explicit)) == explicit
-
-
-def test_lazy_l2_without_lazy_adam_is_refused():
-  config = training.TrainConfig(regularization="lazy_l2", optimizer="adam")
-  with pytest.raises(ValueError, match=r"regularization \(--regularization\) "
-                     "'lazy_l2' is applied by the lazy_adam optimizer"):
-    training.check_data_options(config)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_lazy_l2_without_lazy_adam_is_refused(prepared, tmp_path, optimizer):
+  config = training.TrainConfig(model="base", optimizer=optimizer, epochs=1,
+                                **_small(regularization="lazy_l2"))
+  with pytest.raises(ValueError, match=r"regularization='lazy_l2' .* is "
+                     r"applied by tfrs_din\.optimizers\.LazyAdam; got "
+                     "optimizer (Adam|SGD)"):
+    training.train(prepared, str(tmp_path / "m"), config)
 
 
 def test_initializer_options_reach_the_layers(prepared):
   spec, _ = load_feature_spec(prepared)
-  config = training.TrainConfig(model="din", embedding_stddev=1e-4,
-                                kernel_initializer="glorot_normal",
-                                behaviour_sum_in_tower=True, **SMALL)
+  config = training.TrainConfig(model="din", **_small(
+      embeddings_initializer={"class_name": "RandomNormal",
+                              "config": {"stddev": 1e-4}},
+      kernel_initializer="glorot_normal", behaviour_sum_in_tower=True))
   model = training.build_model(spec, config)
   model.build_all()
   table = model.embedder.tables["item_id"].embeddings.numpy()
@@ -247,70 +223,98 @@ def test_initializer_options_reach_the_layers(prepared):
 def test_behaviour_sum_follows_the_official_code_unless_forced(
     prepared, model, forced, expected):
   spec, _ = load_feature_spec(prepared)
-  config = training.TrainConfig(model=model, behaviour_sum_in_tower=forced,
-                                **SMALL)
+  options = {} if forced is None else {"behaviour_sum_in_tower": forced}
+  config = training.TrainConfig(model=model, **_small(**options))
   assert training.build_model(spec, config).behaviour_sum_in_tower == expected
 
 
 @pytest.mark.parametrize("model", ["base", "din", "dien"])
-@pytest.mark.parametrize("pooling", ["sum", "mean"])
+@pytest.mark.parametrize("pooling", [None, "sum", "mean"])
 def test_tower_behaviour_pooling_reaches_the_model(prepared, model, pooling):
   spec, _ = load_feature_spec(prepared)
-  config = training.TrainConfig(model=model, tower_behaviour_pooling=pooling,
-                                behaviour_sum_in_tower=True, **SMALL)
-  assert training.build_model(spec, config).tower_behaviour_pooling == pooling
+  options = {"behaviour_sum_in_tower": True}
+  if pooling:
+    options["tower_behaviour_pooling"] = pooling
+  config = training.TrainConfig(model=model, **_small(**options))
+  built = training.build_model(spec, config)
+  assert built.tower_behaviour_pooling == (pooling or "mean")
 
 
-def test_official_code_options_reach_the_dien_model(prepared):
+def test_dien_is_the_official_codes_unless_told_otherwise(prepared):
   spec, _ = load_feature_spec(prepared)
-  config = training.TrainConfig(
-      model="dien", gru_type="AUGRU_OFFICIAL", dien_attention="mlp",
-      aux_loss_reduction="user_sum", tower_input_normalization="affine",
-      **SMALL)
-  model = training.build_model(spec, config)
+  model = training.build_model(spec,
+                               training.TrainConfig(model="dien", **SMALL))
   assert model.evolution.cell.gate == "AUGRU_OFFICIAL"
-  assert model.attention == "mlp"
-  assert model.attention_unit.hidden_units == config.attention_units
-  assert model.extractor.aux_reduction == "user_sum"
-  assert model.tower_norm is not None
+  assert model.attention_type == "mlp"
+  assert model.attention_unit.hidden_units == (8, 4)
+  assert not hasattr(model, "attention_kernel")
+  assert model.extractor.aux_reduction == "padded_mean"
   assert model.tower_input_normalization == "affine"
+  assert model.tower_norm is not None
+  assert model.behaviour_sum_in_tower
+  assert model.tower_behaviour_pooling == "mean"
+  paper = training.build_model(spec, training.TrainConfig(
+      model="dien", **_small(gru_type="AUGRU", attention_type="bilinear",
+                             aux_reduction="step_mean",
+                             tower_input_normalization=None)))
+  item_dim = sum(f.embedding_dim for f in spec.item_features)
+  assert paper.evolution.cell.gate == "AUGRU"
+  assert paper.attention_type == "bilinear"
+  assert tuple(paper.attention_kernel.shape) == (4, item_dim)
+  assert paper.extractor.aux_reduction == "step_mean"
+  assert paper.tower_norm is None
 
 
-@pytest.mark.parametrize("protocol,validation,expected", [
-    ("next_item", "auto", "last"), ("labeled", "auto", "users"),
-    ("next_item", "users", "users"), ("labeled", "last", "last")])
-def test_validation_mirrors_the_protocols_test_split(protocol, validation,
-                                                     expected):
-  metadata = {"options": {"samples": {"protocol": protocol}}}
-  config = training.TrainConfig(validation=validation)
-  assert training.validation_split(config, metadata) == expected
+def test_dien_logs_its_auxiliary_loss_in_training_only(prepared, tmp_path):
+  # Evaluation has no negatives: the auxiliary term is left out of the
+  # validation logs rather than logged as 0.
+  config = training.TrainConfig(model="dien", epochs=1, refit=False,
+                                validation_fraction=0.3, **SMALL)
+  model_dir = str(tmp_path / "dien")
+  _, logs = training.train(prepared, model_dir, config)
+  assert "aux_loss" in logs and logs["aux_loss"][0] > 0.1
+  assert "val_aux_loss" not in logs
+  # "loss" is a mean over batches and "logloss" over examples, which differ
+  # by the last, smaller batch's weight: close, not equal. An auxiliary term
+  # (above 0.1) would show.
+  assert logs["loss"][0] == pytest.approx(
+      logs["logloss"][0] + logs["l2_loss"][0] + logs["aux_loss"][0], abs=0.01)
+  assert logs["val_loss"][0] == pytest.approx(
+      logs["val_logloss"][0] + logs["val_l2_loss"][0], abs=0.01)
+  saved = json.load(open(os.path.join(model_dir, "train_config.json")))
+  assert "val_aux_loss" not in saved["history"]
+  assert saved["history"]["aux_loss"] == pytest.approx(logs["aux_loss"])
 
 
-def test_unknown_validation_is_refused():
-  with pytest.raises(ValueError, match="--validation must be one of"):
-    training.validation_split(training.TrainConfig(validation="time"), {})
+def test_train_records_the_vocabularies_before_it_trains(prepared, tmp_path):
+  model_dir = str(tmp_path / "base")
+  at_start = []
 
+  class ReadRecord(tf.keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+      with open(os.path.join(model_dir, "train_config.json")) as f:
+        at_start.append(json.load(f))
 
-def test_next_item_training_validates_on_each_users_last_target(tmp_path):
-  data = prepared_log(tmp_path, SyntheticConfig(num_users=60, max_steps=20,
-                                                seed=5),
-                      "--protocol", "next_item", "--max_history", "6",
-                      "--embedding_dim", "4")
-  spec, _ = load_feature_spec(data)
-  held = make_dataset(data, "train", spec, 64, holdout="only",
-                      holdout_by="last")
-  users = np.concatenate([b["user_id"].numpy() for b in held])
-  config = training.TrainConfig(model="base", epochs=2, refit=False,
-                                validation="auto", **{
-      k: v for k, v in SMALL.items() if k != "attention_units"
-      and k != "attention_activation"})
-  model, logs = training.train(data, str(tmp_path / "model"), config)
-  # The best validation GAUC (whose weights are kept) is the GAUC of the
-  # final model on exactly the held-out targets.
-  scores = np.concatenate([model(b, training=False).numpy() for b in held])
-  labels = np.concatenate([b["label"].numpy() for b in held])
-  assert max(logs["val_gauc"]) == pytest.approx(
-      ref.gauc(users, labels, scores), abs=1e-5)
+  config = training.TrainConfig(model="base", epochs=1,
+                                validation_fraction=0.0, **SMALL)
+  training.train(prepared, model_dir, config, callbacks=[ReadRecord()])
+  spec, _ = load_feature_spec(prepared)
+  names = [f.name for f in spec.user_features + spec.item_features]
+  # SHA-256 of each vocabulary's ids (index, id, count rows) in index
+  # order, by hand: the counts do not matter, the ids' order does.
+  expected = {}
+  for name in names:
+    with open(vocabulary_path(prepared, name)) as f:
+      rows = [line.split("\t") for line in f.read().splitlines()]
+    assert [r[0] for r in rows[1:]] == [str(i) for i in range(len(rows) - 1)]
+    expected[name] = hashlib.sha256(
+        "".join(r[1] + "\n" for r in rows).encode()).hexdigest()
+  assert at_start[0]["vocabularies"] == expected
+  assert at_start[0]["config"]["model_options"] == json.loads(
+      json.dumps(OPTIONS))
+  saved = json.load(open(os.path.join(model_dir, "train_config.json")))
+  assert saved["vocabularies"] == expected
+  assert trainer.vocabulary_fingerprints(prepared, spec) == expected
 
 
 def test_a_seed_repeats_its_run_whatever_ran_before_in_the_process(
