@@ -28,8 +28,9 @@ MIRRORED = textwrap.dedent('''
     from tfrs_din import training
     config = training.TrainConfig(
         model="dien", aux_negatives="fresh", strategy="mirrored", epochs=2,
-        batch_size=64, mlp_units=(8, 4), gru_units=4, activation="prelu",
-        validation_fraction=0.2, refit=False, verbose=0)
+        batch_size=64, validation_fraction=0.2, refit=False, verbose=0,
+        model_options=dict(mlp_units=(8, 4), gru_units=4,
+                           activation="prelu"))
     _, logs = training.train(sys.argv[1], sys.argv[2], config)
     print(json.dumps(logs))
 ''')
