@@ -66,8 +66,9 @@ def test_import_loads_no_tensorflow_until_a_name_is_used():
 
 
 def test_training_namespace_exposes_the_trainer_in_either_import_order():
-  # models import training.regularization and training.trainer imports the
-  # models: both first imports must work (the package loads names lazily).
+  # training.trainer imports the models, which import tfrs_din.regularizers
+  # and tfrs_din.optimizers: both first imports must work (the package loads
+  # names lazily).
   env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
          "PYTHONPATH": ":".join(p for p in sys.path if p)}
   for first in ("import tfrs_din.models", "from tfrs_din.training import train"):
@@ -83,3 +84,45 @@ def test_training_namespace_exposes_the_trainer_in_either_import_order():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (first, result.stderr[-2000:])
     assert result.stdout.strip() == "ok"
+
+
+def test_the_training_namespace_is_short():
+  from tfrs_din import training  # pylint: disable=g-import-not-at-top
+  assert sorted(training.__all__) == sorted([
+      "TrainConfig", "build_model", "evaluate", "load_model", "predict_split",
+      "score", "train", "config", "distribute", "trainer", "workflow"])
+  for name in training.__all__:
+    assert getattr(training, name) is not None
+  # Internals and the moved or removed names stay out of the namespace.
+  for gone in ("resolve_regularization", "dense_l2_warning", "LazyAdam",
+               "zero_held_out_users", "check_data_options", "optimizers",
+               "regularization", "validation_split", "DEFAULT_L2"):
+    with pytest.raises(AttributeError):
+      getattr(training, gone)
+
+
+def test_regularizers_and_optimizers_are_top_level_modules():
+  from tfrs_din import optimizers, regularizers  # pylint: disable=g-import-not-at-top
+  assert regularizers.REGULARIZATIONS == ("auto", "l2", "lazy_l2", "mba", None)
+  assert regularizers.DENSE_L2_MAX_ROWS == 250_000
+  assert regularizers.DEFAULT_L2 == {"l2": 1e-3, "lazy_l2": 1e-3, "mba": 0.01}
+  assert optimizers.LazyAdam is tfrs_din.LazyAdam
+  assert "optimizers" in tfrs_din.__all__ and "regularizers" in tfrs_din.__all__
+
+
+def test_the_command_line_parses_without_tensorflow():
+  # `tfrs-din --help` and the TrainConfig it fills load no TensorFlow.
+  code = ("import sys\n"
+          "from tfrs_din import cli\n"
+          "from tfrs_din.training import config\n"
+          "args = cli.build_parser().parse_args(['train', '--data', 'd', "
+          "'--model_dir', 'm', '--model_options', 'gru_units=4'])\n"
+          "cli._train_config(args, 'dien').check()\n"
+          "assert 'tensorflow' not in sys.modules, 'eager TF import'\n"
+          "print('ok')")
+  env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
+         "PYTHONPATH": ":".join(p for p in sys.path if p)}
+  result = subprocess.run([sys.executable, "-c", code], env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "ok"
