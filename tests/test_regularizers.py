@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_din.regularizers import MiniBatchAwareL2
+from tfrs_din.regularizers import (DEFAULT_L2, DENSE_L2_MAX_ROWS, REGULARIZATIONS,
+                                   MiniBatchAwareL2, default_l2,
+                                   resolve_regularization)
 
 
 def test_penalty_and_gradient_follow_the_mba_rule():
@@ -42,3 +44,29 @@ def test_work_is_proportional_to_unique_ids_not_vocabulary():
 def test_needs_frequencies_or_size():
   with pytest.raises(ValueError, match="frequencies"):
     MiniBatchAwareL2()
+
+
+@pytest.mark.parametrize("rows, expected", [
+    (0, "l2"), (DENSE_L2_MAX_ROWS, "l2"), (DENSE_L2_MAX_ROWS + 1, "lazy_l2"),
+    (10 ** 8, "lazy_l2")])
+def test_auto_is_the_dense_l2_up_to_the_row_limit(rows, expected):
+  assert DENSE_L2_MAX_ROWS == 250_000
+  assert resolve_regularization("auto", rows) == expected
+
+
+@pytest.mark.parametrize("explicit", ["l2", "lazy_l2", "mba", None])
+def test_an_explicit_regulariser_is_kept_whatever_the_size(explicit):
+  for rows in (10, 10 ** 8):
+    assert resolve_regularization(explicit, rows) == explicit
+
+
+def test_an_unknown_regulariser_is_refused():
+  with pytest.raises(ValueError, match=r"regularization must be one of "
+                     r"\('auto', 'l2', 'lazy_l2', 'mba', None\), got 'l1'"):
+    resolve_regularization("l1", 10)
+
+
+def test_each_regulariser_has_its_default_lambda():
+  assert [default_l2(r) for r in ("l2", "lazy_l2", "mba", None)] == [
+      1e-3, 1e-3, 0.01, 0.0]
+  assert set(DEFAULT_L2) | {"auto", None} == set(REGULARIZATIONS)
