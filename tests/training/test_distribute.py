@@ -36,7 +36,7 @@ MIRRORED = COMMON + textwrap.dedent('''
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tfrs_din.training import optimizers
+    from tfrs_din import optimizers
     mode = sys.argv[1]
     lazy_l2 = mode == "lazy_l2"  # LazyAdam's rows' L2, every 2 steps
     # dense_l2: every dense gradient takes LazyAdam's fused XLA update.
@@ -104,7 +104,7 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
         model = make_model()
         model.build_all()  # variables (and their shards) created in scope
         # The trainer's selection run zeroes the validation users' rows.
-        from tfrs_din.training import zero_held_out_users
+        from tfrs_din.training.trainer import zero_held_out_users
         from tfrs_din.data.pipeline import in_holdout
         zeroed = zero_held_out_users(model, 0.3, seed=0)
         model.compile(tf.keras.optimizers.SGD(0.5))
@@ -122,7 +122,7 @@ PARAMETER_SERVER = COMMON + textwrap.dedent('''
 
     # The dense L2 with LazyAdam's fused update on each shard: a row with
     # no data gradient gets g = lambda w, which Adam turns into steps of lr.
-    from tfrs_din.training import optimizers
+    from tfrs_din import optimizers
     from tfrs_din.optimizers import LazyAdam
     optimizers.FUSED_DENSE_MIN_ELEMENTS = 0
     with strategy.scope():
