@@ -8,8 +8,8 @@ Two protocols (SPEC sections 8 and 10), both prepared by the Beam job:
     split into train and test (the DIN paper's MovieLens protocol);
   * next_item: positives only, Amazon style; train samples predict b_{k+1}
     from b_1..b_k, the test sample predicts b_n; one sampled negative each.
-Writes a table of AUC / GAUC / RelaImpr (mean and spread over seeds) to
-docs/results.md, beside the papers' numbers.
+Prints a table of AUC / GAUC / RelaImpr (mean and spread over seeds),
+beside the papers' numbers; `--output FILE` also writes it there.
 """
 
 from __future__ import annotations
@@ -74,8 +74,7 @@ def main() -> int:
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--epochs", type=int, default=3)
   parser.add_argument("--protocols", default="movielens,next_item")
-  parser.add_argument("--output", default=os.path.join(ROOT, "docs",
-                                                        "results.md"))
+  parser.add_argument("--output", help="also write the table to this file")
   args = parser.parse_args()
   sys.path.insert(0, ROOT)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -140,8 +139,9 @@ def main() -> int:
                    f"{stat('logloss')} | {rel_text} |")
     lines.append("")
   lines += [PAPER, ""]
-  with open(args.output, "w") as f:
-    f.write("\n".join(lines))
+  if args.output:
+    with open(args.output, "w") as f:
+      f.write("\n".join(lines))
   print("\n".join(lines))
   return 0
 

@@ -2,9 +2,9 @@
 
     pip install -e ".[peers]"        # a venv of its own: torch is several GB
     python benchmarks/peers.py --quick                    # smoke run, minutes
-    python benchmarks/peers.py                            # 5 seeds; rewrites the
-                                                          # peers section of
-                                                          # docs/benchmarks.md
+    python benchmarks/peers.py                            # 5 seeds; --docs FILE
+                                                          # also rewrites its
+                                                          # section of FILE
     python benchmarks/peers.py --schedule validated --libraries ours,fuxictr
 
 One data set is generated once (`tfrs_din.data.synthetic`, a planted
@@ -941,10 +941,9 @@ def main() -> int:
                       help="a `tfrs-din prepare` output to use instead of the "
                            "generator (e.g. Amazon Toys, next_item); its "
                            "report goes to a docs section of its own")
-  parser.add_argument("--docs", default=os.path.join(ROOT, "docs",
-                                                     "benchmarks.md"))
-  parser.add_argument("--no-docs", action="store_true",
-                      help="do not rewrite the docs section (--quick never does)")
+  parser.add_argument("--docs", default=None,
+                      help="also rewrite this data set's and schedule's peers "
+                      "section of this markdown file (not with --quick)")
   parser.add_argument("--report-only", action="store_true",
                       help="run nothing: the report (and docs section) from "
                            "the runs already in --out")
@@ -1077,7 +1076,7 @@ def main() -> int:
                 timed if args.schedule == "one_epoch" else None,
                 args.schedule, args.max_epochs)
   print(text)
-  if not args.quick and not args.no_docs:
+  if args.docs and not args.quick:
     write_section(args.docs, text, manifest.get("source"), args.schedule)
     print(f"[peers] rewrote the peers section of {args.docs}")
   return 0

@@ -1,7 +1,7 @@
 """Speed and memory benchmarks, as ratios against a baseline in the same run.
 
   python benchmarks/run.py --quick     # reduced sizes, a few minutes
-  python benchmarks/run.py             # full set; rewrites docs/benchmarks.md
+  python benchmarks/run.py             # full set (--output FILE writes it)
 
 Each section runs in its own subprocess, so the peak resident memory (RSS)
 reported beside it belongs to that section alone. The last line printed is
@@ -381,8 +381,9 @@ def main() -> int:
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--section", choices=SECTIONS)
   parser.add_argument("--only", help="comma-separated sections to run")
-  parser.add_argument("--output", default=os.path.join(ROOT, "docs",
-                                                        "benchmarks.md"))
+  parser.add_argument("--output", help="also write the report to this file "
+                      "(e.g. a copy of docs/benchmarks.md: the tables above "
+                      "its '## Reading the figures' are replaced)")
   args = parser.parse_args()
   if args.section:
     result = globals()[args.section](args.quick)
