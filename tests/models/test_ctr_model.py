@@ -1,9 +1,12 @@
 """What fit/evaluate log: epoch means of the objective and of each term."""
 
+import logging
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfrs_din.features import CategoricalFeature, FeatureSpec
 from tfrs_din.models import BaseModel, DIENModel, DINModel
 from tfrs_din.models.ctr_model import behaviour_sum_features
 
@@ -18,7 +21,9 @@ def _batches(data, size=32, count=4):
 
 
 def test_evaluate_reports_epoch_means_of_loss_and_penalty(small_data):
-  model = DINModel(small_data.spec, attention_units=(8, 4), **SMALL)
+  # MBA: a penalty that differs between batches (the dense L2's does not).
+  model = DINModel(small_data.spec, attention_units=(8, 4),
+                   regularization="mba", **SMALL)
   model.compile(tf.keras.optimizers.Adam(1e-3))
   ds = _batches(small_data)
   logs = model.evaluate(ds, return_dict=True, verbose=0)
@@ -39,14 +44,26 @@ def test_evaluate_reports_epoch_means_of_loss_and_penalty(small_data):
 def test_fit_logs_the_auxiliary_loss_and_the_whole_objective(small_data):
   model = DIENModel(small_data.spec, gru_units=4, **SMALL)
   model.compile(tf.keras.optimizers.Adam(1e-3))
-  logs = model.fit(_batches(small_data), epochs=2, verbose=0).history
-  assert set(logs) >= {"loss", "logloss", "mba_loss", "aux_loss", "auc"}
+  validation = _batches(small_data, count=2)
+  logs = model.fit(_batches(small_data), epochs=2, verbose=0,
+                   validation_data=validation).history
+  # The default penalty on tables this small: the dense L2.
+  assert set(logs) >= {"loss", "logloss", "l2_loss", "aux_loss", "auc"}
   for epoch in range(2):
-    terms = logs["logloss"][epoch] + logs["mba_loss"][epoch] + logs[
+    terms = logs["logloss"][epoch] + logs["l2_loss"][epoch] + logs[
         "aux_loss"][epoch]
     assert logs["loss"][epoch] == pytest.approx(terms, rel=1e-5)
     # alpha * L_aux of two log losses: near 2 log 2 at the start.
     assert 0.5 < logs["aux_loss"][epoch] < 2.0
+  # Evaluation has no negatives: no auxiliary term, and none logged as 0.
+  assert "val_aux_loss" not in logs
+  for epoch in range(2):
+    assert logs["val_loss"][epoch] == pytest.approx(
+        logs["val_logloss"][epoch] + logs["val_l2_loss"][epoch], rel=1e-5)
+  evaluated = model.evaluate(validation, return_dict=True, verbose=0)
+  assert "aux_loss" not in evaluated
+  assert evaluated["loss"] == pytest.approx(
+      evaluated["logloss"] + evaluated["l2_loss"], rel=1e-5)
 
 
 def test_behaviour_sum_reaches_the_tower(small_data):
@@ -75,10 +92,12 @@ def test_behaviour_sum_reaches_the_tower(small_data):
   np.testing.assert_allclose(mean_product[:, 0].numpy(),
                              embedded.candidate[:, 0].numpy() * expected_mean,
                              atol=1e-6)
-  averaged = DINModel(small_data.spec, attention_units=(8, 4),
-                      tower_behaviour_pooling="mean", **SMALL)
+  # "mean" is the default; "sum" (the official code's) survives a round trip.
+  assert summed.tower_behaviour_pooling == "mean"
+  official = DINModel(small_data.spec, attention_units=(8, 4),
+                      tower_behaviour_pooling="sum", **SMALL)
   assert DINModel.from_config(
-      averaged.get_config()).tower_behaviour_pooling == "mean"
+      official.get_config()).tower_behaviour_pooling == "sum"
   with pytest.raises(ValueError, match="tower_behaviour_pooling"):
     DINModel(small_data.spec, tower_behaviour_pooling="max", **SMALL)
   # The base model's interest is already the sum: only e_A * s is added.
@@ -149,3 +168,44 @@ def test_batch_tower_normalization_learns_statistics_and_serves_with_them(
 def test_tower_input_normalization_is_validated(small_data):
   with pytest.raises(ValueError, match="tower_input_normalization"):
     BaseModel(small_data.spec, tower_input_normalization="layer")
+
+
+def _spec(users, items):
+  return FeatureSpec(
+      user_features=[CategoricalFeature("user_id", users, 4)],
+      item_features=[CategoricalFeature("item_id", items, 4)])
+
+
+@pytest.mark.parametrize("users, items, resolved", [
+    (150_000, 100_000, "l2"), (150_000, 100_001, "lazy_l2"),
+    (500_000, 600_000, "lazy_l2")])
+def test_auto_regularisation_is_the_dense_l2_up_to_the_threshold(
+    users, items, resolved):
+  # 250,000 embedding rows in all, not more, take the dense L2.
+  model = BaseModel(_spec(users, items))
+  assert model.regularization == model.embedder.regularization == resolved
+  assert model.get_config()["regularization"] == resolved
+  assert model.l2 == 1e-3
+  assert BaseModel.from_config(model.get_config()).regularization == resolved
+
+
+def test_a_dense_l2_on_large_tables_is_warned_about(caplog):
+  with caplog.at_level(logging.WARNING):
+    BaseModel(_spec(500_000, 600_000), regularization="l2")
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING]
+  assert len(warnings) == 1
+  assert warnings[0].startswith("regularization='l2' penalises all 1,100,000 "
+                                "embedding rows at every step")
+  assert "regularization='lazy_l2'" in warnings[0]
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    BaseModel(_spec(150_000, 100_000), regularization="l2")  # at the limit
+    for quiet in ("auto", "lazy_l2", "mba", None):
+      BaseModel(_spec(500_000, 600_000), regularization=quiet)
+  assert not [r for r in caplog.records if "penalises all" in r.getMessage()]
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    BaseModel(_spec(150_000, 100_001), regularization="l2")
+  assert [r for r in caplog.records if "penalises all 250,001" in
+          r.getMessage()]

@@ -1,4 +1,5 @@
-"""DIEN's options from the official code: MLP attention, aux normalisation."""
+"""DIEN's attention (the official code's MLP, the paper's bilinear form) and
+the normalisation of its auxiliary loss."""
 
 import numpy as np
 import pytest
@@ -46,8 +47,8 @@ def _attention_inputs(model, features):
 
 
 def test_mlp_attention_matches_the_official_formula(small_data):
-  model = DIENModel(small_data.spec, attention="mlp", attention_units=(5, 3),
-                    **SMALL)
+  model = DIENModel(small_data.spec, attention_units=(5, 3), **SMALL)
+  assert model.attention_type == "mlp"  # the default
   features = small_data.features(slice(0, 6))
   weights, embedded, states, lengths = _attention_inputs(model, features)
   for row, length in enumerate(lengths):
@@ -66,13 +67,15 @@ def test_mlp_attention_matches_the_official_formula(small_data):
   assert not hasattr(model, "attention_kernel")
 
 
-def test_attention_option_is_validated(small_data):
-  with pytest.raises(ValueError, match="attention must be one of"):
-    DIENModel(small_data.spec, attention="dot", **SMALL)
+def test_attention_type_is_validated(small_data):
+  with pytest.raises(ValueError, match="attention_type must be one of"):
+    DIENModel(small_data.spec, attention_type="dot", **SMALL)
 
 
-@pytest.mark.parametrize("reduction", ["user_sum", "padded_mean"])
-def test_aux_reduction_reaches_the_extractor(reduction, small_data):
+def test_aux_reduction_reaches_the_extractor(small_data):
+  # The default, "padded_mean", against "step_mean" on the same weights.
+  reduction = "padded_mean"
+  assert DIENModel(small_data.spec, **SMALL).aux_reduction == reduction
   features = small_data.features(slice(0, 16))
   models = {r: DIENModel(small_data.spec, aux_reduction=r, seed=0, **SMALL)
             for r in ("step_mean", reduction)}
@@ -85,39 +88,29 @@ def test_aux_reduction_reaches_the_extractor(reduction, small_data):
   mask = np.arange(small_data.spec.max_history)[None, :] < features[
       HISTORY_LENGTH].numpy()[:, None]
   steps = np.logical_and(mask[:, :-1], mask[:, 1:]).sum()
-  count = {"user_sum": mask.shape[0],
-           "padded_mean": mask.shape[0] * (mask.sum(1).max() - 1)}[reduction]
+  count = mask.shape[0] * (mask.sum(1).max() - 1)
   # Training-mode aux BN: the same batch gives the same per-step losses.
   assert terms[reduction] == pytest.approx(
       terms["step_mean"] * steps / count, rel=1e-5)
   assert models[reduction].get_config()["aux_reduction"] == reduction
 
 
-def test_identity_bilinear_attention_is_a_softmax_of_dot_products(small_data):
-  # W = I (gru_units = the item embedding width): a_t = softmax(h_t . e_A)
-  # over the valid steps, FuxiCTR's starting point.
+def test_bilinear_attention_is_the_papers_softmax_of_h_w_e(small_data):
+  # eq. 7: a_t = softmax_t(h_t W e_A) over the valid steps.
+  model = DIENModel(small_data.spec, attention_type="bilinear", **SMALL)
+  kernel = model.attention_kernel.numpy()
   item_dim = sum(f.embedding_dim for f in small_data.spec.item_features)
-  model = DIENModel(small_data.spec, attention="bilinear",
-                    attention_initializer="identity",
-                    **dict(SMALL, gru_units=item_dim))
-  np.testing.assert_array_equal(model.attention_kernel.numpy(),
-                                np.eye(item_dim, dtype=np.float32))
+  assert kernel.shape == (SMALL["gru_units"], item_dim)
+  assert not hasattr(model, "attention_unit")
   features = small_data.features(slice(0, 6))
   weights, embedded, states, lengths = _attention_inputs(model, features)
   for row, length in enumerate(lengths):
-    scores = states[row, :length] @ embedded.candidate[row, 0].numpy()
+    scores = states[row, :length] @ kernel @ embedded.candidate[row, 0].numpy()
     expected = np.exp(scores - scores.max())
     np.testing.assert_allclose(weights[row, :length],
                                expected / expected.sum(), rtol=1e-5,
                                atol=1e-7)
     np.testing.assert_array_equal(weights[row, length:], 0.0)
   clone = DIENModel.from_config(model.get_config())
-  assert isinstance(clone.attention_initializer,
-                    tf.keras.initializers.Identity)
-
-
-def test_attention_initializer_needs_the_bilinear_attention(small_data):
-  with pytest.raises(ValueError, match="attention_initializer is the "
-                     "bilinear attention's"):
-    DIENModel(small_data.spec, attention="mlp",
-              attention_initializer="identity", **SMALL)
+  assert clone.attention_type == "bilinear"
+  assert "attention_initializer" not in model.get_config()
