@@ -17,6 +17,14 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 DEAD = "dead_letter"
+# The byte-order mark that spreadsheets and some editors write at the start of
+# a UTF-8 file; it is not part of the first column's name or the first row.
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class InputError(ValueError):
+  """An input file the job cannot read as asked (found before it runs); the
+  message is one line naming the file, column or row and what to do."""
 
 
 @dataclasses.dataclass
@@ -325,21 +333,35 @@ def detect_format(pattern: str, declared: Optional[str] = None) -> str:
 
 
 def read_header(pattern: str, delimiter: str) -> List[str]:
-  """Column names from the first matching file; `name:type` becomes `name`."""
+  """Column names from the first matching file that is not empty; `name:type`
+  becomes `name` and a UTF-8 byte-order mark is dropped."""
   match = FileSystems.match([pattern])[0].metadata_list
   if not match:
-    raise ValueError(f"no file matches {pattern!r}")
-  path = sorted(m.path for m in match)[0]
-  with FileSystems.open(path) as handle:
-    raw = handle.readline()  # the header alone: later lines may be bad
+    raise InputError(f"no file matches {pattern!r}")
+  for path in sorted(m.path for m in match):
+    with FileSystems.open(path) as handle:
+      raw = handle.readline()  # the header alone: later lines may be bad
+    if raw:
+      return parse_header(path, raw, delimiter)
+  raise InputError(f"{pattern}: every matching file is empty (0 bytes); give "
+                   "a file whose first line names the columns")
+
+
+def parse_header(path: str, raw: bytes, delimiter: str) -> List[str]:
+  """Column names of the raw first line of `path` (see `read_header`)."""
+  if raw.startswith(UTF8_BOM):
+    raw = raw[len(UTF8_BOM):]
   try:
     first = raw.decode("utf-8")
   except UnicodeDecodeError as error:
-    raise ValueError(f"{path}: the header line is not valid UTF-8 "
-                     f"({error.reason} at byte {error.start})") from None
+    raise InputError(f"{path}: the header line is not valid UTF-8 "
+                     f"({error.reason} at byte {error.start}); save the file "
+                     "as UTF-8") from None
+  first = first.rstrip("\r\n")
+  if not first.strip():
+    return []
   return [name.strip().split(":")[0]
-          for name in next(csv.reader([first.rstrip("\r\n")],
-                                      delimiter=delimiter))]
+          for name in next(csv.reader([first], delimiter=delimiter))]
 
 
 class _ParseDelimited(beam.DoFn):

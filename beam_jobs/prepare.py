@@ -14,8 +14,13 @@ Output directory:
   metadata.json              feature spec, vocabulary sizes, counts, options
   _SUCCESS                   written last, when everything else is in place
 
-The pipeline writes into DIR/_temporary/<run id>/ and `run` moves the files
-into DIR after it has succeeded.
+`run` checks the inputs first (`beam_jobs.preflight`: an empty file, missing
+columns, no valid row among the first ones are one `InputError` line). The
+pipeline writes into DIR/_temporary/<run id>/ and `run` moves the files into
+DIR after it has succeeded; a run that fails leaves DIR as it was.
+
+Flags other than the job's own and Beam's pipeline options are refused
+(`split_beam_args`), with the closest known flag suggested.
 
 Runners: the DirectRunner by default (`--direct_running_mode=multi_processing
 --direct_num_workers=N` to use N processes); `--runner=DaskRunner
@@ -33,6 +38,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import difflib
 import gc
 import heapq
 import itertools
@@ -51,10 +57,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_jobs.events import (DEAD, Columns, RowParser, ValidateEvents,  # pylint: disable=unused-import
-                              _parse_json, _ParseDelimited, dead_letter,
-                              detect_format, item_table_entries, read_header,
-                              record_row)
+from beam_jobs import preflight
+from beam_jobs.events import (DEAD, UTF8_BOM, Columns, InputError,  # pylint: disable=unused-import
+                              RowParser, ValidateEvents, _parse_json,
+                              _ParseDelimited, dead_letter, detect_format,
+                              item_table_entries, read_header, record_row)
 from beam_jobs.sampling import NegativeSampler, stable_hash
 from beam_jobs.samples import PROTOCOLS, FastUserSampleBuilder, SampleOptions
 from beam_jobs.vocabulary import Vocabulary
@@ -95,6 +102,9 @@ MIN_RANGE_BYTES = 1 << 20
 # num_shards=0: one output shard per this many bytes of input events.
 SHARD_INPUT_BYTES = 64 << 20
 SUCCESS_FILE = schema.SUCCESS_FILE
+# Written by the last step, instead of metadata.json, when the run cannot
+# make a data set; it holds the reason (one line) and is never committed.
+FAILED_FILE = "_FAILED"
 TEMPORARY_DIR = "_temporary"
 PROGRESS_SECONDS = 30.0
 # ReadEvents groups the events of a range by user before they enter the
@@ -191,7 +201,8 @@ def _read_range(path: str, start: int, end: int, fmt: str,
 def _read_blocks(path: str, start: int, end: int, fmt: str,
                  skip_header: bool) -> Iterator[Tuple[List, Optional[str]]]:
   """`_read_range`'s lines a block at a time: (lines, the block's text), the
-  text None where the block is not UTF-8 (or for Parquet rows)."""
+  text None where the block is not UTF-8 (or for Parquet rows). A UTF-8
+  byte-order mark at the start of a file is not part of its first line."""
   if fmt == "parquet":
     import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
     with FileSystems.open(path) as handle:
@@ -207,6 +218,7 @@ def _read_blocks(path: str, start: int, end: int, fmt: str,
       position = start - 1 + len(handle.readline())  # finish the previous line
     elif skip_header:
       position += len(handle.readline())
+    at_start = position == 0
     while compressed or position < end:
       block = handle.read(READ_BLOCK_BYTES if compressed
                           else min(READ_BLOCK_BYTES, end - position))
@@ -215,6 +227,12 @@ def _read_blocks(path: str, start: int, end: int, fmt: str,
       if not block.endswith(b"\n"):
         block += handle.readline()  # the last line, whole
       position += len(block)
+      if at_start:
+        at_start = False
+        if block.startswith(UTF8_BOM):
+          block = block[len(UTF8_BOM):]
+          if not block:
+            continue
       yield _lines(block)
 
 
@@ -703,11 +721,32 @@ def check_accounting(counts: Dict[str, int]) -> None:
         "before the shard writers; nothing is committed")
 
 
+def no_event_kept(config: PrepareConfig, counts: Dict[str, int],
+                  reasons: Sequence[Dict]) -> str:
+  """The one-line reason of a run that kept no event: the counts and the
+  most frequent reasons of the rejections (the dead letters themselves are
+  not committed)."""
+  top = sorted(reasons, key=lambda r: (-r["count"], r["source"], r["reason"]))
+  why = "; ".join(
+      f"{'' if r['source'] == 'events' else r['source'] + ': '}"
+      f"{r['count']} x {r['reason']}" for r in top[:3])
+  text = (f"no event of {config.events} was kept: "
+          f"{counts.get('events_read', 0)} read, "
+          f"{counts.get('events_rejected', 0)} rejected")
+  if why:
+    text += f" ({why}{'; ...' if len(top) > 3 else ''})"
+  return " ".join(text.split("\n")) + "; fix the input and run again"
+
+
 def _write_metadata(parts, root: str, config: PrepareConfig) -> str:
   """The last step: every count, reason and size of the run -> metadata.json.
 
   It consumes the outputs of every writer, so on runners that compute only
-  what the last step needs (the DaskRunner) everything is written.
+  what the last step needs (the DaskRunner) everything is written. A run
+  that cannot make a data set (no event kept, counts that do not add up)
+  writes its one-line reason to `FAILED_FILE` instead, which `run` reports
+  on any runner (an exception raised here would reach the driver as the
+  runner wraps it, and be retried by some).
   """
   counts: Dict[str, int] = collections.Counter()
   reasons = []
@@ -720,9 +759,13 @@ def _write_metadata(parts, root: str, config: PrepareConfig) -> str:
     elif tag == "vocab":
       sizes[value[0]] = value[1]
   if "item_id" not in sizes:
-    raise ValueError("no event was kept, so there is no item vocabulary: see "
-                     f"the dead letters in {root}/dead_letter")
-  check_accounting(counts)
+    _write_file(f"{root}/{FAILED_FILE}", no_event_kept(config, counts, reasons))
+    return root
+  try:
+    check_accounting(counts)
+  except ValueError as error:
+    _write_file(f"{root}/{FAILED_FILE}", str(error))
+    return root
   counts = dict(counts)
   counts.pop(SAMPLES_BUILT, None)
   counts["rejected_by_reason"] = sorted(reasons,
@@ -861,12 +904,113 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig,
        | "WriteMetadata" >> beam.Map(_write_metadata, root, config))
 
 
-def parse_args(argv: Optional[Sequence[str]] = None):
-  parser = argparse.ArgumentParser(
-      prog="python -m beam_jobs.prepare", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+class _Parser(argparse.ArgumentParser):
+  """Raises ValueError with argparse's one-line message where argparse
+  would print its usage and exit (`tfrs-din` reports it as bad input)."""
+
+  def error(self, message: str):
+    raise ValueError(message)
+
+
+def job_parser() -> argparse.ArgumentParser:
+  """The job's own flags (`add_arguments`); abbreviations are refused, as
+  Beam refuses them, so that a Beam flag such as `--label` is never taken
+  for the job's `--label_column`."""
+  parser = _Parser(prog="python -m beam_jobs.prepare", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                   allow_abbrev=False)
   add_arguments(parser)
-  return parser.parse_known_args(argv)
+  return parser
+
+
+def beam_flags() -> Dict[str, argparse.Action]:
+  """Every flag that Beam's pipeline options define -> its argparse action:
+  those of each PipelineOptions subclass, as Beam itself collects them,
+  with the DaskRunner's options registered when Dask is installed."""
+  try:
+    import apache_beam.runners.dask.dask_runner  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    pass
+  from apache_beam.options.pipeline_options import _BeamArgumentParser  # pylint: disable=g-import-not-at-top
+  parser = _BeamArgumentParser(allow_abbrev=False)
+  for cls in PipelineOptions.__subclasses__():
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+  return {flag: action for action in parser._actions  # pylint: disable=protected-access
+          for flag in action.option_strings if flag.startswith("--")}
+
+
+def split_beam_args(argv: Sequence[str], other_flags: Sequence[str] = ()
+                    ) -> Tuple[List[str], List[str]]:
+  """Splits command-line arguments into the job's and Beam's.
+
+  Each `--flag value` or `--flag=value` goes to the job if `job_parser`
+  defines the flag, to Beam if its pipeline options do (`beam_flags`); any
+  other flag, or a value that follows no flag, is refused.
+
+  Args:
+    argv: the arguments.
+    other_flags: flags known to the caller (e.g. the `tfrs-din` command's
+      own), offered as suggestions for a mistyped flag.
+
+  Returns:
+    (the job's arguments, Beam's), each in the order given.
+
+  Raises:
+    ValueError: one line, e.g. "unknown flag --max_histroy; did you mean
+      --max_history?".
+  """
+  job = {flag: action for action in job_parser()._actions  # pylint: disable=protected-access
+         for flag in action.option_strings}
+  beam_actions = beam_flags()
+  job_args: List[str] = []
+  beam_args: List[str] = []
+  i = 0
+  while i < len(argv):
+    token = argv[i]
+    i += 1
+    name, has_value, _ = token.partition("=")
+    if not token.startswith("-") or token == "-":
+      raise ValueError(f"unexpected argument {token!r}: values follow their "
+                       "flag, as in --max_history 50")
+    if name in job:
+      into, action = job_args, job[name]
+    elif name in beam_actions:
+      into, action = beam_args, beam_actions[name]
+    else:
+      known = sorted(set(job) | set(beam_actions) | set(other_flags))
+      close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+      raise ValueError(
+          f"unknown flag {name}; did you mean {close[0]}?" if close else
+          f"unknown flag {name}: neither an option of the job (--help lists "
+          "them) nor a Beam pipeline option")
+    into.append(token)
+    if has_value or action.nargs == 0:
+      continue
+    if action.nargs in (None, 1):  # one value, whatever it looks like
+      taken = 1 if i < len(argv) else 0
+    else:  # "?", "*", "+" or a count: the tokens up to the next flag
+      limit = action.nargs if isinstance(action.nargs, int) else (
+          1 if action.nargs == "?" else len(argv))
+      taken = 0
+      while (taken < limit and i + taken < len(argv)
+             and not argv[i + taken].startswith("--")):
+        taken += 1
+    into += argv[i:i + taken]
+    i += taken
+  return job_args, beam_args
+
+
+def parse_args(argv: Optional[Sequence[str]] = None
+               ) -> Tuple[argparse.Namespace, List[str]]:
+  """The job's options and Beam's pipeline options (`split_beam_args`).
+
+  Raises:
+    ValueError: an unknown flag (named, with the closest known one), or a
+      bad value of one of the job's flags; one line.
+  """
+  job_args, beam_args = split_beam_args(
+      sys.argv[1:] if argv is None else list(argv))
+  return job_parser().parse_args(job_args), beam_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -940,8 +1084,10 @@ OUTPUTS = (schema.METADATA_FILE, "item_table.tsv", "train", "test",
 _RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
 
-class PrepareFailed(RuntimeError):
-  """The pipeline failed; the output directory was left as it was."""
+class PrepareFailed(ValueError):
+  """The pipeline failed or made no data set; the output directory was left
+  as it was. A ValueError, as callers report bad input: its message is one
+  line that names only what still exists."""
 
 
 def _runner_args(beam_args: Sequence[str]) -> List[str]:
@@ -1047,9 +1193,10 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
         range_bytes: int = RANGE_BYTES) -> dict:
   """Runs the job to completion and returns the metadata it wrote.
 
-  The pipeline writes into `<output>/_temporary/<run id>/`; only when it has
-  succeeded are the files moved into `<output>` and `_SUCCESS` written. If it
-  fails, the temporary files are removed and `<output>` is left as it was.
+  The inputs are checked first (`beam_jobs.preflight`). The pipeline writes
+  into `<output>/_temporary/<run id>/`; only when it has succeeded are the
+  files moved into `<output>` and `_SUCCESS` written. If it fails, the
+  temporary files are removed and `<output>` is left as it was.
 
   Args:
     config: the job's options.
@@ -1058,13 +1205,18 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
     range_bytes: the most bytes of input one read step handles.
 
   Raises:
-    ValueError: bad options or inputs (before anything runs).
-    PrepareFailed: the pipeline failed.
+    InputError: an input that cannot be read as asked (before anything runs).
+    ValueError: bad options (before anything runs).
+    PrepareFailed: the pipeline failed or made no data set.
   """
   if not FileSystems.match([config.events])[0].metadata_list:
-    raise ValueError(f"--events: no file matches {config.events!r}")
+    raise InputError(f"--events: no file matches {config.events!r}")
   if config.items and not FileSystems.match([config.items])[0].metadata_list:
-    raise ValueError(f"--items: no file matches {config.items!r}")
+    raise InputError(f"--items: no file matches {config.items!r}")
+  preflight.check_events(config.events, config.columns, config.input_format,
+                         with_item_table=bool(config.items))
+  if config.items:
+    preflight.check_items(config.items, config.columns, config.input_format)
   out = config.output.rstrip("/")
   existing = [p for p in OUTPUTS if FileSystems.exists(f"{out}/{p}")]
   if existing and not config.overwrite:
@@ -1073,6 +1225,7 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
   tmp = f"{out}/{TEMPORARY_DIR}/{uuid.uuid4().hex}"
   options = PipelineOptions(_runner_args(beam_args))
   _check_dask_shuffle(options)
+  output_existed = FileSystems.exists(out)
   _Progress.reset()
   start = time.monotonic()
   _LOG.info("prepare: %s -> %s (temporary %s)", config.events, out, tmp)
@@ -1082,24 +1235,61 @@ def run(config: PrepareConfig, beam_args: Sequence[str] = (),
       build_pipeline(pipeline, config, root=tmp, range_bytes=range_bytes,
                      progress_seconds=progress_seconds)
   except Exception as error:  # pylint: disable=broad-except
-    if FileSystems.exists(tmp):
-      FileSystems.delete([tmp])
+    _discard(tmp, out, output_existed)
     raise PrepareFailed(
         f"prepare failed, {config.output!r} was left as it was (its partial "
-        f"files were removed): {type(error).__name__}: {error}") from error
+        f"files were removed): {type(error).__name__}: {_one_line(error)}"
+    ) from error
   finally:
     client = getattr(getattr(pipeline, "result", None), "client", None)
     if client is not None:  # the DaskRunner's; it would outlive the job
       client.close()
+  if not FileSystems.exists(f"{tmp}/{schema.METADATA_FILE}"):
+    reason = (_read_text(f"{tmp}/{FAILED_FILE}")
+              if FileSystems.exists(f"{tmp}/{FAILED_FILE}") else
+              f"the pipeline made no metadata.json: no row of {config.events} "
+              "reached its last step")
+    _discard(tmp, out, output_existed)
+    raise PrepareFailed(f"prepare failed, {config.output!r} was left as it "
+                        f"was (its partial files were removed): {reason}")
   _commit(tmp, out, num_shards_for(config))
-  parent = f"{out}/{TEMPORARY_DIR}"
-  if not FileSystems.match([f"{parent}/*"])[0].metadata_list:
-    FileSystems.delete([parent])
+  _remove_if_empty(f"{out}/{TEMPORARY_DIR}")
   with FileSystems.open(f"{out}/{schema.METADATA_FILE}") as handle:
     metadata = json.loads(handle.read().decode("utf-8"))
   _LOG.info("prepare: done in %.1f s: %s", time.monotonic() - start,
             json.dumps(metadata["counts"], sort_keys=True)[:300])
   return metadata
+
+
+def _read_text(path: str) -> str:
+  with FileSystems.open(path) as handle:
+    return handle.read().decode("utf-8")
+
+
+def _one_line(error: BaseException) -> str:
+  """The line of an error's message that says what went wrong: runners
+  that run the pipeline elsewhere put the remote traceback in the message,
+  whose last line is the original exception."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[-1] if lines else repr(error)
+
+
+def _remove_if_empty(path: str) -> None:
+  """Deletes the directory `path` if it exists and holds no file (at any
+  depth: another run's temporary files keep it)."""
+  if (FileSystems.exists(path)
+      and not FileSystems.match([f"{path}/**"])[0].metadata_list):
+    FileSystems.delete([path])
+
+
+def _discard(tmp: str, out: str, output_existed: bool) -> None:
+  """Removes a failed run's files: its temporary directory, `_temporary/`
+  when no other run uses it, and `out` itself when the run created it."""
+  if FileSystems.exists(tmp):
+    FileSystems.delete([tmp])
+  _remove_if_empty(f"{out}/{TEMPORARY_DIR}")
+  if not output_existed:
+    _remove_if_empty(out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -1109,15 +1299,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     _LOG.addHandler(handler)
   _LOG.setLevel(logging.INFO)
-  args, beam_args = parse_args(argv)
   try:
+    args, beam_args = parse_args(argv)
     metadata = run(config_from_args(args), beam_args)
-  except ValueError as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
   except PrepareFailed as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   print(json.dumps(metadata["counts"], indent=2, sort_keys=True))
   return 0
 

@@ -281,10 +281,11 @@ def test_a_header_that_is_not_utf8_is_one_clear_error(tmp_path):
   events = str(tmp_path / "events.csv")
   with open(events, "wb") as f:
     f.write(b"user_id,item\xff_id,timestamp\nu1,a,1\n")
-  with pytest.raises(prepare.PrepareFailed,
-                     match="events.csv: the header line is not valid UTF-8"):
+  with pytest.raises(prepare.InputError,
+                     match="events.csv: the header line is not valid UTF-8 "
+                     r"\(invalid start byte at byte 12\); save the file as UTF-8$"):
     prepare.run(_config(tmp_path, events))
-  assert not os.path.exists(tmp_path / "out" / "_SUCCESS")
+  assert not os.path.exists(tmp_path / "out")
 
 
 def test_labeled_protocol_with_ratings_splits_users(tmp_path):
