@@ -939,6 +939,19 @@ def beam_flags() -> Dict[str, argparse.Action]:
           for flag in action.option_strings if flag.startswith("--")}
 
 
+def closest_flag(name: str, known: Sequence[str], cutoff: float = 0.7
+                 ) -> Optional[str]:
+  """The known flag most like `name` (dashes aside), if alike enough.
+  difflib's ratio depends on the order of its two strings; the lower of the
+  two is used, so that a long flag does not match a short one by chance."""
+  def score(flag: str) -> float:
+    a, b = name.lstrip("-"), flag.lstrip("-")
+    return min(difflib.SequenceMatcher(None, a, b).ratio(),
+               difflib.SequenceMatcher(None, b, a).ratio())
+  best = max(sorted(known), key=score, default=None)
+  return best if best is not None and score(best) >= cutoff else None
+
+
 def split_beam_args(argv: Sequence[str], other_flags: Sequence[str] = ()
                     ) -> Tuple[List[str], List[str]]:
   """Splits command-line arguments into the job's and Beam's.
@@ -977,10 +990,10 @@ def split_beam_args(argv: Sequence[str], other_flags: Sequence[str] = ()
     elif name in beam_actions:
       into, action = beam_args, beam_actions[name]
     else:
-      known = sorted(set(job) | set(beam_actions) | set(other_flags))
-      close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+      close = closest_flag(name, set(job) | set(beam_actions)
+                           | set(other_flags))
       raise ValueError(
-          f"unknown flag {name}; did you mean {close[0]}?" if close else
+          f"unknown flag {name}; did you mean {close}?" if close else
           f"unknown flag {name}: neither an option of the job (--help lists "
           "them) nor a Beam pipeline option")
     into.append(token)
