@@ -20,7 +20,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("din_vs_deepctr", "dien_vs_din", "serving", "vocabulary", "beam")
+SECTIONS = ("din_vs_deepctr", "dien_vs_din", "serving", "vocabulary", "beam",
+            "floor")
 
 
 # --------------------------------------------------------------------------- #
@@ -286,6 +287,19 @@ def vocabulary(quick: bool) -> dict:
           "lazy_l2_big_vs_l2_big": lazy_l2_big / dense_big}
 
 
+def floor(quick: bool) -> dict:
+  """DIN and DIEN training and evaluation examples/s as a share of the FLOP
+  floor of their matmuls over the history lengths that exist
+  (benchmarks/floor.py), and with batches padded to max_history."""
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  import floor as floor_bench  # pylint: disable=g-import-not-at-top
+  result = floor_bench.run(seconds=2.0 if quick else 10.0, quick=quick,
+                           compare_max_history=True)
+  for shape, rate in result.pop("matmul_gflop_per_s").items():
+    result[f"matmul_gflop_per_s {shape}"] = rate
+  return result
+
+
 def beam(quick: bool) -> dict:
   """Events per second of the Beam job, in-memory vs multi-processing."""
   import shutil
@@ -423,7 +437,8 @@ def _print_headline(results: dict, quick: bool) -> None:
   headline = {}
   for key in ("din_train_vs_deepctr", "dien_vs_din_train",
               "din_serve_vs_floor", "dien_serve_vs_floor", "serve_vs_deepctr",
-              "vocab_big_vs_10k_step", "beam_events_per_s"):
+              "vocab_big_vs_10k_step", "beam_events_per_s",
+              "din_train_vs_floor", "dien_train_vs_floor"):
     for values in results.values():
       if isinstance(values.get(key), (int, float)):
         headline[key if key != "vocab_big_vs_10k_step" else
