@@ -11,17 +11,19 @@ from tfrs_din.models import MODELS, BaseModel, DIENModel, DINModel
 import reference as ref
 
 SMALL = dict(mlp_units=(8, 4), activation="dice")
+# The defaults (DIEN as the official code has it), and the other choices:
+# DIN with the official code's affine tower normalisation, DIEN as the paper
+# writes it with a batch-normalised tower.
 OPTIONS = {"base": {}, "din": dict(attention_units=(8, 4)),
-           "dien": dict(gru_units=6, aux_hidden_units=(8, 4)),
-           # The official code's choices where the paper differs (issue 13).
+           "dien": dict(gru_units=6, aux_hidden_units=(8, 4),
+                        attention_units=(8, 4)),
            "din_official": dict(attention_units=(8, 4),
                                 tower_input_normalization="affine"),
-           "dien_official": dict(gru_units=6, aux_hidden_units=(8, 4),
-                                 gru_type="AUGRU_OFFICIAL", attention="mlp",
-                                 attention_units=(8, 4),
-                                 aux_reduction="padded_mean",
-                                 tower_input_normalization="batch")}
-ALL = ["base", "din", "dien", "din_official", "dien_official"]
+           "dien_paper": dict(gru_units=6, aux_hidden_units=(8, 4),
+                              gru_type="AUGRU", attention_type="bilinear",
+                              aux_reduction="step_mean",
+                              tower_input_normalization="batch")}
+ALL = ["base", "din", "dien", "din_official", "dien_paper"]
 
 
 def _model(name, spec, **kwargs):
@@ -114,7 +116,7 @@ def test_score_candidates_equals_tiled_rows(name, small_data):
                              rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["din", "dien", "dien_official"])
+@pytest.mark.parametrize("name", ["din", "dien", "dien_paper"])
 def test_attention_weights_are_zero_at_padding(name, small_data):
   model = _trained(name, small_data)
   features = small_data.features(slice(0, 20))
@@ -177,7 +179,8 @@ def test_lazy_l2_is_applied_by_lazy_adam_and_adds_no_loss_term(small_data):
   lazy = model
   assert float(lazy.embedder.penalty(features)) == 0.0
   assert losses["lazy_l2"] == pytest.approx(losses[None], rel=1e-6)
-  with pytest.raises(ValueError, match="applied by tfrs_din.training.LazyAdam"):
+  with pytest.raises(ValueError, match=r"applied by tfrs_din\.optimizers\."
+                     "LazyAdam"):
     lazy.compile(tf.keras.optimizers.Adam(0.01))
   with pytest.raises(ValueError, match="differs from the model's l2"):
     lazy.compile(LazyAdam(0.01, row_l2=0.3))
@@ -211,7 +214,7 @@ def test_dense_l2_through_lazy_adam_trains_as_through_keras_adam(
   # "l2" makes the tables' gradients dense: LazyAdam updates them in one
   # fused XLA kernel (every dense gradient, for this test), Keras' Adam in
   # its unfused ops. Same seed, same batches: the same training.
-  from tfrs_din.training import optimizers
+  from tfrs_din import optimizers
   from tfrs_din.optimizers import LazyAdam
   monkeypatch.setattr(optimizers, "FUSED_DENSE_MIN_ELEMENTS", 0)
   features = small_data.features(slice(0, 32))
@@ -264,5 +267,41 @@ def test_options_of_the_papers_are_accepted(small_data):
                attention_normalization="softmax", dropout=0.5, regularization=None),
       BaseModel(small_data.spec, pooling="mean", activation="prelu"),
       DIENModel(small_data.spec, gru_type="AIGRU", gru_units=4),
-      DIENModel(small_data.spec, gru_type="AGRU", gru_units=4)):
+      DIENModel(small_data.spec, gru_type="AGRU", gru_units=4),
+      DIENModel(small_data.spec, gru_type="AUGRU", gru_units=4,
+                attention_type="bilinear", aux_reduction="step_mean",
+                tower_input_normalization=None)):
     assert model(features).shape == (8,)
+
+
+def test_the_constructors_hold_the_shipped_defaults(small_data):
+  spec = small_data.spec
+  for cls in (BaseModel, DINModel, DIENModel):
+    config = cls(spec).get_config()
+    # "auto": the dense L2 on tables this small, stored resolved.
+    assert config["regularization"] == "l2" and config["l2"] == 1e-3
+    assert config["tower_behaviour_pooling"] == "mean"
+    assert config["mlp_units"] == (200, 80) and config["activation"] == "dice"
+  din = DINModel(spec).get_config()
+  assert din["behaviour_sum_in_tower"] and din["attention_units"] == (80, 40)
+  assert din["tower_input_normalization"] is None
+  dien = DIENModel(spec)
+  config = dien.get_config()
+  assert (config["gru_type"], config["attention_type"],
+          config["aux_reduction"], config["tower_input_normalization"],
+          config["gru_units"]) == ("AUGRU_OFFICIAL", "mlp", "padded_mean",
+                                   "affine", 36)
+  assert dien.evolution.cell.gate == "AUGRU_OFFICIAL"
+  assert dien.extractor.aux_reduction == "padded_mean"
+  assert dien.tower_norm is not None
+  assert not BaseModel(spec).get_config()["behaviour_sum_in_tower"]
+
+
+@pytest.mark.parametrize("cls, removed", [
+    (DINModel, "attention_padded_statistics"),
+    (DINModel, "attention_initial_weight"),
+    (DIENModel, "attention_initializer"), (DIENModel, "attention")])
+def test_removed_options_are_refused(cls, removed, small_data):
+  assert removed not in cls(small_data.spec).get_config()
+  with pytest.raises(TypeError, match=removed):
+    cls(small_data.spec, **{removed: 1.0})
