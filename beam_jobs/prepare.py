@@ -62,6 +62,7 @@ from beam_jobs.events import (DEAD, UTF8_BOM, Columns, InputError,  # pylint: di
                               RowParser, ValidateEvents, _parse_json,
                               _ParseDelimited, dead_letter, detect_format,
                               item_table_entries, read_header, record_row)
+from beam_jobs.options import add_arguments, job_parser  # noqa: F401  (the job's flags)
 from beam_jobs.sampling import NegativeSampler, stable_hash
 from beam_jobs.samples import PROTOCOLS, FastUserSampleBuilder, SampleOptions
 from beam_jobs.vocabulary import Vocabulary
@@ -904,25 +905,6 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig,
        | "WriteMetadata" >> beam.Map(_write_metadata, root, config))
 
 
-class _Parser(argparse.ArgumentParser):
-  """Raises ValueError with argparse's one-line message where argparse
-  would print its usage and exit (`tfrs-din` reports it as bad input)."""
-
-  def error(self, message: str):
-    raise ValueError(message)
-
-
-def job_parser() -> argparse.ArgumentParser:
-  """The job's own flags (`add_arguments`); abbreviations are refused, as
-  Beam refuses them, so that a Beam flag such as `--label` is never taken
-  for the job's `--label_column`."""
-  parser = _Parser(prog="python -m beam_jobs.prepare", description=__doc__,
-                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                   allow_abbrev=False)
-  add_arguments(parser)
-  return parser
-
-
 def beam_flags() -> Dict[str, argparse.Action]:
   """Every flag that Beam's pipeline options define -> its argparse action:
   those of each PipelineOptions subclass, as Beam itself collects them,
@@ -1024,42 +1006,6 @@ def parse_args(argv: Optional[Sequence[str]] = None
   job_args, beam_args = split_beam_args(
       sys.argv[1:] if argv is None else list(argv))
   return job_parser().parse_args(job_args), beam_args
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """Options of the job (shared with `tfrs-din prepare`)."""
-  a = parser.add_argument
-  a("--events", required=True, help="events file pattern (CSV/TSV with header, "
-    "JSON lines or Parquet)")
-  a("--output", required=True, help="output directory")
-  a("--items", help="optional item table (item id + item features)")
-  a("--input_format", choices=["csv", "tsv", "jsonl", "parquet"],
-    help="format of the inputs (default: from the file extension)")
-  a("--user_column", default="user_id")
-  a("--item_column", default="item_id")
-  a("--timestamp_column", default="timestamp")
-  a("--label_column", help="explicit 0/1 label column")
-  a("--rating_column", help="rating column; rating >= --rating_threshold is positive")
-  a("--rating_threshold", type=float, default=4.0)
-  a("--item_features", default="category_id",
-    help="comma-separated item side features ('' for none)")
-  a("--user_features", default="", help="comma-separated extra user features")
-  a("--protocol", choices=PROTOCOLS, default="next_item")
-  a("--max_history", type=int, default=50)
-  a("--num_negatives", type=int, default=1)
-  a("--no_aux_negatives", action="store_true",
-    help="do not write DIEN auxiliary negatives")
-  a("--test_fraction", type=float, default=0.1,
-    help="share of users in the test split (labeled protocol)")
-  a("--min_count", type=int, default=1, help="ids seen fewer times map to OOV")
-  a("--negative_power", type=float, default=0.0,
-    help="negatives drawn with probability ~ count**power (0 = uniform)")
-  a("--max_events_per_user", type=int, default=10_000)
-  a("--embedding_dim", type=int, default=18)
-  a("--num_shards", type=int, default=0)
-  a("--seed", type=int, default=0)
-  a("--overwrite", action="store_true",
-    help="replace a prepared data set already in --output")
 
 
 def config_from_args(args) -> PrepareConfig:

@@ -21,11 +21,11 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 from beam_jobs import encoding
 from beam_jobs.events import Event, EventRecord
 from beam_jobs.sampling import NegativeSampler, stable_hash, user_rng
+from beam_jobs.options import PROTOCOLS
 from beam_jobs.vocabulary import Vocabulary
 from tfrs_din.schema import (ITEM_ID, LABEL, OOV_INDEX, USER_ID, history_name,
                              negative_name)
 
-PROTOCOLS = ("next_item", "labeled")
 
 
 @dataclasses.dataclass

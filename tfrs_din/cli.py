@@ -268,7 +268,7 @@ def _command(args, beam_argv: Sequence[str]) -> int:
     packed_gru.build_in_background()  # overlaps prepare and the other models
   from tfrs_din.training import workflow  # pylint: disable=g-import-not-at-top
   if args.command == "prepare":
-    workflow.prepare(_prepare_argv(args) + list(beam_argv))
+    workflow.prepare_parsed(args, beam_argv)
   elif args.command == "train":
     training.train(args.data, args.model_dir, _train_config(args, args.model))
   elif args.command == "evaluate":
@@ -297,7 +297,7 @@ def _command(args, beam_argv: Sequence[str]) -> int:
     config = _train_config(args, args.models[0])
     config.check()  # refused before the Beam job, not after it
     training.trainer.check_model_options(config, args.models)
-    workflow.prepare(_prepare_argv(args) + list(beam_argv))
+    workflow.prepare_parsed(args, beam_argv)
     results = workflow.train_evaluate_export(
         args.output, args.output, args.models, config)
     print("\n" + workflow.format_table(results))
@@ -308,43 +308,26 @@ def _command(args, beam_argv: Sequence[str]) -> int:
   return 0
 
 
-def _prepare_argv(args) -> List[str]:
-  """Re-serialises the parsed Beam-job options for `beam_jobs.prepare`."""
-  from beam_jobs.prepare import add_arguments  # pylint: disable=g-import-not-at-top
-  probe = argparse.ArgumentParser()
-  add_arguments(probe)
-  argv = []
-  for action in probe._actions:  # pylint: disable=protected-access
-    if not action.option_strings or action.dest == "help":
-      continue
-    value = getattr(args, action.dest, None)
-    flag = action.option_strings[0]
-    if isinstance(action, argparse._StoreTrueAction):  # pylint: disable=protected-access
-      argv += [flag] if value else []
-    elif value is not None:
-      argv += [flag, str(value)]
-  return argv
-
-
 def _unknown_flags(parser: argparse.ArgumentParser, command: str,
-                   unknown: Sequence[str]) -> Optional[str]:
-  """One line refusing the first unknown flag of `command`, with the closest
-  known one, or None when there is none. `prepare` and `run` pass the flags
-  Beam's own pipeline options define to Beam (`beam_jobs.options`)."""
-  if command in ("prepare", "run"):
-    from beam_jobs.options import beam_arguments  # pylint: disable=g-import-not-at-top
-    unknown = [a for a in unknown if a not in beam_arguments(unknown)]
-  flags = [a for a in unknown if a.startswith("-")]
+                   unknown: Sequence[str]) -> List[str]:
+  """The flags of `unknown` that go to Beam (`prepare` and `run` pass the
+  options Beam's pipeline options define); raises ValueError, one line,
+  for any other, naming the closest known flag."""
   if not unknown:
-    return None
-  if not flags:
-    return f"unexpected argument {unknown[0]!r}"
+    return []
   usage = parser.commands[command].format_usage()
   known = sorted(set(re.findall(r"--[a-z][a-z0-9_]*", usage)))
-  name = flags[0].split("=", 1)[0]
+  if command in ("prepare", "run"):
+    from beam_jobs.prepare import split_beam_args  # pylint: disable=g-import-not-at-top
+    _, beam_args = split_beam_args(unknown, other_flags=known)
+    return beam_args
+  name = unknown[0].split("=", 1)[0]
+  if not name.startswith("-"):
+    raise ValueError(f"unexpected argument {name!r}")
   close = difflib.get_close_matches(name, known, n=1)
-  return (f"unknown flag {name}" + (f"; did you mean {close[0]}?" if close
-                                    else f"; see tfrs-din {command} --help"))
+  raise ValueError(f"unknown flag {name}" + (
+      f"; did you mean {close[0]}?" if close
+      else f"; see tfrs-din {command} --help"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -352,11 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
   try:
-    refusal = _unknown_flags(parser, args.command, unknown)
-    if refusal:
-      print(f"tfrs-din {args.command}: error: {refusal}", file=sys.stderr)
-      return 2
-    return _command(args, unknown)
+    return _command(args, _unknown_flags(parser, args.command, unknown))
   except USER_ERRORS as error:
     if args.debug:
       raise

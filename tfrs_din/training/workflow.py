@@ -16,8 +16,15 @@ def prepare(beam_argv: Sequence[str]) -> dict:
   """Runs the Beam job with `beam_jobs.prepare` command-line arguments."""
   from beam_jobs import prepare as job  # pylint: disable=g-import-not-at-top
   args, beam_args = job.parse_args(list(beam_argv))
+  return prepare_parsed(args, beam_args)
+
+
+def prepare_parsed(args, beam_args: Sequence[str]) -> dict:
+  """Runs the Beam job with parsed job options (the attributes that
+  `beam_jobs.options.add_arguments` defines) and Beam's arguments."""
+  from beam_jobs import prepare as job  # pylint: disable=g-import-not-at-top
   print(f"[prepare] {args.events} -> {args.output} (Apache Beam)", flush=True)
-  metadata = job.run(job.config_from_args(args), beam_args)
+  metadata = job.run(job.config_from_args(args), list(beam_args))
   c = metadata["counts"]
   print(f"[prepare] events read {c['events_read']}, used {c['events_used']}, "
         f"rejected {c['events_rejected']} (see dead_letter/); samples train "
