@@ -246,30 +246,52 @@ def test_grpc_request_with_wrong_dtype_is_refused(din_export):
 
 @pytest.mark.parametrize("inputs, message", [
     (dict(user_id=[""], hist_item_id=[["5001"]], candidate_item_id=[["5002"]]),
-     "input user_id holds an empty id"),
+     "user_id: expected non-empty ids, got an empty id"),
     (dict(user_id=["102"], hist_item_id=[["5001"]],
           candidate_item_id=np.zeros([1, 0], object)),
-     "input candidate_item_id is empty: send at least one candidate"),
+     "candidate_item_id: expected at least one candidate per row, got shape "
+     "[1 0]"),
     (dict(user_id=["102"], hist_item_id=[["5001"]],
           candidate_item_id=[["5002", ""]]),
-     "input candidate_item_id holds an empty id"),
+     "candidate_item_id: expected non-empty ids, got an empty id"),
     (dict(user_id=["102", "101"], hist_item_id=[["5001"]],
           candidate_item_id=[["5002"], ["5001"]]),
-     "must have the same batch size"),
+     "hist_item_id: expected 2 rows (the batch size of candidate_item_id), "
+     "got 1; every input must have the same batch size"),
 ])
 def test_invalid_values_raise_in_the_graph(din_export, inputs, message):
   _, _, loaded = din_export
   tensors = {k: tf.constant(np.asarray(v, object).astype(bytes)
                             if np.asarray(v).size else np.asarray(v, object),
                             tf.string) for k, v in inputs.items()}
-  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
     loaded.signatures["score_candidates"](**tensors)
+  assert message in error.value.message
+  # The server stand-in answers with the check's message first, as TF
+  # Serving does.
+  with pytest.raises(tf.errors.InvalidArgumentError) as error:
+    client.run_signature(loaded, client.predict_request(
+        "score_candidates", {k: np.asarray(v, object) for k, v in
+                             inputs.items()}))
+  assert error.value.message.startswith(f"assertion failed: [{message}")
+
+
+def test_server_message_is_the_ops_own():
+  op_message = ("assertion failed: [user_id: expected one string per row]\n"
+                "\t [[{{node Assert_2/Assert}}]]")
+  wrapped = ("Graph execution error:\n\nDetected at node Assert_2/Assert "
+             "defined at (most recent call last):\n<stack traces unavailable>"
+             "\nDetected at node Other defined at (most recent call last):\n"
+             '  File "x.py", line 3, in f\n    g()\n' + op_message)
+  assert client.server_message(wrapped) == op_message
+  assert client.server_message(op_message) == op_message
 
 
 def test_index_score_candidates_refuses_an_empty_candidate_list(din_export):
   _, _, loaded = din_export
   sig = loaded.signatures["score_candidates_indices"]
-  with pytest.raises(tf.errors.InvalidArgumentError, match="is empty"):
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="candidate_item_id: expected at least one candidate"):
     sig(user_id=tf.constant([2], tf.int64),
         hist_item_id=tf.constant([[2]], tf.int64),
         hist_category_id=tf.constant([[2]], tf.int64),

@@ -6,9 +6,10 @@ Builders (what a client sends):
   `rest_body`          REST JSON body, row (`instances`) or columnar (`inputs`)
   `predict_request`    gRPC `tensorflow.serving.PredictRequest`
 
-Stand-in (how TF Serving turns a request into tensors, for tests and local
-checks against `tf.saved_model.load`):
-  `tensors_from_rest`, `tensors_from_request`, `run_signature`
+Stand-in (how TF Serving turns a request into tensors, and answers errors,
+for tests and local checks against `tf.saved_model.load`):
+  `tensors_from_rest`, `tensors_from_request`, `run_signature`,
+  `server_message`
 
 Row format: every instance is a dict of the signature's inputs and instances
 are stacked along a new axis 0, so each input must have the same shape in
@@ -254,8 +255,39 @@ def tensors_from_request(request, signature) -> Dict[str, tf.Tensor]:
   return out
 
 
+_PREAMBLE = "Graph execution error:"
+_NO_TRACE = "<stack traces unavailable>"
+
+
+def server_message(message: str) -> str:
+  """The op's own error message, as TF Serving answers it.
+
+  A Python caller of a loaded export sees "Graph execution error:", then
+  where each failing node was defined, then the op's message; TF Serving
+  returns the op's message alone (for the export's input checks, "assertion
+  failed: [<input>: expected ...]"). Other messages are returned unchanged.
+
+  Args:
+    message: `tf.errors.OpError.message`.
+  """
+  lines = message.split("\n")
+  if lines[0] != _PREAMBLE:
+    return message
+  start = 1
+  for i, line in enumerate(lines):
+    if line.startswith("Detected at node "):   # then its definition's frames
+      start = i + 1
+      while start < len(lines) and (lines[start] == _NO_TRACE
+                                    or lines[start].startswith("  ")):
+        start += 1
+  return "\n".join(lines[start:]).strip("\n")
+
+
 def run_signature(loaded, request) -> Dict[str, np.ndarray]:
   """Answers a REST body (dict) or a `PredictRequest` with a loaded export.
+
+  Errors are raised as the server answers them: the same
+  `tf.errors.OpError` class, with the op's own message (`server_message`).
 
   Args:
     loaded: `tf.saved_model.load(export_dir)`.
@@ -269,4 +301,9 @@ def run_signature(loaded, request) -> Dict[str, np.ndarray]:
     signature = loaded.signatures[request.model_spec.signature_name
                                   or "serving_default"]
     tensors = tensors_from_request(request, signature)
-  return {k: v.numpy() for k, v in signature(**tensors).items()}
+  try:
+    outputs = signature(**tensors)
+  except tf.errors.OpError as error:
+    raise type(error)(error.node_def, error.op,
+                      server_message(error.message)) from None
+  return {k: v.numpy() for k, v in outputs.items()}

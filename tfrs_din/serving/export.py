@@ -37,6 +37,16 @@ index-based `predict_indices` and `score_candidates_indices` (as in earlier
 exports). `assets.extra/tf_serving_warmup_requests` holds one request per
 signature. DIEN's export takes no negative samples and runs no training-only
 op.
+
+Every signature checks its inputs before anything else reads them
+(`validated_inputs`): each input's rank, then a common batch size, then
+non-empty candidate lists and ids. A failed check answers INVALID_ARGUMENT
+with "assertion failed: [<input>: expected ..., got ...]", the input's name
+first, e.g. "user_id: expected one string per row (shape [batch]), got
+rank 2 (shape [1 1])". (TF Serving returns that message as it is; a Python
+`tf.saved_model.load` caller sees it after a "Graph execution error:"
+preamble, which `tfrs_din.serving.client.run_signature` strips as the server
+would.)
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ from tfrs_din.models.ctr_model import CTRModel
 from tfrs_din.serving.inference import CANDIDATE_PREFIX, Scorer, supports
 from tfrs_din.serving.lookup import RawIdLookup, write_lookup_files
 
+# The input of `predict_examples`: serialized `tf.train.Example`s [B].
+_EXAMPLES = tf.TensorSpec([None], tf.string, "examples")
 INDEX_SIGNATURES = ("predict_indices", "score_candidates_indices",
                     "predict_examples")
 RAW_SIGNATURES = ("serving_default", "score_candidates")
@@ -99,37 +111,103 @@ def raw_signature(spec: FeatureSpec, id_dtype: tf.DType = tf.string,
   return sig
 
 
-def _check_batch(inputs: Dict[str, tf.Tensor]) -> None:
-  """Every input has the same first dimension (else InvalidArgumentError)."""
+_KINDS = {tf.string: "string", tf.int64: "int64", tf.float32: "float"}
+
+
+def _expected(name: str, spec: tf.TensorSpec) -> str:
+  """What input `name` of signature input `spec` must be, in words."""
+  kind = _KINDS.get(spec.dtype, spec.dtype.name)
+  if spec.shape.rank == 1:
+    return f"one {kind} per row (shape [batch])"
+  width = ("candidates" if name.startswith(CANDIDATE_PREFIX)
+           else "history" if name.startswith(HISTORY_PREFIX) else "n")
+  return f"a list of {kind}s per row (shape [batch, {width}])"
+
+
+def _fail_unless(condition: tf.Tensor, message) -> tf.Operation:
+  """An Assert whose error reads "assertion failed: [<message>]"; `message`
+  is a string or a string tensor (`tf.strings.format`)."""
+  return tf.debugging.Assert(condition, [message])
+
+
+def _runtime_rank(value: tf.Tensor) -> tf.Tensor:
+  """The rank of `value` as fed, which may differ from its static rank.
+
+  `tf.rank`, and graph optimisers folding `Rank` or `Size(Shape(.))`, answer
+  the signature's declared rank; the number of entries of a boolean mask of
+  the runtime shape has no static value to fold.
+  """
+  shape = tf.shape(value)
+  return tf.shape(tf.where(shape >= 0))[0]
+
+
+def validated_inputs(inputs: Dict[str, tf.Tensor],
+                     specs: Dict[str, tf.TensorSpec]) -> Dict[str, tf.Tensor]:
+  """`inputs` read through checks of their structure, each failing with a
+  message that starts with the input's name and says what was expected.
+
+  TF Serving feeds a request's tensors as they come, of any shape: an input
+  of the wrong rank would otherwise fail deep in the graph with a message
+  that names no input. First every input's rank is checked, then that all
+  share the first (batch) dimension; every later op reads the returned
+  tensors, so it runs only after those checks passed.
+
+  Args:
+    inputs: the signature's inputs by name.
+    specs: their `tf.TensorSpec`s (rank and dtype expected).
+  """
   names = sorted(inputs)
+  checks = []
+  for name in names:
+    value = inputs[name]
+    rank = _runtime_rank(value)
+    checks.append(_fail_unless(
+        tf.equal(rank, specs[name].shape.rank), tf.strings.format(
+            f"{name}: expected {_expected(name, specs[name])}, got rank "
+            "{} (shape {})", (rank, tf.shape(value)))))
+  with tf.control_dependencies(checks):
+    inputs = {k: tf.identity(v) for k, v in inputs.items()}
+  first = names[0]
+  rows = tf.shape(inputs[first])[0]
+  checks = []
   for name in names[1:]:
-    tf.debugging.assert_equal(
-        tf.shape(inputs[name])[0], tf.shape(inputs[names[0]])[0],
-        message=f"inputs {name} and {names[0]} must have the same batch "
-        "size (first dimension)")
+    got = tf.shape(inputs[name])[0]
+    checks.append(_fail_unless(tf.equal(got, rows), tf.strings.format(
+        f"{name}: expected {{}} rows (the batch size of {first}), got {{}}; "
+        "every input must have the same batch size (first dimension)",
+        (rows, got))))
+  with tf.control_dependencies(checks):
+    return {k: tf.identity(v) for k, v in inputs.items()}
 
 
-def _check_candidates(candidates: tf.Tensor, name: str) -> None:
-  tf.debugging.assert_greater(
-      tf.shape(candidates)[1], 0,
-      message=f"input {name} is empty: send at least one candidate per user")
+def _after(check: tf.Operation, value: tf.Tensor) -> tf.Tensor:
+  """`value`, read only once `check` has passed."""
+  with tf.control_dependencies([check]):
+    return tf.identity(value)
 
 
-def _check_ids(ids: tf.Tensor, name: str) -> None:
-  tf.debugging.assert_equal(
-      tf.reduce_any(ids == ""), False,
-      message=f"input {name} holds an empty id (or a negative int64 id): only "
-      f"{HISTORY_PREFIX}* may hold padding")
+def _check_candidates(candidates: tf.Tensor, name: str) -> tf.Tensor:
+  """`candidates` [B, N] once N > 0 is checked."""
+  return _after(_fail_unless(tf.shape(candidates)[1] > 0, tf.strings.format(
+      f"{name}: expected at least one candidate per row, got shape {{}}",
+      tf.shape(candidates))), candidates)
+
+
+def _check_ids(ids: tf.Tensor, name: str) -> tf.Tensor:
+  """String `ids` once checked for empty ids (padding)."""
+  return _after(_fail_unless(
+      tf.logical_not(tf.reduce_any(ids == "")),
+      f"{name}: expected non-empty ids, got an empty id (or a negative int64 "
+      f"id): only {HISTORY_PREFIX}{{item feature}} may hold padding"), ids)
 
 
 def _raw_user_features(lookup: RawIdLookup, spec: FeatureSpec,
                        inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """User features and behaviours as the model's index features."""
-  _check_batch(inputs)
+  """User features and behaviours as the model's index features (`inputs`
+  already `validated_inputs`)."""
   features = {}
   for f in spec.user_features:
-    ids = lookup.as_strings(inputs[f.name])
-    _check_ids(ids, f.name)
+    ids = _check_ids(lookup.as_strings(inputs[f.name]), f.name)
     features[f.name] = lookup.feature_index(f.name, ids)
   history = lookup.as_strings(inputs[HISTORY_PREFIX + spec.item_id])
   # Drop padding wherever it is, then keep the most recent behaviours.
@@ -173,27 +251,28 @@ class ServingModule(tf.Module):
               else model.score_candidates)
 
     def predict(features):
-      _check_batch(features)
+      features = validated_inputs(features, spec.serving_signature())
       return {"probability": model(features, training=False)}
 
     def predict_examples(examples):
+      examples = validated_inputs(
+          {"examples": examples}, {"examples": _EXAMPLES})["examples"]
       features = spec.parse_examples(examples, with_negatives=False,
                                      with_label=False)
       return {"probability": model(features, training=False)}
 
     def score_candidates(features):
-      _check_batch(features)
+      features = validated_inputs(features, candidate_signature(spec))
       candidates = {f.name: features[CANDIDATE_PREFIX + f.name]
                     for f in spec.item_features}
-      for name, value in candidates.items():
-        _check_candidates(value, CANDIDATE_PREFIX + name)
+      candidates = {name: _check_candidates(value, CANDIDATE_PREFIX + name)
+                    for name, value in candidates.items()}
       return {"probabilities": scorer(features, candidates)}
 
     self.predict_indices = tf.function(
         predict, input_signature=[spec.serving_signature()])
-    self.predict_examples = tf.function(
-        predict_examples,
-        input_signature=[tf.TensorSpec([None], tf.string, "examples")])
+    self.predict_examples = tf.function(predict_examples,
+                                        input_signature=[_EXAMPLES])
     self.score_candidates_indices = tf.function(
         score_candidates, input_signature=[candidate_signature(spec)])
     self.signature_functions = {
@@ -205,18 +284,19 @@ class ServingModule(tf.Module):
       item_id = spec.item_id
 
       def predict_raw(inputs):
+        inputs = validated_inputs(inputs, raw_signature(spec, lookup.id_dtype))
         features = _raw_user_features(lookup, spec, inputs)
-        ids = lookup.as_strings(inputs[item_id])
-        _check_ids(ids, item_id)
+        ids = _check_ids(lookup.as_strings(inputs[item_id]), item_id)
         features.update(lookup.item_indices(ids))
         return {"probability": model(features, training=False)}
 
       def score_candidates_raw(inputs):
+        inputs = validated_inputs(inputs, raw_signature(
+            spec, lookup.id_dtype, candidates=True))
         features = _raw_user_features(lookup, spec, inputs)
         name = CANDIDATE_PREFIX + item_id
-        ids = lookup.as_strings(inputs[name])
-        _check_ids(ids, name)
-        _check_candidates(ids, name)
+        ids = _check_candidates(
+            _check_ids(lookup.as_strings(inputs[name]), name), name)
         return {"probabilities": scorer(features, lookup.item_indices(ids))}
 
       self.predict_raw = tf.function(predict_raw, input_signature=[
