@@ -22,9 +22,15 @@ ITEM_TABLE = {"5001": "books", "5002": "toys", "5003": "books",
               "5007": "garden"}
 
 
-def write_prepared(directory: str) -> FeatureSpec:
-  """Writes metadata.json, vocab/*.tsv and item_table.tsv; returns the spec."""
-  vocabs = {"user_id": USERS, "item_id": ITEMS, "category_id": CATEGORIES}
+def write_prepared(directory: str, users: List[str] = USERS,
+                   items: List[str] = ITEMS, categories: List[str] = CATEGORIES,
+                   item_table: Dict[str, str] = ITEM_TABLE) -> FeatureSpec:
+  """Writes metadata.json, vocab/*.tsv and item_table.tsv; returns the spec.
+
+  By default the vocabularies above; others give other ids (vocabulary
+  order: index 2 is the first id).
+  """
+  vocabs = {"user_id": users, "item_id": items, "category_id": categories}
   os.makedirs(os.path.join(directory, "vocab"), exist_ok=True)
   for name, ids in vocabs.items():
     vocab = Vocabulary(name, ids, list(range(len(ids) + 5, 5, -1)))
@@ -32,13 +38,13 @@ def write_prepared(directory: str) -> FeatureSpec:
       f.write(vocab.to_tsv())
   with open(os.path.join(directory, "item_table.tsv"), "w") as f:
     f.write("item_id\tcategory_id\n" + "".join(
-        f"{k}\t{v}\n" for k, v in sorted(ITEM_TABLE.items())))
-  spec = {"user_features": [{"name": "user_id", "vocab_size": 2 + len(USERS),
+        f"{k}\t{v}\n" for k, v in sorted(item_table.items())))
+  spec = {"user_features": [{"name": "user_id", "vocab_size": 2 + len(users),
                              "embedding_dim": 4}],
-          "item_features": [{"name": "item_id", "vocab_size": 2 + len(ITEMS),
+          "item_features": [{"name": "item_id", "vocab_size": 2 + len(items),
                              "embedding_dim": 4},
                             {"name": "category_id",
-                             "vocab_size": 2 + len(CATEGORIES),
+                             "vocab_size": 2 + len(categories),
                              "embedding_dim": 4}],
           "max_history": MAX_HISTORY, "numeric_features": [],
           "label": "label", "group_key": "user_id"}
