@@ -233,9 +233,10 @@ class FeatureSpec:
         `parse_examples(padding=None)` returns it.
       padding: see `padded_width`.
     """
-    if self._check_padding(padding) is None:
+    widths = self._check_padding(padding)
+    if widths is None:
       return dict(features)
-    if self._check_padding(padding) == (self.max_history,):
+    if widths == (self.max_history,):
       shape = [None, self.max_history]         # static: [B, max_history]
     else:
       shape = tf.stack([-1, self.padded_width(features[HISTORY_LENGTH],

@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from tfrs_din.data.negatives import FreshNegatives
 from tfrs_din.data.synthetic import SyntheticConfig, generate
-from tfrs_din.features import HISTORY_LENGTH, PADDING_INDEX
+from tfrs_din.features import (HISTORY_LENGTH, PADDING_INDEX,
+                               CategoricalFeature, FeatureSpec)
 from tfrs_din.models import BaseModel, DIENModel, DINModel
 from tfrs_din.ops import build, fused_kernels
 
@@ -189,3 +190,48 @@ def test_fresh_negatives_do_not_depend_on_the_padding(data):
     np.testing.assert_array_equal(wide[name][:, 12:], PADDING_INDEX)
   valid = np.arange(12)[None] < features[HISTORY_LENGTH][:, None]
   assert (narrow["neg_hist_item_id"].numpy()[valid] >= 2).all()
+
+
+def _example(history):
+  ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+  feature = {"user_id": ints([2]), "item_id": ints([3]),
+             "hist_item_id": ints(history),
+             "neg_hist_item_id": ints([h + 1 for h in history]),
+             "label": tf.train.Feature(float_list=tf.train.FloatList(
+                 value=[1.0]))}
+  return tf.train.Example(features=tf.train.Features(
+      feature=feature)).SerializeToString()
+
+
+@pytest.mark.parametrize("padding, width", [
+    ("max_history", 20), ("longest", 7), ((4, 8, 16), 8), ((2, 4), 20),
+    ((32,), 20)])
+def test_parse_examples_pads_every_sequence_to_the_asked_width(padding, width):
+  spec = FeatureSpec([CategoricalFeature("user_id", 9)],
+                     [CategoricalFeature("item_id", 30)], max_history=20)
+  serialized = tf.constant([_example([5, 6, 7]), _example(list(range(2, 9))),
+                            _example([])])
+  features = spec.parse_examples(serialized, with_negatives=True,
+                                 padding=padding)
+  np.testing.assert_array_equal(features[HISTORY_LENGTH], [3, 7, 0])
+  expected = np.zeros([3, width], np.int64)
+  expected[0, :3], expected[1, :7] = [5, 6, 7], range(2, 9)
+  np.testing.assert_array_equal(features["hist_item_id"], expected)
+  np.testing.assert_array_equal(features["neg_hist_item_id"],
+                                np.where(expected > 0, expected + 1, 0))
+  # Traced: max_history keeps the static [B, max_history] shape serving gets.
+  traced = tf.function(lambda s: spec.parse_examples(s, padding=padding))
+  shape = traced.get_concrete_function(
+      tf.TensorSpec([None], tf.string)).structured_outputs["hist_item_id"].shape
+  assert shape.as_list() == [None, 20 if width == 20 and padding in (
+      "max_history", (32,)) else None]
+  ragged = spec.parse_examples(serialized, padding=None)["hist_item_id"]
+  assert ragged.to_list() == [[5, 6, 7], list(range(2, 9)), []]
+
+
+def test_bad_paddings_are_refused_naming_the_argument():
+  spec = FeatureSpec([], [CategoricalFeature("item_id", 30)], max_history=20)
+  with pytest.raises(ValueError, match="padding must be one of"):
+    spec.parse_examples(tf.constant([_example([5])]), padding="bucket")
+  with pytest.raises(ValueError, match="bucket boundaries must be integers"):
+    spec.parse_examples(tf.constant([_example([5])]), padding=(0, 8))
