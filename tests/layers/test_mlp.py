@@ -4,7 +4,8 @@ import tensorflow as tf
 
 import reference as ref
 from tfrs_din.layers import MLP, PReLU, Dice
-from tfrs_din.layers.mlp import batch_norm_affine, dense_product, make_activation
+from tfrs_din.layers.mlp import (batch_norm_affine, dense_product,
+                                 make_activation)
 
 
 def test_prelu_tower_matches_numpy():
