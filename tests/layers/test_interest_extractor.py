@@ -30,7 +30,8 @@ def _numpy_aux_logit(layer, pairs):
 
 def test_states_zero_at_padding_and_auxiliary_loss_matches_numpy():
   behaviours, negatives = _data()
-  layer = InterestExtractor(H, aux_hidden_units=(5, 3))
+  layer = InterestExtractor(H, aux_hidden_units=(5, 3),
+                            aux_reduction="step_mean")
   states = layer(tf.constant(behaviours), mask=tf.constant(MASK))
   assert states.shape == (B, T, H)
   np.testing.assert_array_equal(states.numpy()[~MASK], 0.0)
@@ -89,12 +90,12 @@ def test_loss_prefers_true_next_behaviour_after_training():
 
 
 def test_auxiliary_loss_normalisations_follow_their_formulas():
-  """step_mean: sum / |V|; user_sum (paper eq. 5): sum / B; padded_mean (the
-  official code): sum / (B * (T_max - 1)), T_max the longest history."""
+  """step_mean: sum / |V|; padded_mean (the official code): sum / (B *
+  (T_max - 1)), T_max the longest history."""
   behaviours, negatives = _data()
   losses = {}
   reference = None
-  for reduction in ("step_mean", "user_sum", "padded_mean"):
+  for reduction in ("step_mean", "padded_mean"):
     layer = InterestExtractor(H, aux_reduction=reduction)
     states = layer(tf.constant(behaviours), mask=tf.constant(MASK))
     layer.auxiliary_loss(states, behaviours, negatives, MASK)
@@ -107,7 +108,6 @@ def test_auxiliary_loss_normalisations_follow_their_formulas():
         states, behaviours, negatives, MASK, training=False))
     assert layer.get_config()["aux_reduction"] == reduction
   total = losses["step_mean"] * (2 + 4 + 0)         # |V| = 6 steps
-  assert losses["user_sum"] == pytest.approx(total / B, rel=1e-5)
   assert losses["padded_mean"] == pytest.approx(total / (B * (5 - 1)),
                                                 rel=1e-5)
   empty = np.zeros((B, T), bool)

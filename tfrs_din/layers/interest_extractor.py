@@ -11,7 +11,7 @@ from tfrs_din.layers.attention_gru import AttentionGRUCell, masked_scan
 from tfrs_din.layers.mlp import MLP
 
 # Values of `InterestExtractor(aux_reduction=...)`.
-AUX_REDUCTIONS = ("step_mean", "user_sum", "padded_mean")
+AUX_REDUCTIONS = ("padded_mean", "step_mean")
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -23,13 +23,11 @@ class InterestExtractor(tf.keras.layers.Layer):
       L_aux = (1/|V|) sum_{(b,t) in V} [ -log s(h_t, e_{t+1}) - log(1 - s(h_t, e'_{t+1})) ]
       s(h, e) = sigmoid(net([h ; e])),  net = BN -> 100 -> 50 -> 1 (sigmoid hidden)
 
-  V holds the steps t whose behaviour t and next behaviour t+1 are both valid;
-  by default the loss is averaged over them (`aux_reduction="step_mean"`).
-  The paper's eq. 5, -(1/N) sum_i sum_t, sums over each user's steps and
-  averages over the B users of the batch ("user_sum": the sum over V divided
-  by B); the official code (script/model.py, `auxiliary_loss`) averages over
-  every padded position of the batch, B * (T_max - 1) with T_max the longest
-  history in the batch ("padded_mean"). e' are sampled negatives given as
+  V holds the steps t whose behaviour t and next behaviour t+1 are both valid.
+  The sum over V is divided by B * (T_max - 1), T_max the longest history in
+  the batch, as the official code (script/model.py, `auxiliary_loss`)
+  averages over every padded position ("padded_mean", the default), or by
+  |V|, a mean over the valid steps ("step_mean"). e' are sampled negatives given as
   input, aligned with the behaviours (negatives[:, t] is the negative for
   behaviour t).
 
@@ -43,7 +41,7 @@ class InterestExtractor(tf.keras.layers.Layer):
     units: size of the interest state (36 in the official DIEN code).
     aux_hidden_units: hidden sizes of the auxiliary net.
     aux_activation: activation of the auxiliary net's hidden layers.
-    aux_reduction: "step_mean", "user_sum" or "padded_mean" (see above).
+    aux_reduction: "padded_mean" or "step_mean" (see above).
     kernel_initializer, recurrent_initializer, bias_initializer: those of the
       GRU cell (see `AttentionGRUCell`).
 
@@ -58,7 +56,7 @@ class InterestExtractor(tf.keras.layers.Layer):
   def __init__(self, units: int = 36,
                aux_hidden_units: Sequence[int] = (100, 50),
                aux_activation: str = "sigmoid",
-               aux_reduction: str = "step_mean",
+               aux_reduction: str = "padded_mean",
                kernel_initializer: Any = "glorot_uniform",
                recurrent_initializer: Any = "orthogonal",
                bias_initializer: Any = "zeros", **kwargs):
@@ -116,8 +114,6 @@ class InterestExtractor(tf.keras.layers.Layer):
     per_step = tf.nn.softplus(-pos_logits) + tf.nn.softplus(neg_logits)
     if self.aux_reduction == "step_mean":
       count = tf.shape(per_step)[0]
-    elif self.aux_reduction == "user_sum":
-      count = tf.shape(mask)[0]
     else:   # "padded_mean": B * (T_max - 1), T_max the batch's longest row
       longest = tf.reduce_max(
           tf.concat([tf.reduce_sum(tf.cast(mask, tf.int32), 1), [1]], 0))
