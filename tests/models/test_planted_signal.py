@@ -28,6 +28,10 @@ CONFIG = SyntheticConfig(num_users=1000, min_steps=40, max_steps=80,
 # not the library's default tower.
 COMMON = dict(mlp_units=(32, 16), activation="prelu", regularization=None,
               kernel_initializer="glorot_uniform")
+# DIEN as the paper writes it (the constructor's defaults are the official
+# code's): the auxiliary loss's effect is the paper's claim.
+PAPER_DIEN = dict(gru_type="AUGRU", attention_type="bilinear",
+                  aux_reduction="step_mean", tower_input_normalization=None)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,8 @@ def test_auxiliary_loss_helps_dien_when_labels_are_scarce(data):
   for weight in (0.0, 1.0):
     scores[weight] = np.mean([
         _fit_gauc(_model(DIENModel, data.spec, seed=seed, gru_units=16,
-                         aux_loss_weight=weight, behaviour_sum_in_tower=False),
+                         aux_loss_weight=weight, behaviour_sum_in_tower=False,
+                         **PAPER_DIEN),
                   train, test, 6, seed=seed)
         for seed in (2, 3)])
   print(f"GAUC no-aux={scores[0.0]:.4f} aux={scores[1.0]:.4f}")
