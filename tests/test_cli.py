@@ -397,8 +397,8 @@ def test_a_mistyped_flag_is_refused_with_the_closest_one(flag, suggestion,
   assert cli.main(["train", "--data", str(tmp_path), "--model_dir",
                    str(model_dir), flag, "3"]) == 2
   line = _one_line_error(capsys, "train")
-  assert line == (f"tfrs-din train: error: unknown flag {flag}; did you mean "
-                  f"{suggestion}?")
+  assert line.startswith(f"tfrs-din train: error: unknown flag {flag}; did "
+                         f"you mean {suggestion}?")
   assert not model_dir.exists()
 
 
