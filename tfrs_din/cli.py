@@ -113,8 +113,9 @@ def _add_training_options(parser: argparse.ArgumentParser,
                         help=text + shown)
 
 
-def _train_config(args, model: str) -> TrainConfig:
-  """TrainConfig defaults <- --config file <- flags given explicitly."""
+def _train_config(args, model: Optional[str]) -> TrainConfig:
+  """TrainConfig defaults <- --config file <- flags given explicitly (and
+  `model`, when not None)."""
   values: Dict[str, Any] = {}
   if getattr(args, "config", None):
     values.update(load_config_file(args.config))
@@ -125,7 +126,8 @@ def _train_config(args, model: str) -> TrainConfig:
     value = getattr(args, name, None)
     if value is not None:
       values[name] = value
-  values["model"] = model
+  if model is not None:
+    values["model"] = model
   return TrainConfig(**values)
 
 
@@ -160,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = command("train", "train base, din or dien on prepared data")
   p.add_argument("--data", required=True, help="output directory of prepare")
-  p.add_argument("--model", choices=MODEL_NAMES, default="din",
-                 help="the model to train (default: din)")
+  p.add_argument("--model", choices=MODEL_NAMES,
+                 help="the model to train; --config may name it (default: din)")
   p.add_argument("--model_dir", required=True,
                  help="where the model, its checkpoints and logs go")
   _add_training_options(p)

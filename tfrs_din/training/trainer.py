@@ -233,6 +233,10 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
   if _resuming(model_dir):
     check_same_vocabularies(model_dir, data_dir, spec)
   probe = build_model(spec, config)
+  if probe.regularization == "lazy_l2" and config.optimizer != "lazy_adam":
+    raise ValueError("regularization 'lazy_l2' is applied by the lazy_adam "
+                     f"optimizer; got --optimizer {config.optimizer}: use "
+                     "lazy_adam or --model_options regularization=l2")
   data = _training_data(config, probe, data_dir, spec, metadata)
   logging.info("embedding regularisation: %s (lambda %g)",
                probe.regularization, probe.l2)
