@@ -362,6 +362,8 @@ def test_train_help_has_few_flags_each_explained_with_its_default(capsys):
      "--model_options xgb.depth: 'xgb' is not a model"),
     (["--model", "dien", "--model_options", "gru_type=XYZ"],
      "gru_type must be one of"),
+    (["--optimizer", "adam", "--model_options", "regularization=lazy_l2"],
+     "regularization 'lazy_l2' is applied by the lazy_adam optimizer"),
 ])
 def test_bad_training_options_are_one_line_naming_the_flag(
     flags, message, prepared, tmp_path, capsys):

@@ -311,6 +311,15 @@ def test_the_default_model_is_din():
   assert type(built) is MODELS["din"]
 
 
+def test_a_config_file_may_name_the_model_and_the_flag_wins(tmp_path):
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps({"model": "dien"}))
+  args = _train_args("--config", str(path))
+  assert cli._train_config(args, args.model).model == "dien"  # pylint: disable=protected-access
+  args = _train_args("--config", str(path), "--model", "base")
+  assert cli._train_config(args, args.model).model == "base"  # pylint: disable=protected-access
+
+
 def test_auto_regularisation_follows_the_optimizer_and_the_table_size():
   small, large = _spec(), _spec(users=150_000, items=100_001)
   auto = training.TrainConfig(model="base")
