@@ -1,7 +1,8 @@
 """Training batches grouped by history length (`make_dataset`) stay a fair
 shuffle: every record once per epoch, full batches, the batches' label and
 user mix those of ungrouped batches, the buckets' batches interleaved over
-the epoch; and every batch is padded to a bucket boundary only."""
+the epoch; and every batch is padded to a bucket boundary only. On both of
+`make_dataset`'s paths: the split in memory, and streamed from its files."""
 
 import collections
 
@@ -10,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tfrs_din.data.negatives import FreshNegatives
-from tfrs_din.data.pipeline import GROUP_BLOCK_BATCHES, make_dataset
+from tfrs_din.data.pipeline import (GROUP_BLOCK_BATCHES, IN_MEMORY_MAX_BYTES,
+                                    make_dataset)
 from tfrs_din.data.synthetic import SyntheticConfig, generate
 from tfrs_din.features import HISTORY_LENGTH, PADDING_INDEX
 
@@ -38,17 +40,26 @@ def _epochs(ds, epochs=EPOCHS):
           for _ in range(epochs)]
 
 
-@pytest.fixture(scope="module")
-def grouped(data, directory):
-  return _epochs(make_dataset(directory, "train", data.spec, BATCH,
-                              shuffle=True, with_negatives=True, seed=3))
+@pytest.fixture(scope="module", params=[IN_MEMORY_MAX_BYTES, 0],
+                ids=["in_memory", "streaming"])
+def path(request):
+  """`make_dataset`'s `in_memory_max_bytes`: the split in memory, or
+  streamed."""
+  return dict(in_memory_max_bytes=request.param)
 
 
 @pytest.fixture(scope="module")
-def ungrouped(data, directory):
+def grouped(data, directory, path):
   return _epochs(make_dataset(directory, "train", data.spec, BATCH,
                               shuffle=True, with_negatives=True, seed=3,
-                              bucket_boundaries=None))
+                              **path))
+
+
+@pytest.fixture(scope="module")
+def ungrouped(data, directory, path):
+  return _epochs(make_dataset(directory, "train", data.spec, BATCH,
+                              shuffle=True, with_negatives=True, seed=3,
+                              bucket_boundaries=None, **path))
 
 
 def _keys(batch):
@@ -236,7 +247,7 @@ def test_the_buckets_batches_interleave_over_the_epoch(grouped):
       assert abs(np.mean(where) - 0.5) < 0.1, width
 
 
-def test_a_compiled_step_traces_once_per_bucket(data, directory):
+def test_a_compiled_step_traces_once_per_bucket(data, directory, path):
   traces = []
 
   @tf.function
@@ -245,17 +256,17 @@ def test_a_compiled_step_traces_once_per_bucket(data, directory):
     return tf.reduce_sum(features["hist_item_id"])
 
   for batch in make_dataset(directory, "train", data.spec, BATCH,
-                            shuffle=True):
+                            shuffle=True, **path):
     if len(batch["label"]) == BATCH:    # the last batch's size would trace
       step(batch)
   assert len(traces) == len(BOUNDARIES)   # the widths that occur here
 
 
 def test_unshuffled_batches_keep_the_order_and_pad_to_a_boundary(
-    data, directory):
-  ds = make_dataset(directory, "test", data.spec, BATCH)
+    data, directory, path):
+  ds = make_dataset(directory, "test", data.spec, BATCH, **path)
   plain = make_dataset(directory, "test", data.spec, BATCH,
-                       bucket_boundaries=None)
+                       bucket_boundaries=None, **path)
   for batch, reference in zip(ds, plain):
     lengths = batch[HISTORY_LENGTH].numpy()
     width = batch["hist_item_id"].shape[1]
@@ -266,12 +277,13 @@ def test_unshuffled_batches_keep_the_order_and_pad_to_a_boundary(
     assert (reference["hist_item_id"].numpy()[:, width:] == 0).all()
 
 
-def test_fresh_negatives_are_padded_like_the_history(data, directory):
+def test_fresh_negatives_are_padded_like_the_history(data, directory,
+                                                      path):
   item = data.spec.item_features[0]
   table = np.stack([np.arange(item.vocab_size)] * 2, axis=1)
   sampler = FreshNegatives(table, item.frequencies, ["item_id", "category_id"])
   for batch in make_dataset(directory, "train", data.spec, BATCH, shuffle=True,
-                            fresh_negatives=sampler).take(20):
+                            fresh_negatives=sampler, **path).take(20):
     assert batch["neg_hist_item_id"].shape == batch["hist_item_id"].shape
     valid = (np.arange(batch["hist_item_id"].shape[1])[None]
              < batch[HISTORY_LENGTH].numpy()[:, None])
