@@ -118,3 +118,44 @@ def test_auxiliary_loss_normalisations_follow_their_formulas():
                                       empty)) == 0.0
   with pytest.raises(ValueError, match="aux_reduction"):
     InterestExtractor(H, aux_reduction="sum")
+
+
+def test_padded_mean_over_max_steps_does_not_depend_on_the_batching():
+  """With max_steps = M the loss is sum / (B (M - 1)): a batch's loss is
+  the example-weighted mean of its parts' losses, whatever each part is
+  padded to (length-grouped batches weigh their steps as random ones)."""
+  behaviours, negatives = _data()
+  layer = InterestExtractor(H, aux_reduction="padded_mean", max_steps=50)
+  assert InterestExtractor.from_config(layer.get_config()).max_steps == 50
+
+  def loss(rows, width):
+    mask = MASK[rows, :width]
+    states = layer(tf.constant(behaviours[rows, :width]),
+                   mask=tf.constant(mask))
+    return float(layer.auxiliary_loss(states, behaviours[rows, :width],
+                                      negatives[rows, :width], mask,
+                                      training=False))
+
+  whole = loss([0, 1, 2], 5)
+  short, long_ = loss([0, 2], 3), loss([1], 5)     # each at its own width
+  assert whole == pytest.approx((2 * short + 1 * long_) / 3, rel=1e-5)
+  def like_layer(**kwargs):
+    other = InterestExtractor(H, **kwargs)
+    states = other(tf.constant(behaviours), mask=tf.constant(MASK))
+    other.auxiliary_loss(states, behaviours, negatives, MASK)  # builds it
+    other.set_weights(layer.get_weights())
+    return other
+
+  step_mean = like_layer(aux_reduction="step_mean")
+  states = step_mean(tf.constant(behaviours), mask=tf.constant(MASK))
+  total = 6 * float(step_mean.auxiliary_loss(states, behaviours, negatives,
+                                             MASK, training=False))
+  assert whole == pytest.approx(total / (B * 49), rel=1e-5)
+  # Without max_steps the batch's longest history sets T: a part of short
+  # histories is weighed more, which is what max_steps removes.
+  free = like_layer(aux_reduction="padded_mean")
+  mask = MASK[[0, 2], :3]
+  states = free(tf.constant(behaviours[[0, 2], :3]), mask=tf.constant(mask))
+  assert float(free.auxiliary_loss(
+      states, behaviours[[0, 2], :3], negatives[[0, 2], :3], mask,
+      training=False)) == pytest.approx(short * 49 / 2, rel=1e-5)

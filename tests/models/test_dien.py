@@ -88,7 +88,8 @@ def test_aux_reduction_reaches_the_extractor(small_data):
   mask = np.arange(small_data.spec.max_history)[None, :] < features[
       HISTORY_LENGTH].numpy()[:, None]
   steps = np.logical_and(mask[:, :-1], mask[:, 1:]).sum()
-  count = mask.shape[0] * (mask.sum(1).max() - 1)
+  # padded_mean: over every position of a batch padded to max_history.
+  count = mask.shape[0] * (small_data.spec.max_history - 1)
   # Training-mode aux BN: the same batch gives the same per-step losses.
   assert terms[reduction] == pytest.approx(
       terms["step_mean"] * steps / count, rel=1e-5)

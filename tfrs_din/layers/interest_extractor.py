@@ -24,10 +24,13 @@ class InterestExtractor(tf.keras.layers.Layer):
       s(h, e) = sigmoid(net([h ; e])),  net = BN -> 100 -> 50 -> 1 (sigmoid hidden)
 
   V holds the steps t whose behaviour t and next behaviour t+1 are both valid.
-  The sum over V is divided by B * (T_max - 1), T_max the longest history in
-  the batch, as the official code (script/model.py, `auxiliary_loss`)
-  averages over every padded position ("padded_mean", the default), or by
-  |V|, a mean over the valid steps ("step_mean"). e' are sampled negatives given as
+  The sum over V is divided by B * (T - 1) ("padded_mean", the default), as
+  the official code (script/model.py, `auxiliary_loss`) averages over every
+  position of a batch padded to T steps, or by |V|, a mean over the valid
+  steps ("step_mean"). T is `max_steps` when given, a constant, so that the
+  loss does not depend on how batches are grouped or padded (a batch of
+  short histories padded to its own length would weigh its steps more);
+  else the longest history in the batch. e' are sampled negatives given as
   input, aligned with the behaviours (negatives[:, t] is the negative for
   behaviour t).
 
@@ -42,6 +45,9 @@ class InterestExtractor(tf.keras.layers.Layer):
     aux_hidden_units: hidden sizes of the auxiliary net.
     aux_activation: activation of the auxiliary net's hidden layers.
     aux_reduction: "padded_mean" or "step_mean" (see above).
+    max_steps: T of "padded_mean": the longest history the data can hold
+      (`DIENModel` passes its spec's `max_history`); None: each batch's
+      longest history.
     kernel_initializer, recurrent_initializer, bias_initializer: those of the
       GRU cell (see `AttentionGRUCell`).
 
@@ -57,6 +63,7 @@ class InterestExtractor(tf.keras.layers.Layer):
                aux_hidden_units: Sequence[int] = (100, 50),
                aux_activation: str = "sigmoid",
                aux_reduction: str = "padded_mean",
+               max_steps: Optional[int] = None,
                kernel_initializer: Any = "glorot_uniform",
                recurrent_initializer: Any = "orthogonal",
                bias_initializer: Any = "zeros", **kwargs):
@@ -65,6 +72,9 @@ class InterestExtractor(tf.keras.layers.Layer):
       raise ValueError(f"aux_reduction must be one of {AUX_REDUCTIONS}, got "
                        f"{aux_reduction!r}.")
     self.aux_reduction = aux_reduction
+    if max_steps is not None and int(max_steps) < 1:
+      raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
+    self.max_steps = None if max_steps is None else int(max_steps)
     self.units = int(units)
     self.aux_hidden_units = tuple(int(u) for u in aux_hidden_units)
     self.aux_activation = aux_activation
@@ -114,7 +124,9 @@ class InterestExtractor(tf.keras.layers.Layer):
     per_step = tf.nn.softplus(-pos_logits) + tf.nn.softplus(neg_logits)
     if self.aux_reduction == "step_mean":
       count = tf.shape(per_step)[0]
-    else:   # "padded_mean": B * (T_max - 1), T_max the batch's longest row
+    elif self.max_steps is not None:   # "padded_mean": B * (T - 1)
+      count = tf.shape(mask)[0] * (self.max_steps - 1)
+    else:   # "padded_mean", T the batch's longest history
       longest = tf.reduce_max(
           tf.concat([tf.reduce_sum(tf.cast(mask, tf.int32), 1), [1]], 0))
       count = tf.shape(mask)[0] * (longest - 1)
@@ -126,7 +138,7 @@ class InterestExtractor(tf.keras.layers.Layer):
     cell = self.cell.get_config()
     config.update(units=self.units, aux_hidden_units=self.aux_hidden_units,
                   aux_activation=self.aux_activation,
-                  aux_reduction=self.aux_reduction,
+                  aux_reduction=self.aux_reduction, max_steps=self.max_steps,
                   **{k: cell[k] for k in ("kernel_initializer",
                                           "recurrent_initializer",
                                           "bias_initializer")})

@@ -48,8 +48,8 @@ class DIENModel(CTRModel):
     aux_hidden_units: hidden sizes of the auxiliary net.
     aux_reduction: how the auxiliary loss is normalised, see
       `InterestExtractor`: "padded_mean" (the default, the official code's:
-      over every position of the padded batch) or "step_mean" (over the
-      valid steps).
+      over every position of a batch padded to `max_history`) or
+      "step_mean" (over the valid steps).
     attention_type: "mlp" (the official code, the default) or "bilinear"
       (the paper's eq. 7).
     attention_units: hidden sizes of the "mlp" attention net (80, 40).
@@ -90,8 +90,11 @@ class DIENModel(CTRModel):
     self.aux_reduction = aux_reduction
     self.attention_type = attention_type
     self.attention_units = tuple(attention_units)
+    # "padded_mean" over max_history steps: the loss is the same whatever
+    # width a batch is padded to (`InterestExtractor`).
     self.extractor = InterestExtractor(gru_units, aux_hidden_units,
                                        aux_reduction=aux_reduction,
+                                       max_steps=spec.max_history,
                                        name="interest_extractor")
     self.evolution = InterestEvolution(gru_units, gru_type,
                                        name="interest_evolution")
