@@ -501,10 +501,10 @@ def _catalogue(stats, config: PrepareConfig):
 # Level of the Zstandard compression of a user's TFRecord frames while they
 # wait in the (split, shard) shuffle: the in-memory runner holds the whole
 # shuffle, and a user's samples repeat the same history prefixes, so even
-# level 1 shrinks them ~7-fold (docs/benchmarks.md, "Peak RSS"). Zstandard
-# (a dependency of Beam's own compressed IO) at level 1 compresses ~3.5x and
-# inflates ~2.5x faster than zlib at level 1, with a better ratio; the files
-# written are the same either way (this codec never reaches them).
+# level 1 shrinks them several-fold. Zstandard (a dependency of Beam's own
+# compressed IO) compresses and inflates faster than zlib at level 1, with a
+# better ratio; the files written are the same either way (this codec never
+# reaches them).
 SHUFFLE_COMPRESSION_LEVEL = 1
 
 
@@ -581,10 +581,9 @@ def write_order(user_frames: Tuple) -> Tuple[int, str]:
   A user's samples stay together, but the users follow a pseudo-random,
   runner-independent order. Training shuffles a split whole up to its
   `shuffle_buffer` (`make_dataset`), and a larger split through a window of
-  that size, where the file's order reaches the batches: through a
-  50,000-record window, users sorted by id cost DIN and the base model
-  ~0.02 test GAUC on Amazon Toys against the same records well mixed
-  (docs/results.md, "The order of the records").
+  that size, where the file's order reaches the batches: users sorted by id
+  cost test GAUC against the same records well mixed (docs/results.md, "The
+  order of the training records").
   """
   user = user_frames[0]
   return stable_hash(user, "write order"), user
@@ -1129,9 +1128,9 @@ def _commit(tmp: str, out: str, num_shards: int) -> None:
 # generation collections while `run` runs a pipeline (Python's own default:
 # 10). The in-memory runners keep every event record and sample payload of
 # the job alive, millions of tuples, and each full collection walks them
-# all: at the default, 1M events spend ~15% of the DoFns' CPU in them
-# (docs/benchmarks.md). The job's objects are acyclic (freed by reference
-# counting); younger generations are still collected as usual.
+# all, a sizeable share of the DoFns' CPU at Python's default. The job's
+# objects are acyclic (freed by reference counting); younger generations
+# are still collected as usual.
 FULL_COLLECTION_EVERY = 1000
 
 

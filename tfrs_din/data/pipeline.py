@@ -84,11 +84,10 @@ def load_feature_spec(directory: str, max_history: Optional[int] = None,
 
 
 # Records held by the training shuffle: every split up to this size is
-# shuffled whole, so the order of its files does not reach the batches (on
-# Amazon Toys a 50,000-record window let the file's order move test GAUC by
-# 0.02, docs/results.md). Memory: Toys' 257,546 records (~250 bytes each,
-# history up to 50 with DIEN's negatives) cost +108 MB peak RSS shuffled
-# whole, so a full buffer of such records holds ~0.4 GB.
+# shuffled whole, so the order of its files does not reach the batches (a
+# smaller window let the file's order move test GAUC: docs/results.md,
+# "The order of the training records"). Memory grows with it, a few hundred
+# bytes a record.
 DEFAULT_SHUFFLE_BUFFER = 1_000_000
 
 

@@ -1,10 +1,10 @@
 """Fused CPU kernels for the packed GRU recurrence, and when to use them.
 
 `packed_gru.cc` runs the whole recurrence of `packed_gru_recurrence` forward
-in one op and backward in another; TensorFlow's loop runs ~20 small ops per
-step instead (on our 2-core CPU: ~12 ms -> ~5 ms for an AUGRU of 256 users,
-forward and backward). The library is compiled on first use
-(`tfrs_din.ops.build`; one line is printed before the ~40 s compilation),
+in one op and backward in another, where TensorFlow's loop dispatches about
+twenty small ops per step (docs/benchmarks.md, "Training speed"). The
+library is compiled on first use (`tfrs_din.ops.build`; one line is printed
+before the compilation, which takes tens of seconds),
 ahead of training with `tfrs-din build-kernels`, or in a background thread
 (`build_in_background`, which `tfrs-din run/train/demo` start first).
 

@@ -20,8 +20,8 @@ inference_scores`, `tfrs_din.layers.gru_equations`):
   y = x (alpha + (1 - alpha) sigmoid((x - mean) s)), s = 1 / sqrt(var + eps)
   (`Dice(training=False)`): one fused loop under XLA. (Folding its affine
   part into the dense layer before it, z = x s + b straight out of the matrix
-  product, saves one element-wise pass without XLA; measured, it gave no
-  gain beyond the noise, so it is not done: docs/benchmarks.md.)
+  product, saves one element-wise pass without XLA; it gave no gain beyond
+  the noise, so it is not done.)
 * The tower's first layer is split by input block: the user, numeric and
   behaviour-sum blocks (and the base model's pooled interest) once per user;
   the candidate block and the candidate * behaviour-sum block as one
@@ -139,8 +139,7 @@ def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
   Feature-major layout: the R rows (users, or one user's candidates) are the
   last axis, so every gate is a contiguous block of rows of the recurrent
   product U^T h [..., 3H, R]. (Row-major [R, 3H] slices into gates inside
-  the step's fused loop, which XLA's CPU backend runs several times slower,
-  measured: docs/benchmarks.md.) Each step is `gru_equations.step` with the
+  the step's fused loop, which XLA's CPU backend runs slower.) Each step is `gru_equations.step` with the
   cell's gate.
 
   Args:
@@ -280,7 +279,7 @@ def _tower(model, user, candidate, interest, numeric, summary):
 
 
 # DIN scores a user's behaviours this many at a time (`pooled_in_blocks`):
-# [N, BLOCK * 80] intermediates stay in cache (measured: docs/benchmarks.md).
+# [N, BLOCK * 80] intermediates stay in the CPU's cache.
 BLOCK = 16
 
 
@@ -392,8 +391,7 @@ def _dien_evolve(model, projected, attention, mask, steps) -> tf.Tensor:
 
 # The evolution GRU runs as this many independent loops over groups of
 # candidates, which TensorFlow runs side by side on the CPU's threads (a
-# loop's steps are too small for two threads each; measured:
-# docs/benchmarks.md).
+# loop's steps are too small to split over threads).
 EVOLUTION_GROUPS = 2
 
 
