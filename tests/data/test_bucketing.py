@@ -52,7 +52,7 @@ def path(request):
 def grouped(data, directory, path):
   return _epochs(make_dataset(directory, "train", data.spec, BATCH,
                               shuffle=True, with_negatives=True, seed=3,
-                              **path))
+                              group_by_length=True, **path))
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +256,7 @@ def test_a_compiled_step_traces_once_per_bucket(data, directory, path):
     return tf.reduce_sum(features["hist_item_id"])
 
   for batch in make_dataset(directory, "train", data.spec, BATCH,
-                            shuffle=True, **path):
+                            shuffle=True, group_by_length=True, **path):
     if len(batch["label"]) == BATCH:    # the last batch's size would trace
       step(batch)
   assert len(traces) == len(BOUNDARIES)   # the widths that occur here

@@ -111,7 +111,7 @@ def _assert_same_passes(in_memory, streaming, records, shuffled, epochs=2,
 
 
 CASES = {
-    "grouped": dict(shuffle=True),
+    "grouped": dict(shuffle=True, group_by_length=True),
     "ungrouped": dict(shuffle=True, group_by_length=False),
     "max_history": dict(shuffle=True, bucket_boundaries=None),
     "unshuffled": dict(),
