@@ -1,6 +1,6 @@
 """Op-level profile of training steps on a prepared data set.
 
-    python benchmarks/profile.py --data toys/ --model dien [--steps 60]
+    python benchmarks/step_profile.py --data toys/ --model dien [--steps 60]
 
 Trains the model `tfrs-din train` ships for two warm-up epochs of `--steps`
 steps, profiles a third with the TensorFlow profiler, and prints examples/s
