@@ -38,7 +38,6 @@ import argparse
 import collections
 import contextlib
 import dataclasses
-import difflib
 import gc
 import heapq
 import itertools
@@ -67,6 +66,7 @@ from beam_jobs.sampling import NegativeSampler, stable_hash
 from beam_jobs.samples import PROTOCOLS, FastUserSampleBuilder, SampleOptions
 from beam_jobs.vocabulary import Vocabulary
 from tfrs_din import schema
+from tfrs_din._suggest import did_you_mean
 from tfrs_din.schema import SCHEMA_VERSION, vocabulary_path
 
 METADATA_VERSION = SCHEMA_VERSION  # tfrs_din.schema: readers check it
@@ -920,19 +920,6 @@ def beam_flags() -> Dict[str, argparse.Action]:
           for flag in action.option_strings if flag.startswith("--")}
 
 
-def closest_flag(name: str, known: Sequence[str], cutoff: float = 0.7
-                 ) -> Optional[str]:
-  """The known flag most like `name` (dashes aside), if alike enough.
-  difflib's ratio depends on the order of its two strings; the lower of the
-  two is used, so that a long flag does not match a short one by chance."""
-  def score(flag: str) -> float:
-    a, b = name.lstrip("-"), flag.lstrip("-")
-    return min(difflib.SequenceMatcher(None, a, b).ratio(),
-               difflib.SequenceMatcher(None, b, a).ratio())
-  best = max(sorted(known), key=score, default=None)
-  return best if best is not None and score(best) >= cutoff else None
-
-
 def split_beam_args(argv: Sequence[str], other_flags: Sequence[str] = ()
                     ) -> Tuple[List[str], List[str]]:
   """Splits command-line arguments into the job's and Beam's.
@@ -971,10 +958,10 @@ def split_beam_args(argv: Sequence[str], other_flags: Sequence[str] = ()
     elif name in beam_actions:
       into, action = beam_args, beam_actions[name]
     else:
-      close = closest_flag(name, set(job) | set(beam_actions)
-                           | set(other_flags))
+      hint = did_you_mean(name, set(job) | set(beam_actions)
+                          | set(other_flags))
       raise ValueError(
-          f"unknown flag {name}; did you mean {close}?" if close else
+          f"unknown flag {name}{hint}" if hint else
           f"unknown flag {name}: neither an option of the job (--help lists "
           "them) nor a Beam pipeline option")
     into.append(token)

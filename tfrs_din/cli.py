@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # TensorFlow and Beam load only when a command runs: `--help` stays fast.
+from tfrs_din._suggest import did_you_mean  # noqa: E402
 from tfrs_din.training.config import (AUX_NEGATIVES, MODEL_NAMES,  # noqa: E402
                                       MONITORS, OPTIMIZERS, STRATEGIES,
                                       TrainConfig, load_config_file,
@@ -326,10 +326,8 @@ def _unknown_flags(parser: argparse.ArgumentParser, command: str,
   name = unknown[0].split("=", 1)[0]
   if not name.startswith("-"):
     raise ValueError(f"unexpected argument {name!r}")
-  close = difflib.get_close_matches(name, known, n=1)
   raise ValueError(f"unknown flag {name}" + (
-      f"; did you mean {close[0]}?" if close
-      else f"; see tfrs-din {command} --help"))
+      did_you_mean(name, known) or f"; see tfrs-din {command} --help"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -9,10 +9,11 @@ This module imports no TensorFlow, so the command line starts fast.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 from typing import Any, Dict, Iterable, Mapping, Optional
+
+from tfrs_din._suggest import did_you_mean
 
 MODEL_NAMES = ("base", "din", "dien")
 MONITORS = {"gauc": "max", "auc": "max", "logloss": "min", "loss": "min"}
@@ -222,9 +223,3 @@ def load_config_file(path: str) -> Dict[str, Any]:
       raise ValueError(f"--config {path}: unknown option {key!r}"
                        f"{did_you_mean(key, fields)}")
   return values
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-  """"; did you mean X?" for the closest of `known`, or ""."""
-  close = difflib.get_close_matches(name, sorted(known), n=1)
-  return f"; did you mean {close[0]!r}?" if close else ""

@@ -14,11 +14,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_din._suggest import did_you_mean
 from tfrs_din.data.negatives import FreshNegatives
 from tfrs_din.data.pipeline import in_holdout, load_feature_spec, make_dataset
 from tfrs_din.optimizers import LazyAdam
 from tfrs_din.schema import vocabulary_path
-from tfrs_din.training.config import MONITORS, TrainConfig, did_you_mean
+from tfrs_din.training.config import MONITORS, TrainConfig
 from tfrs_din.training.distribute import make_strategy
 from tfrs_din.features import FeatureSpec
 from tfrs_din.metrics.gauc import grouped_auc
