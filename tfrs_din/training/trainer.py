@@ -233,6 +233,8 @@ def train(data_dir: str, model_dir: str, config: TrainConfig,
                                      config.embedding_dim)
   if _resuming(model_dir):
     check_same_vocabularies(model_dir, data_dir, spec)
+  # The model's own rules (aux loss, "auto" penalty) decide the data; left
+  # unbuilt (no tables), as each fit builds a fresh one, reseeded, in scope.
   probe = build_model(spec, config)
   if probe.regularization == "lazy_l2" and config.optimizer != "lazy_adam":
     raise ValueError("regularization 'lazy_l2' is applied by the lazy_adam "
