@@ -18,6 +18,17 @@ LAYERS = ["AGRUCell", "AUGRUCell", "AttentionGRUCell", "Dice",
           "MLP", "PReLU"]
 
 
+def _python(code: str) -> str:
+  """The stripped output of `code` run by a fresh interpreter on this one's
+  path; fails the test, with its error output, unless it exits with 0."""
+  env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
+         "PYTHONPATH": ":".join(p for p in sys.path if p)}
+  result = subprocess.run([sys.executable, "-c", code], env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout.strip()
+
+
 @pytest.mark.parametrize("name", TOP_LEVEL)
 def test_top_level_names_are_the_defining_objects(name):
   value = getattr(tfrs_din, name)
@@ -57,33 +68,24 @@ def test_import_loads_no_tensorflow_until_a_name_is_used():
           "import tensorflow as tf, tf_keras\n"
           "assert tf.keras.layers.Dense is tf_keras.layers.Dense\n"
           "print('ok')")
-  env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
-         "PYTHONPATH": ":".join(p for p in sys.path if p)}
-  result = subprocess.run([sys.executable, "-c", code], env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert result.stdout.strip() == "ok"
+  assert _python(code) == "ok"
 
 
-def test_training_namespace_exposes_the_trainer_in_either_import_order():
+@pytest.mark.parametrize("first", ["import tfrs_din.models",
+                                   "from tfrs_din.training import train"])
+def test_training_namespace_exposes_the_trainer_in_either_import_order(first):
   # training.trainer imports the models, which import tfrs_din.regularizers
   # and tfrs_din.optimizers: both first imports must work (the package loads
   # names lazily).
-  env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
-         "PYTHONPATH": ":".join(p for p in sys.path if p)}
-  for first in ("import tfrs_din.models", "from tfrs_din.training import train"):
-    code = (f"{first}\n"
-            "from tfrs_din import training\n"
-            "from tfrs_din.training import trainer, workflow\n"
-            "assert training.TrainConfig is trainer.TrainConfig\n"
-            "assert training.train is trainer.train\n"
-            "assert workflow.train is trainer.train\n"
-            "assert set(training.__all__) <= set(dir(training))\n"
-            "print('ok')")
-    result = subprocess.run([sys.executable, "-c", code], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, (first, result.stderr[-2000:])
-    assert result.stdout.strip() == "ok"
+  code = (f"{first}\n"
+          "from tfrs_din import training\n"
+          "from tfrs_din.training import trainer, workflow\n"
+          "assert training.TrainConfig is trainer.TrainConfig\n"
+          "assert training.train is trainer.train\n"
+          "assert workflow.train is trainer.train\n"
+          "assert set(training.__all__) <= set(dir(training))\n"
+          "print('ok')")
+  assert _python(code) == "ok"
 
 
 def test_the_training_namespace_is_short():
@@ -120,9 +122,4 @@ def test_the_command_line_parses_without_tensorflow():
           "cli._train_config(args, 'dien').check()\n"
           "assert 'tensorflow' not in sys.modules, 'eager TF import'\n"
           "print('ok')")
-  env = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
-         "PYTHONPATH": ":".join(p for p in sys.path if p)}
-  result = subprocess.run([sys.executable, "-c", code], env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert result.stdout.strip() == "ok"
+  assert _python(code) == "ok"

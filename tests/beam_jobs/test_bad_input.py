@@ -35,6 +35,15 @@ def _one_line(error) -> str:
   return text
 
 
+def _refused(tmp_path, data, **kwargs):
+  """The config of a run on events `data` and the one line of the InputError
+  that `prepare.run` refuses it with."""
+  config = _config(tmp_path, _write(tmp_path, data), **kwargs)
+  with pytest.raises(prepare.InputError) as error:
+    prepare.run(config)
+  return config, _one_line(error)
+
+
 def _previous_output(tmp_path):
   """A committed data set in tmp_path/out and its files."""
   config = _config(tmp_path, _write(tmp_path, HEADER + ROWS, "good.csv"))
@@ -113,19 +122,15 @@ def test_json_lines_and_an_item_table_with_byte_order_marks(tmp_path):
 
 # Columns and rows the flags do not match -------------------------------------
 def test_a_header_without_rows_is_one_clear_line(tmp_path):
-  config = _config(tmp_path, _write(tmp_path, HEADER))
-  with pytest.raises(prepare.InputError) as error:
-    prepare.run(config)
-  assert _one_line(error) == (f"--events: {config.events} has a header but no "
-                              "rows; give at least one event, one per line")
+  config, line = _refused(tmp_path, HEADER)
+  assert line == (f"--events: {config.events} has a header but no rows; give "
+                  "at least one event, one per line")
   assert not os.path.exists(config.output)
 
 
 def test_misnamed_columns_are_named_with_the_flags_that_select_them(tmp_path):
-  config = _config(tmp_path, _write(tmp_path, "uid,iid,cat,ts\nu1,a,c,1\n"))
-  with pytest.raises(prepare.InputError) as error:
-    prepare.run(config)
-  assert _one_line(error) == (
+  config, line = _refused(tmp_path, "uid,iid,cat,ts\nu1,a,c,1\n")
+  assert line == (
       f"--events: {config.events} has no column 'user_id' (--user_column), "
       "'item_id' (--item_column), 'timestamp' (--timestamp_column), "
       "'category_id' (--item_features); its columns are uid, iid, cat, ts; "
@@ -143,10 +148,8 @@ def test_a_tab_separated_file_named_csv_gets_a_delimiter_hint(tmp_path):
 
 
 def test_a_missing_column_without_a_close_name_says_which_flag(tmp_path):
-  config = _config(tmp_path, _write(tmp_path, "user_id,item_id,timestamp\nu,i,1\n"))
-  with pytest.raises(prepare.InputError) as error:
-    prepare.run(config)
-  assert _one_line(error) == (
+  config, line = _refused(tmp_path, "user_id,item_id,timestamp\nu,i,1\n")
+  assert line == (
       f"--events: {config.events} has no column 'category_id' "
       "(--item_features); its columns are user_id, item_id, timestamp; rename "
       "the columns or name them with --item_features")
@@ -154,11 +157,9 @@ def test_a_missing_column_without_a_close_name_says_which_flag(tmp_path):
 
 def test_timestamps_that_never_parse_are_one_clear_line(tmp_path):
   rows = "".join(f"u{u},i{u},c1,2024/05/0{u + 1}\n" for u in range(3))
-  config = _config(tmp_path, _write(tmp_path, HEADER + "\n" + rows))
-  with pytest.raises(prepare.InputError) as error:
-    prepare.run(config)
+  config, line = _refused(tmp_path, HEADER + "\n" + rows)
   # Line 2 is blank: the first row is line 3.
-  assert _one_line(error) == (
+  assert line == (
       "--events: none of the first 3 rows is a valid event (1 x field "
       "'timestamp': cannot parse '2024/05/01' as seconds or ISO-8601; 1 x "
       "field 'timestamp': cannot parse '2024/05/02' as seconds or ISO-8601; "
