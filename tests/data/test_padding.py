@@ -48,7 +48,10 @@ CASES = ([(name, tower) for name in MODELS for tower in TOWER]
             for i, recurrence in enumerate(DIEN_RECURRENCES)]
          + [("base", dict(pooling="mean")),
             ("din", dict(attention_normalization="softmax")),
-            ("dien", dict(aux_reduction="step_mean"))])
+            ("dien", dict(aux_reduction="step_mean")),
+            ("dien", dict(attention_pooling_in_tower="states")),
+            ("dien", dict(attention_pooling_in_tower="behaviours",
+                          attention_type="bilinear"))])
 
 
 def _case_id(case):

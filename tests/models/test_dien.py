@@ -115,3 +115,28 @@ def test_bilinear_attention_is_the_papers_softmax_of_h_w_e(small_data):
   clone = DIENModel.from_config(model.get_config())
   assert clone.attention_type == "bilinear"
   assert "attention_initializer" not in model.get_config()
+
+
+@pytest.mark.parametrize("pooling", ["states", "behaviours"])
+def test_attention_pooling_feeds_the_tower_the_attended_sum(small_data,
+                                                            pooling):
+  # interest = [h'_T ; sum_t a_t x_t], x_t the states h_t or behaviours e_t.
+  model = DIENModel(small_data.spec, attention_units=(5, 3),
+                    attention_pooling_in_tower=pooling, **SMALL)
+  features = small_data.features(slice(0, 6))
+  weights, embedded, states, lengths = _attention_inputs(model, features)
+  interest, _ = model.interest(model.embedder(features))
+  interest = interest.numpy()[:, 0]                              # [B, X]
+  reference = DIENModel(small_data.spec, attention_units=(5, 3), **SMALL)
+  final_width = SMALL["gru_units"]
+  keys = states if pooling == "states" else embedded.history.numpy()
+  for row, length in enumerate(lengths):
+    expected = weights[row, :length] @ keys[row, :length]
+    np.testing.assert_allclose(interest[row, final_width:], expected,
+                               rtol=1e-5, atol=1e-6)
+  assert interest.shape[-1] == final_width + keys.shape[-1]
+  assert reference.attention_pooling_in_tower is None  # the default
+  clone = DIENModel.from_config(model.get_config())
+  assert clone.attention_pooling_in_tower == pooling
+  with pytest.raises(ValueError, match="attention_pooling_in_tower must be"):
+    DIENModel(small_data.spec, attention_pooling_in_tower="sum", **SMALL)

@@ -74,6 +74,11 @@ CONFIGS = {
                                    attention_type="bilinear")),
     "dien_agru_no_sum": (DIENModel, dict(
         gru_units=5, gru_type="AGRU", behaviour_sum_in_tower=False)),
+    "dien_pooled_states": (DIENModel, dict(
+        gru_units=5, attention_pooling_in_tower="states")),
+    "dien_pooled_behaviours_bilinear": (DIENModel, dict(
+        gru_units=5, attention_type="bilinear",
+        attention_pooling_in_tower="behaviours")),
     "dien_prelu_batch_norm": (DIENModel, dict(
         gru_units=5, activation="prelu", tower_input_normalization="batch")),
     "base": (BaseModel, dict()),
@@ -85,7 +90,8 @@ CONFIGS = {
         tower_input_normalization="batch")),
 }
 XLA_CONFIGS = ("din", "din_softmax_batch_norm_no_sum", "dien", "dien_paper",
-               "dien_aigru", "base", "base_no_sum_batch_norm")
+               "dien_aigru", "dien_pooled_states", "base",
+               "base_no_sum_batch_norm")
 
 
 # XLA compiles slowly: a subset covers every code path under it.

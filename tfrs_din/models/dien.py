@@ -18,6 +18,8 @@ from tfrs_din.models.embedding import EmbeddedFeatures
 _NEG_INF = -1e9
 # Values of `DIENModel(attention_type=...)`.
 ATTENTION_TYPES = ("mlp", "bilinear")
+# Values of `DIENModel(attention_pooling_in_tower=...)`.
+ATTENTION_POOLINGS = (None, "states", "behaviours")
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -57,6 +59,10 @@ class DIENModel(CTRModel):
       official code.
     tower_input_normalization: see `CTRModel`; "affine" by default, as the
       official code runs it.
+    attention_pooling_in_tower: None (the papers), "states" or
+      "behaviours": also feed the tower sum_t a_t h_t (the interest states)
+      or sum_t a_t e_t (the behaviours), pooled by the attention that drives
+      the evolution, beside the final evolved state h'_T.
     **kwargs: see `CTRModel`.
 
   Example:
@@ -76,13 +82,19 @@ class DIENModel(CTRModel):
                attention_type: str = "mlp",
                attention_units: Sequence[int] = (80, 40),
                behaviour_sum_in_tower: bool = True,
-               tower_input_normalization: Optional[str] = "affine", **kwargs):
+               tower_input_normalization: Optional[str] = "affine",
+               attention_pooling_in_tower: Optional[str] = None, **kwargs):
     super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
                      tower_input_normalization=tower_input_normalization,
                      **kwargs)
     if attention_type not in ATTENTION_TYPES:
       raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, "
                        f"got {attention_type!r}.")
+    if attention_pooling_in_tower not in ATTENTION_POOLINGS:
+      raise ValueError(f"attention_pooling_in_tower must be one of "
+                       f"{ATTENTION_POOLINGS}, got "
+                       f"{attention_pooling_in_tower!r}.")
+    self.attention_pooling_in_tower = attention_pooling_in_tower
     self.gru_units = int(gru_units)
     self.gru_type = gru_type
     self.aux_loss_weight = float(aux_loss_weight)
@@ -141,6 +153,11 @@ class DIENModel(CTRModel):
     # The evolution depends on the candidate: it runs for every (user,
     # candidate) pair; the extractor above ran once per user.
     final = self.evolution(states, attention, embedded.mask)    # [B, N, H']
+    if self.attention_pooling_in_tower is not None:
+      pooled = states if self.attention_pooling_in_tower == "states" else (
+          embedded.history)
+      # a is zero at padded steps, so padding adds nothing to the sum.
+      final = tf.concat([final, tf.matmul(attention, pooled)], -1)
     return final, {"attention": attention, "states": states}
 
   @property
@@ -178,4 +195,5 @@ class DIENModel(CTRModel):
                 aux_hidden_units=self.aux_hidden_units,
                 aux_reduction=self.aux_reduction,
                 attention_type=self.attention_type,
-                attention_units=self.attention_units)
+                attention_units=self.attention_units,
+                attention_pooling_in_tower=self.attention_pooling_in_tower)

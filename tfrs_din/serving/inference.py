@@ -362,9 +362,14 @@ def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
     attention = attention_scores(model.attention_unit, query, states, mask)
   else:
     attention = model.attention_scores(states, candidate, mask)  # [B, N, L]
+  # What `attention_pooling_in_tower` adds beside h'_T: sum_t a_t x_t.
+  pooled = {"states": states, "behaviours": history}.get(
+      model.attention_pooling_in_tower)
   return dict(
       user=user, candidate=candidate, numeric=numeric, steps=steps,
       summary=_pooled(history, mask, model.tower_behaviour_pooling),
+      pooled=(tf.zeros(tf.concat([tf.shape(attention)[:2], [0]], 0))
+              if pooled is None else tf.matmul(attention, pooled)),  # [B, N, X]
       mask=mask_t[:, :, tf.newaxis, tf.newaxis],                  # [L, B, 1, 1]
       attention=tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis],  # [L, B, 1, N]
       # The evolution's input projection W h_t, once per user.
@@ -417,8 +422,9 @@ def _dien_probabilities(model, jit_compile: bool):
                parts["attention"][..., g * size:(g + 1) * size],
                parts["mask"], parts["steps"])
         for g in range(EVOLUTION_GROUPS)], -1)                    # [B, H, N]
-    return back(parts["user"], parts["candidate"],
-                tf.transpose(final, [0, 2, 1]), parts["numeric"],
+    interest = tf.concat([tf.transpose(final, [0, 2, 1]), parts["pooled"]],
+                         -1)
+    return back(parts["user"], parts["candidate"], interest, parts["numeric"],
                 parts["summary"])
 
   return probabilities
