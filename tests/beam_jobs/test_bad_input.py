@@ -35,10 +35,10 @@ def _one_line(error) -> str:
   return text
 
 
-def _refused(tmp_path, data, **kwargs):
-  """The config of a run on events `data` and the one line of the InputError
-  that `prepare.run` refuses it with."""
-  config = _config(tmp_path, _write(tmp_path, data), **kwargs)
+def _refused(tmp_path, data, name="events.csv", **kwargs):
+  """The config of a run on events `data` (in file `name`) and the one line
+  of the InputError that `prepare.run` refuses it with."""
+  config = _config(tmp_path, _write(tmp_path, data, name), **kwargs)
   with pytest.raises(prepare.InputError) as error:
     prepare.run(config)
   return config, _one_line(error)
@@ -53,14 +53,12 @@ def _previous_output(tmp_path):
 
 # An empty file ---------------------------------------------------------------
 def test_an_empty_csv_is_refused_before_anything_is_written(tmp_path):
-  config = _config(tmp_path, _write(tmp_path, b""))
-  with pytest.raises(prepare.InputError) as error:
-    prepare.run(config)
-  assert _one_line(error) == (
+  config, line = _refused(tmp_path, b"")
+  assert line == (
       f"--events: {config.events} is empty (0 bytes); give a CSV file whose "
       "first line names the columns (user_id,item_id,timestamp,category_id) "
       "and then one event per line")
-  assert isinstance(error.value, ValueError)
+  assert issubclass(prepare.InputError, ValueError)  # the CLI's user errors
   assert not os.path.exists(config.output)
 
 
@@ -201,13 +199,11 @@ def test_files_of_a_pattern_must_share_their_header(tmp_path):
 
 
 def test_json_lines_without_a_named_field(tmp_path):
-  events = _write(tmp_path, '{"user": "u", "item_id": "i", "timestamp": 1}\n',
-                  "events.jsonl")
-  config = _config(tmp_path, events, columns=Columns(item_features=()))
-  with pytest.raises(prepare.InputError) as error:
-    prepare.run(config)
-  assert _one_line(error) == (
-      f"--events: the first 1 rows of {events} have no column 'user_id' "
+  config, line = _refused(
+      tmp_path, '{"user": "u", "item_id": "i", "timestamp": 1}\n',
+      "events.jsonl", columns=Columns(item_features=()))
+  assert line == (
+      f"--events: the first 1 rows of {config.events} have no column 'user_id' "
       "(--user_column); its columns are item_id, timestamp, user; rename the "
       "columns or pass --user_column user")
 
