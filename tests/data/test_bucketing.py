@@ -13,25 +13,15 @@ import tensorflow as tf
 from tfrs_din.data.negatives import FreshNegatives
 from tfrs_din.data.pipeline import (GROUP_BLOCK_BATCHES, IN_MEMORY_MAX_BYTES,
                                     make_dataset)
-from tfrs_din.data.synthetic import SyntheticConfig, generate
+from tfrs_din.data.synthetic import SyntheticConfig
 from tfrs_din.features import HISTORY_LENGTH, PADDING_INDEX
 
 BATCH = 32
 BOUNDARIES = (4, 8, 16, 32)
 EPOCHS = 4
-
-
-@pytest.fixture(scope="module")
-def data():
-  return generate(SyntheticConfig(num_users=300, max_steps=60, max_history=40,
-                                  seed=1))
-
-
-@pytest.fixture(scope="module")
-def directory(data, tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("bucketing"))
-  data.write_records(path, shards=3)
-  return path
+# The log of the `data` and `directory` fixtures (tests/data/conftest.py).
+SYNTHETIC = SyntheticConfig(num_users=300, max_steps=60, max_history=40,
+                            seed=1)
 
 
 def _epochs(ds, epochs=EPOCHS):

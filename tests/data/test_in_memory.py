@@ -19,11 +19,15 @@ from tfrs_din.data import pipeline
 from tfrs_din.data.negatives import FreshNegatives
 from tfrs_din.data.pipeline import (in_memory_records, load_feature_spec,
                                     make_dataset, record_bytes)
-from tfrs_din.data.synthetic import SyntheticConfig, generate
+from tfrs_din.data.synthetic import SyntheticConfig
 from tfrs_din.features import HISTORY_LENGTH, PADDING_INDEX
 
 BATCH = 32
 STREAM = dict(in_memory_max_bytes=0)
+# The log of the `data` and `directory` fixtures (tests/data/conftest.py):
+# `directory` holds its records only (no metadata.json).
+SYNTHETIC = SyntheticConfig(num_users=150, max_steps=40, max_history=20,
+                            seed=3)
 
 
 @pytest.fixture(autouse=True)
@@ -31,20 +35,6 @@ def _small_load_blocks(monkeypatch):
   """Blocks far smaller than the splits here, so that loading joins many
   parsed blocks (a holdout filters each of them)."""
   monkeypatch.setattr(pipeline, "LOAD_BLOCK", 700)
-
-
-@pytest.fixture(scope="module")
-def data():
-  return generate(SyntheticConfig(num_users=150, max_steps=40, max_history=20,
-                                  seed=3))
-
-
-@pytest.fixture(scope="module")
-def directory(data, tmp_path_factory):
-  """Records only (no metadata.json): the in-memory path counts them."""
-  path = str(tmp_path_factory.mktemp("in_memory"))
-  data.write_records(path, shards=3)
-  return path
 
 
 @pytest.fixture(scope="module")

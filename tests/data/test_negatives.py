@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from batch_arrays import concatenated
 from beam_jobs.vocabulary import load_vocabularies
 from prepared_log import prepared_log
 from tfrs_din import training
@@ -144,20 +145,6 @@ def prepared(tmp_path_factory):
                       "--max_history", "6", "--embedding_dim", "4")
 
 
-def _negatives(ds):
-  """Concatenated (features, negatives) of one pass; sequences (batches
-  padded to their own widths) padded to the widest."""
-  batches = list(ds)
-  out = {}
-  for k in batches[0]:
-    values = [b[k].numpy() for b in batches]
-    if values[0].ndim == 2:
-      width = max(v.shape[1] for v in values)
-      values = [np.pad(v, [(0, 0), (0, width - v.shape[1])]) for v in values]
-    out[k] = np.concatenate(values)
-  return out
-
-
 def test_prepared_log_side_features_are_the_item_tables_rows(prepared):
   spec, _ = load_feature_spec(prepared)
   vocabs = load_vocabularies(prepared, ["item_id", "category_id"])
@@ -189,7 +176,7 @@ def test_every_epoch_draws_anew_and_the_seed_reproduces_them(prepared):
                         fresh_negatives=sampler, **kwargs)
 
   ds = dataset(seed=0)
-  epoch1, epoch2 = _negatives(ds), _negatives(ds)
+  epoch1, epoch2 = concatenated(ds), concatenated(ds)
   _check_rows(epoch1, epoch1["neg_hist_item_id"])
   _check_rows(epoch2, epoch2["neg_hist_item_id"])
   valid = epoch1["neg_hist_item_id"] != PADDING_INDEX
@@ -206,11 +193,11 @@ def test_every_epoch_draws_anew_and_the_seed_reproduces_them(prepared):
   # A new dataset with the same seed (and the same global seed, set by
   # conftest before `ds` was made) repeats epoch 1, order and negatives.
   tf.keras.utils.set_random_seed(0)
-  again = _negatives(dataset(seed=0))
+  again = concatenated(dataset(seed=0))
   for name in epoch1:
     np.testing.assert_array_equal(again[name], epoch1[name])
   tf.keras.utils.set_random_seed(0)
-  other = by_example(_negatives(dataset(seed=1)))
+  other = by_example(concatenated(dataset(seed=1)))
   assert np.mean([other[k] != first[k] for k in first]) > 0.5
 
 
@@ -219,12 +206,12 @@ def test_holdout_batches_get_fresh_negatives(prepared, holdout_by):
   spec, _ = load_feature_spec(prepared)
   sampler = FreshNegatives.from_prepared(prepared, spec)
   holdout = dict(holdout_fraction=0.3, holdout_by=holdout_by)
-  kept = _negatives(make_dataset(prepared, "train", spec, 32,
-                                 holdout="exclude", fresh_negatives=sampler,
-                                 **holdout))
-  held = _negatives(make_dataset(prepared, "train", spec, 32, holdout="only",
-                                 **holdout))
-  every = _negatives(make_dataset(prepared, "train", spec, 32))
+  kept = concatenated(make_dataset(prepared, "train", spec, 32,
+                                   holdout="exclude", fresh_negatives=sampler,
+                                   **holdout))
+  held = concatenated(make_dataset(prepared, "train", spec, 32,
+                                   holdout="only", **holdout))
+  every = concatenated(make_dataset(prepared, "train", spec, 32))
   assert len(kept["user_id"]) + len(held["user_id"]) == len(every["user_id"])
   if holdout_by == "users":
     assert not set(kept["user_id"]) & set(held["user_id"])

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfrs_din import schema
 from tfrs_din.data.pipeline import (in_holdout, load_feature_spec,
                                     load_metadata, make_dataset)
+from batch_arrays import concatenated
 from prepared_log import prepared_log
 from tfrs_din.data.synthetic import SyntheticConfig
 
@@ -101,40 +102,24 @@ def next_item(tmp_path_factory):
                       "--embedding_dim", "4", "--num_shards", "3")
 
 
-def _concatenated(batches, names):
-  """Each feature of `names` over the batches; sequences (batches padded to
-  their own widths) padded to the widest."""
-  out = {}
-  for n in names:
-    values = [b[n].numpy() for b in batches]
-    if values[0].ndim == 2:
-      width = max(v.shape[1] for v in values)
-      values = [np.pad(v, [(0, 0), (0, width - v.shape[1])]) for v in values]
-    out[n] = np.concatenate(values)
-  return out
-
-
-def _records(ds, *names):
-  return _concatenated(list(ds), names)
-
-
 def test_last_target_holdout_is_each_users_target_before_the_test_one(
     next_item):
   """Held out: b_{n-1}, whose positive is the last behaviour of the user's
   test history (the test sample predicts b_n from b_1..b_{n-1})."""
   spec, _ = load_feature_spec(next_item)
   names = ("user_id", "item_id", "label", "hist_length", "hist_item_id")
-  every = _records(make_dataset(next_item, "train", spec, 16), *names)
-  kept = _records(make_dataset(next_item, "train", spec, 16, shuffle=True,
-                               holdout="exclude", holdout_by="last"), *names)
-  held = _records(make_dataset(next_item, "train", spec, 16,
-                               holdout="only", holdout_by="last"), *names)
+  every = concatenated(make_dataset(next_item, "train", spec, 16), names)
+  kept = concatenated(make_dataset(next_item, "train", spec, 16, shuffle=True,
+                                   holdout="exclude", holdout_by="last"),
+                      names)
+  held = concatenated(make_dataset(next_item, "train", spec, 16,
+                                   holdout="only", holdout_by="last"), names)
   assert len(kept["user_id"]) + len(held["user_id"]) == len(every["user_id"])
   # One positive and its one sampled negative per user with a train target.
   users = set(every["user_id"])
   assert sorted(held["user_id"]) == sorted(list(users) * 2)
   assert held["label"].sum() == len(users)
-  test = _records(make_dataset(next_item, "test", spec, 16), *names)
+  test = concatenated(make_dataset(next_item, "test", spec, 16), names)
   previous = {u: h[n - 1] for u, h, n, y in zip(
       test["user_id"], test["hist_item_id"], test["hist_length"],
       test["label"]) if y == 1}
