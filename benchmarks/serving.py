@@ -61,8 +61,12 @@ def floor_multiply_adds(model, candidates: int, history: int) -> Dict[str, int]:
       GRU's input projection G*3G (shared by the candidates; per candidate
       for AIGRU, whose input depends on the attention);
     per candidate and step: the evolution GRU's recurrent product G*3G and
-      the attention logit G;
-    per candidate: the attention query D*G and the tower.
+      the attention: the logit G (bilinear), or for the "mlp" attention
+      (net A1-A2-...-1 over [q, h, q - h, q * h]) DIN's pair terms with G
+      in place of D;
+    per user and step ("mlp"): the h-only part of the net's first layer G*A1;
+    per candidate: the attention query D*G (and, "mlp", its q-only part
+      G*A1) and the tower.
   Element-wise work (activations, gates, softmax) and the attention-weighted
   sum of the behaviours (D per pair) are not counted.
   """
@@ -85,7 +89,13 @@ def floor_multiply_adds(model, candidates: int, history: int) -> Dict[str, int]:
     parts["evolution_projection"] = history * per_step_projection * (
         candidates if model.gru_type == "AIGRU" else 1)
     parts["evolution"] = candidates * history * g * 3 * g
-    parts["attention"] = candidates * (dim * g + history * g)
+    if getattr(model, "attention_type", "bilinear") == "mlp":
+      units = list(model.attention_units)
+      parts["attention"] = (
+          candidates * (dim * g + g * units[0]) + history * g * units[0]
+          + candidates * history * (g * units[0] + _mlp_macs(units + [1])))
+    else:
+      parts["attention"] = candidates * (dim * g + history * g)
   parts["total"] = sum(parts.values())
   return parts
 
