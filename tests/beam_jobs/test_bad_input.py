@@ -330,8 +330,8 @@ def test_other_flags_of_the_caller_are_suggested():
   with pytest.raises(ValueError, match="did you mean --learning_rate\\?$"):
     prepare.split_beam_args(["--learning_rat", "0.1"],
                             other_flags=["--learning_rate", "--epochs"])
-  # Not Beam's --expansion_port: difflib rates that pair above the cutoff one
-  # way round and far below it the other, and the lower rating counts.
+  # Not Beam's --expansion_port: difflib rates that pair above its own default
+  # cutoff one way round and far below it the other; the lower rating counts.
   with pytest.raises(ValueError, match="^unknown flag --learning_rat: neither "
                      "an option of the job"):
     prepare.split_beam_args(["--learning_rat", "0.1"])
