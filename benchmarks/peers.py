@@ -1,6 +1,11 @@
-"""Our DIN/DIEN against FuxiCTR and DeepCTR-Torch on the same data.
+"""Our DIN/DIEN against FuxiCTR, DeepCTR-Torch and RecBole on the same data.
 
     pip install -e ".[peers]"        # a venv of its own: torch is several GB
+    # RecBole 1.2.1 pins ray<=2.6.3 (FuxiCTR 2.3.10 needs ray>=2.52, used by
+    # neither here) and its Config needs NumPy 1:
+    pip install --no-deps recbole==1.2.1
+    pip install "numpy<2" "pandas<3" "pyarrow<22" colorlog==4.7.2 \
+        colorama==0.4.4 tensorboard thop tabulate plotly texttable psutil
     python benchmarks/peers.py --quick                    # smoke run, minutes
     python benchmarks/peers.py                            # 5 seeds; --docs FILE
                                                           # also rewrites its
@@ -56,7 +61,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBRARIES = ("ours", "fuxictr", "deepctr_torch")
+LIBRARIES = ("ours", "fuxictr", "deepctr_torch", "recbole")
 # `--libraries ours:NAME`: ours with these options changed (model
 # constructor arguments, or `TrainConfig` fields such as "optimizer"), to
 # find which of our defaults differ in effect from a peer's.
@@ -844,6 +849,253 @@ def run_deepctr_torch(model_name: str, seed: int, path: str, args) -> dict:
   return result
 
 
+def item_categories(vocab_size: int, pairs) -> np.ndarray:
+  """The category id of every item id, from (item ids, category ids) pairs
+  of arrays of the export: RecBole's DIN and DIEN take the category as an
+  item feature, looked up by item id, so each item must have one category.
+
+  Args:
+    vocab_size: item ids run from 0 to vocab_size - 1.
+    pairs: (items, categories) arrays of the same shape; item 0 (padding)
+      is skipped.
+
+  Returns:
+    [vocab_size] int64, the category of each item; 0 for padding and for
+    the items no row holds.
+
+  Raises:
+    ValueError: an item id out of range, or an item with two categories.
+  """
+  items = np.concatenate([np.ravel(i) for i, _ in pairs]).astype(np.int64)
+  cats = np.concatenate([np.ravel(c) for _, c in pairs]).astype(np.int64)
+  keep = items != 0
+  items, cats = items[keep], cats[keep]
+  bad = (items < 0) | (items >= vocab_size)
+  if bad.any():
+    raise ValueError(f"item id {int(items[bad][0])} is out of the item "
+                     f"vocabulary of {vocab_size}: export the data again")
+  table = np.zeros(vocab_size, np.int64)
+  table[items] = cats
+  clash = table[items] != cats
+  if clash.any():
+    item = int(items[clash][0])
+    raise ValueError(
+        f"item id {item} has category ids "
+        f"{sorted(set(cats[items == item].tolist()))} in the export; "
+        "RecBole looks the category up by item id (an item feature), so "
+        "each item needs one: use --libraries without recbole on this data")
+  return table
+
+
+def _recbole_model(model_name: str, vocab: dict, categories: np.ndarray,
+                   max_len: int):
+  """RecBole 1.2.1's DIN / DIEN with the shared dimensions, and its config.
+
+  The config is a real `recbole.config.Config` (RecBole's defaults for
+  DIN / DIEN, the values below changed). The data set is a stand-in (see
+  `Fields`): a real `recbole.data.dataset.Dataset` is built from atomic
+  files and maps every token to ids of its own, where the arrays keep the
+  export's ids and vocabularies.
+
+  Args:
+    model_name: "din" or "dien".
+    vocab: vocabulary size of user_id, item_id and category_id (id 0 is
+      padding, as RecBole's "[PAD]").
+    categories: `item_categories` of the export.
+    max_len: MAX_ITEM_LIST_LENGTH, the width every history is padded to (its
+      attention masks with a [1, max_len] position table).
+  """
+  import torch
+  from recbole.config import Config
+  from recbole.data.interaction import Interaction
+  from recbole.model.sequential_recommender import DIEN, DIN
+  from recbole.utils import FeatureType
+  config_dict = dict(
+      gpu_id="", use_gpu=False, MAX_ITEM_LIST_LENGTH=max_len,
+      embedding_size=EMBEDDING,
+      # One list sizes the tower, the attention net and DIEN's auxiliary
+      # net alike: the tower's 200-80 is kept.
+      mlp_hidden_size=[200, 80], dropout_prob=0.0, pooling_mode="mean",
+      learner="adam", learning_rate=1e-3, weight_decay=0.0,
+      train_batch_size=BATCH, clip_grad_norm=None)
+  if model_name == "dien":
+    # Its auxiliary loss is the mean over the 2|V| click and no-click terms
+    # of the valid steps V; alpha 2 makes it their sum over |V|, the weight
+    # DeepCTR-Torch's alpha gives it (see `_deepctr_model`).
+    config_dict.update(gru_type="AUGRU", alpha=2.0)
+  if int(np.__version__.split(".")[0]) >= 2:
+    raise RuntimeError(
+        f"RecBole 1.2.1's Config needs NumPy < 2 (it sets np.float = "
+        f"np.float_), found {np.__version__}: pip install 'numpy<2' "
+        "'pandas<3' 'pyarrow<22' into the peers' venv")
+  argv, sys.argv = sys.argv, sys.argv[:1]  # Config also reads --key=value
+  try:                                      # from the command line
+    config = Config(model=model_name.upper(), dataset="peers",
+                    config_dict=config_dict)
+  finally:
+    sys.argv = argv
+  assert (config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]) == (
+      "user_id", "item_id"), "RecBole's default field names changed"
+
+  class Fields:
+    """Exactly what DIN, DIEN and their `ContextSeqEmbLayer` read from a
+    RecBole Dataset: `num`, `field2type`, `get_user_feature`,
+    `get_item_feature` and `config`. The user table holds the user id only;
+    the item table the item id and its category (a token feature)."""
+    field2type = {n: FeatureType.TOKEN
+                  for n in ("user_id", "item_id", "category_id")}
+
+    def __init__(self):
+      self.config = config
+
+    def num(self, field: str) -> int:
+      return vocab[field]
+
+    def get_user_feature(self):
+      return Interaction({"user_id": torch.arange(vocab["user_id"])})
+
+    def get_item_feature(self):
+      return Interaction({"item_id": torch.arange(vocab["item_id"]),
+                          "category_id": torch.from_numpy(categories)})
+
+  model = (DIN if model_name == "din" else DIEN)(config, Fields())
+  return model.to(config["device"]), config
+
+
+def run_recbole(model_name: str, seed: int, path: str, args) -> dict:
+  """RecBole 1.2.1's DIN / DIEN (its sequential recommenders).
+
+  Batches are its `Interaction`s built from the arrays: the history as
+  `item_id_list` and `item_length` (padded after the history to
+  MAX_HISTORY, as its data augmentation pads), the candidate as `item_id`,
+  the label, and for DIEN the export's negatives as `neg_item_id_list`; the
+  category is an item feature, looked up by item id (`item_categories`).
+  The step is its Trainer's `_train_epoch` (zero_grad, `calculate_loss`,
+  backward, Adam step; no clipping, no weight decay), the optimizer what its
+  `_build_optimizer` builds for learner "adam".
+  """
+  torch = _torch_setup(seed, args.threads)
+  import recbole
+  from recbole.data.interaction import Interaction
+  train, test, serve, manifest = _load(path)
+  vocab = manifest["vocab"]
+  pairs = [(split[items], split[cats]) for split in (train, test, serve)
+           for items, cats in (("item_id", "category_id"),
+                               ("hist_item_id", "hist_category_id"),
+                               ("neg_hist_item_id", "neg_hist_category_id"))
+           if items in split]
+  categories = item_categories(vocab["item_id"], pairs)
+  if model_name == "dien":
+    for split, arrays in (("train", train), ("test", test)):
+      empty = int((arrays["hist_length"] < 1).sum())
+      if empty:
+        raise ValueError(
+            f"{path}: {empty} {split} rows have no history; RecBole's DIEN "
+            "packs each history (pack_padded_sequence), which cannot be "
+            "empty: run --libraries without recbole on this data")
+  model, config = _recbole_model(model_name, vocab, categories, MAX_HISTORY)
+  notes = [
+      "mlp_hidden_size [200, 80] sizes the tower and the attention net "
+      "(sigmoid MLP, no Dice) alike; it has no separate attention sizes",
+      "tower: Linear, BatchNorm1d (hard-coded), its Dice, whose alpha is a "
+      "constant 0 (not a parameter): x * sigmoid(x) after the batch norm",
+      "category as an item feature looked up by item id; item and category "
+      "share one FMEmbedding table (same size as two)",
+      "Xavier-normal embeddings and linear layers (its _init_weights)"]
+  if model_name == "din":
+    notes.append("DIN's tower takes no user id: its user table is built "
+                 "(and counted) but unused")
+  else:
+    notes.append("auxiliary negatives: the export's, as neg_item_id_list "
+                 "(its own DIENDataset draws them once per interaction, "
+                 "uniformly, excluding only the positive of that step); "
+                 "alpha=2.0 (its auxiliary loss is a mean over the 2|V| "
+                 "terms)")
+    notes.append("auxiliary net 72-200-80-1 without activations (the same "
+                 "mlp_hidden_size); AUGRU cell weights N(0, 1) (torch.randn, "
+                 "left by its _init_weights); attention softmax over the "
+                 "history, scores divided by sqrt(36)")
+    notes.append("its predict computes the auxiliary loss too: it needs a "
+                 "negative sequence when scoring (the history is passed when "
+                 "serving; the scores do not depend on it)")
+
+  def batch(arrays, rows, width=MAX_HISTORY):
+    tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a))
+    pad = lambda a: tensor(np.pad(a, [(0, 0), (0, width - a.shape[1])]))
+    fields = {model.USER_ID: tensor(arrays["user_id"][rows]),
+              model.POS_ITEM_ID: tensor(arrays["item_id"][rows]),
+              model.ITEM_SEQ: pad(arrays["hist_item_id"][rows]),
+              model.ITEM_SEQ_LEN: tensor(arrays["hist_length"][rows])}
+    if model_name == "dien":
+      fields[model.NEG_ITEM_SEQ] = pad(arrays["neg_hist_item_id"][rows])
+    if "label" in arrays:
+      fields[model.LABEL_FIELD] = tensor(arrays["label"][rows])
+    return Interaction(fields)
+
+  optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"],
+                               weight_decay=config["weight_decay"])
+  ends, seen = [], [0]
+  # Its calculate_loss calls self.forward, which runs no hooks: the rows are
+  # counted where the embedding layer takes the user ids.
+  model.embedding_layer.register_forward_pre_hook(
+      lambda m, inputs: seen.__setitem__(0, seen[0] + inputs[0].shape[0])
+      if m.training else None)
+
+  def train_epoch(rows):
+    model.train()
+    before = seen[0]
+    for first in range(0, len(rows), BATCH):
+      interaction = batch(train, rows[first:first + BATCH])
+      optimizer.zero_grad()
+      loss = model.calculate_loss(interaction)
+      if torch.isnan(loss):  # its Trainer's _check_nan
+        raise ValueError("Training loss is nan")
+      loss.backward()
+      optimizer.step()
+      ends.append(time.perf_counter())
+    return seen[0] - before
+
+  def predict(arrays):
+    model.eval()
+    with torch.no_grad():
+      return np.concatenate([
+          model.predict(batch(arrays, slice(first, first + 2048))).numpy()
+          for first in range(0, len(arrays["label"]), 2048)])
+
+  result = _torch_result(model, run_schedule(train_epoch, predict, train,
+                                             test, args),
+                         test["label"], ends, args, notes,
+                         {"recbole": recbole.__version__,
+                          "torch": torch.__version__})
+  if args.latency:
+    # The attention's position table is sized by MAX_ITEM_LIST_LENGTH: the
+    # same weights in a model built for a history of 100 (no parameter
+    # depends on it), checked on test rows padded to 100.
+    server, _ = _recbole_model(model_name, vocab, categories, SERVE_HISTORY)
+    server.load_state_dict(model.state_dict())
+    model.eval()
+    server.eval()
+    first = {n: test[n][:4] for n in COLUMNS}
+    with torch.no_grad():
+      np.testing.assert_allclose(
+          server.predict(batch(first, slice(None), SERVE_HISTORY)).numpy(),
+          model.predict(batch(first, slice(None))).numpy(),
+          rtol=1e-4, atol=1e-6)
+    tiled = {k: np.repeat(v, SERVE_CANDIDATES, axis=0)
+             for k, v in serve.items() if k.startswith("hist_") or k == "user_id"}
+    tiled.update(item_id=serve["item_id"][0], category_id=serve["category_id"][0],
+                 neg_hist_item_id=np.repeat(serve["hist_item_id"],
+                                            SERVE_CANDIDATES, axis=0))
+    request = batch(tiled, slice(None), SERVE_HISTORY)
+
+    def call():
+      with torch.no_grad():
+        return server.predict(request)
+    result["latency"] = _latency(call, args.latency_reps)
+    result["latency_kind"] = "500 tiled rows (no per-user call)"
+  return result
+
+
 def _version(distribution: str) -> str:
   from importlib import metadata
   try:
@@ -853,7 +1105,7 @@ def _version(distribution: str) -> str:
 
 
 RUNNERS = {"ours": run_ours, "fuxictr": run_fuxictr,
-           "deepctr_torch": run_deepctr_torch}
+           "deepctr_torch": run_deepctr_torch, "recbole": run_recbole}
 
 
 # --------------------------------------------------------------------------- #
@@ -1086,7 +1338,7 @@ def main() -> int:
 # Report.
 # --------------------------------------------------------------------------- #
 NAMES = {"ours": "tfrs-din (ours)", "fuxictr": "FuxiCTR", "deepctr_torch":
-         "DeepCTR-Torch"}
+         "DeepCTR-Torch", "recbole": "RecBole"}
 NAMES.update({f"ours:{v}": f"tfrs-din (ours), {v}" for v in OURS_VARIANTS})
 NAMES.update({f"fuxictr:{v}": f"FuxiCTR, {v}" for v in FUXICTR_VARIANTS})
 
@@ -1128,7 +1380,7 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None,
   now = datetime.datetime.now().strftime("%Y-%m-%d")
   source = manifest.get("source")
   peers_run = [NAMES[x] for x in LIBRARIES if x != "ours" and x in libraries]
-  title = f"## Peers: {' and '.join(peers_run) or 'none'}"
+  title = f"## Peers: {listed(peers_run) or 'none'}"
   if source:
     title += f", on `{os.path.basename(source)}`"
   if validated:
@@ -1267,10 +1519,13 @@ user id, item id and category (an item and the behaviours share the
 tables), attention 80-40 with Dice (DIN), tower 200-80 with Dice, GRU 36
 (= 2 x 18) with AUGRU (DIEN), Adam with learning rate 1e-3, no dropout, no
 batch norm outside Dice, no regularisation (ours without its embedding L2,
-DeepCTR-Torch's default L2 on embeddings set to 0). Initialisers are each
-library's default (ours N(0, 0.05) embeddings and Glorot-normal kernels;
-FuxiCTR N(0, 1e-4) embeddings and Xavier-normal; DeepCTR-Torch N(0, 1e-4)
-for embeddings, tower and GRU weights). Ours trains with LazyAdam
+DeepCTR-Torch's default L2 on embeddings set to 0), except where RecBole has
+no option for it (its attention nets and its tower's batch norm: below).
+Initialisers are each library's default (ours N(0, 0.05) embeddings and
+Glorot-normal kernels; FuxiCTR N(0, 1e-4) embeddings and Xavier-normal;
+DeepCTR-Torch N(0, 1e-4) for embeddings, tower and GRU weights; RecBole
+Xavier-normal embeddings and linear layers, torch's default for its
+interest-extractor GRU, N(0, 1) for its AUGRU cell). Ours trains with LazyAdam
 (the default; with dense gradients the same steps as Adam),
 epsilon 1e-7; the peers with torch's Adam, epsilon 1e-8.
 
@@ -1290,6 +1545,14 @@ differ as follows (counts per part in the table above):
   15,241 weights instead of the bilinear 1,296; it has no bilinear form),
   one bias per gate in its AUGRU cell (-108), its auxiliary net without the
   input norm (12,401).
+- RecBole: one `mlp_hidden_size` sizes its tower and its attention net, so
+  the attention is 144-200-80-1 with sigmoid units (45,161 weights) where
+  the others have 80-40; its tower has a batch norm per layer (+560) and no
+  Dice alpha. DIN: no behaviour sum; its user table is built and counted but
+  never used (its tower takes no user id, as the official code). DIEN: the
+  same MLP attention in the interest evolution (no bilinear form), its
+  auxiliary net 72-200-80-1 without activations or input norm (30,761), a
+  tower on (final interest state, candidate, user embedding): 90 inputs.
 
 What the peers could not do, as run here:
 - **FuxiCTR 2.3.10**: its PyPI wheel ships DIN and DIEN only as
@@ -1320,9 +1583,42 @@ What the peers could not do, as run here:
   `maxlen`: for the history-100 latency the trained weights are loaded into
   the same model built with maxlen 100 (each run checks equal outputs on
   test rows padded to 100).
-- Neither peer has a per-user candidate-scoring call: their latency is 500
+- **RecBole 1.2.1**: its DIN and DIEN are sequential recommenders built
+  from a `Config` and a `Dataset`, which reads atomic files, maps every
+  token to ids of its own and makes its own next-item samples. Here they get
+  a real `Config` and a stand-in data set with exactly what they read (the
+  vocabularies, the field types, the user table and the item table: item id
+  and category), and batches as its `Interaction`s built from the arrays
+  (history padded at the end, as its own data augmentation pads). The
+  category is an item feature looked up by item id (each run checks that
+  every item of the export has one category); item ids and categories share
+  one table with offsets, without a padding row (padding is masked). Not
+  settable: the attention nets are MLPs with sigmoid units over
+  [q, k, q - k, q * k], sized by the tower's `mlp_hidden_size`, their scores
+  divided by sqrt(36); DIN's weights are not normalised, DIEN's are a
+  softmax over the history. The tower is linear, batch norm (hard-coded)
+  and its Dice, whose alpha is a constant 0 (a tensor, not a parameter):
+  x * sigmoid(x) after the batch norm. DIEN: its own `DIENDataset` draws the
+  negatives once per interaction, uniformly from all items except that
+  step's positive (history items allowed); here it gets the export's
+  negatives as `neg_item_id_list`. Its auxiliary loss is the mean of the
+  click and no-click terms over the valid steps, so `alpha` is 2 (the sum
+  per valid step, as DeepCTR-Torch's weighting). Its `predict` computes the
+  auxiliary loss too, so scoring needs a negative sequence (the serving
+  request passes the history; the scores do not depend on it), and its
+  AUGRU loops over the packed steps in Python. Its attention masks with a
+  position table sized by `MAX_ITEM_LIST_LENGTH`: the history-100 latency
+  loads the trained weights into the same model built for 100 (each run
+  checks equal outputs on test rows padded to 100). RecBole 1.2.1 needs
+  NumPy 1 (its `Config` sets `np.float = np.float_`).
+- No peer has a per-user candidate-scoring call: their latency is 500
   tiled rows, and so is ours in brackets.
 """
+
+
+def listed(names: list) -> str:
+  """"A", "A and B", "A, B and C"."""
+  return " and ".join(filter(None, [", ".join(names[:-1]), *names[-1:]]))
 
 
 def _section_flags(source: str, schedule: str) -> str:

@@ -126,3 +126,62 @@ def test_the_export_carries_mba_counts_of_the_events(tmp_path):
     seen = sum(np.bincount(split[name], minlength=len(counts[name]))
                for split in (train, test))
     assert (counts[name] >= seen).all()
+
+
+def test_recbole_is_a_third_peer():
+  assert peers.RUNNERS["recbole"] is peers.run_recbole
+  assert peers.LIBRARIES == ("ours", "fuxictr", "deepctr_torch", "recbole")
+  assert peers.NAMES["recbole"] == "RecBole"
+
+
+def test_listed_names():
+  assert peers.listed([]) == ""
+  assert peers.listed(["A"]) == "A"
+  assert peers.listed(["A", "B"]) == "A and B"
+  assert peers.listed(["A", "B", "C"]) == "A, B and C"
+
+
+def _run(library: str, model: str, auc: float) -> dict:
+  return {"library": library, "model": model, "seed": 0, "auc": auc,
+          "logloss": 0.6, "examples_per_s": 1000.0, "peak_rss_mb": 900.0,
+          "params": 107010, "embedding_params": 23328,
+          "params_by_part": {"attention": 45161}, "versions": {"recbole": "x"}}
+
+
+def test_the_report_has_a_recbole_row_and_names_every_peer():
+  manifest = {"generator": {"num_users": 250}, "mean_history": 16.5,
+              "train_click_rate": 0.34, "n_train": 20224, "n_test": 1934,
+              "sha256": "0" * 64}
+  runs = [_run("fuxictr", "din", 0.61), _run("recbole", "din", 0.6021),
+          _run("recbole", "dien", 0.5674)]
+  text = peers.report(runs, manifest,
+                      ["ours", "fuxictr", "deepctr_torch", "recbole"],
+                      ["din", "dien"], [0], "runs.jsonl")
+  assert text.startswith(
+      "## Peers: FuxiCTR, DeepCTR-Torch and RecBole\n")
+  assert "| RecBole | DIN | 0.6021 ± 0.0000 (n=1) |" in text
+  assert "| RecBole | DIEN | 0.5674 ± 0.0000 (n=1) |" in text
+  assert "| DeepCTR-Torch | DIN | failed |" in text  # no run: not invented
+  assert "**RecBole 1.2.1**" in text
+  only = peers.report(runs, manifest, ["ours", "recbole"], ["din"], [0],
+                      "runs.jsonl")
+  assert only.startswith("## Peers: RecBole\n")
+
+
+def test_item_categories_is_the_exports_item_to_category_table():
+  pairs = [(np.array([2, 3]), np.array([5, 6])),
+           (np.array([[3, 4, 0], [2, 0, 0]]), np.array([[6, 5, 0], [5, 0, 0]]))]
+  np.testing.assert_array_equal(peers.item_categories(6, pairs),
+                                [0, 0, 5, 6, 5, 0])  # item 5: in no row
+
+
+def test_item_categories_refuses_an_item_with_two_categories():
+  pairs = [(np.array([2, 3]), np.array([5, 6])),
+           (np.array([[3, 0]]), np.array([[7, 0]]))]
+  with pytest.raises(ValueError, match=r"item id 3 has category ids \[6, 7\]"):
+    peers.item_categories(6, pairs)
+  with pytest.raises(ValueError, match="item id 3 is out of the item "
+                     "vocabulary of 3"):
+    peers.item_categories(3, pairs[:1])
+  with pytest.raises(ValueError, match="item id -2 is out"):
+    peers.item_categories(6, [(np.array([-2]), np.array([5]))])
