@@ -68,12 +68,21 @@ ROWS: List[Tuple[str, str, dict, str]] = [
     ("dien_behaviour_sum", "dien", {"tower_behaviour_pooling": "sum"},
      "tower gets the behaviour sum s (the official code) instead of the "
      "mean"),
+    ("dien_attention_pooling_none", "dien",
+     {"attention_pooling_in_tower": None},
+     "tower without the attention-pooled behaviours (h'_T alone, the "
+     "papers')"),
+    ("dien_attention_pooling_states", "dien",
+     {"attention_pooling_in_tower": "states"},
+     "tower gets the attention-pooled interest states instead of the "
+     "behaviours"),
     ("dien_step_mean", "dien", {"aux_reduction": "step_mean"},
      "aux loss averaged over valid steps"),
     ("dien_fuxictr_like", "dien", OURS_VARIANTS["fuxictr_dien"],
-     "DIEN with FuxiCTR 2.3.10's choices that ours has: bilinear attention, "
-     "no auxiliary loss, no tower-input normalisation, N(0, 1e-4) "
-     "embeddings, no penalty, Adam on every row"),
+     "DIEN with FuxiCTR 2.3.10's choices that ours has: the paper's AUGRU, "
+     "bilinear attention, no auxiliary loss, the behaviour sum, no "
+     "attention-pooled behaviours, no tower-input normalisation, "
+     "N(0, 1e-4) embeddings, no penalty, Adam on every row"),
     ("dien_prepared_negatives", "dien", {"aux_negatives": "prepared"},
      "aux negatives drawn once by prepare (uniform)"),
 ]

@@ -86,13 +86,17 @@ OURS_VARIANTS = {
     "mba": {"regularization": "mba"},
 }
 # Every choice of FuxiCTR 2.3.10's DIEN that ours has as an option (its
-# model_zoo/LongCTR/DIEN and BaseModel, read from the wheel): bilinear
-# attention, no auxiliary loss, no normalisation of the tower input,
-# N(0, 1e-4) embeddings, no embedding penalty, Adam on every row.
+# model_zoo/LongCTR/DIEN and BaseModel, read from the wheel, as run here):
+# the paper's AUGRU, bilinear attention, no auxiliary loss, the behaviour
+# sum (`enable_sum_pooling`), no attention-pooled behaviours, no
+# normalisation of the tower input, N(0, 1e-4) embeddings, no embedding
+# penalty, Adam on every row.
 OURS_VARIANTS["fuxictr_dien"] = {
     **OURS_VARIANTS["bilinear"], **OURS_VARIANTS["no_aux"],
     **OURS_VARIANTS["no_tower_norm"], **OURS_VARIANTS["embeddings_1e-4"],
-    **OURS_VARIANTS["no_l2"], "adam_epsilon": 1e-8, "optimizer": "adam"}
+    **OURS_VARIANTS["no_l2"], **OURS_VARIANTS["behaviour_sum"],
+    "gru_type": "AUGRU", "attention_pooling_in_tower": None,
+    "adam_epsilon": 1e-8, "optimizer": "adam"}
 # FuxiCTR's DIN choices that ours has as options.
 OURS_VARIANTS["fuxictr_din"] = {
     **OURS_VARIANTS["no_behaviour_sum"], **OURS_VARIANTS["embeddings_1e-4"],

@@ -48,8 +48,9 @@ def test_din_flops_are_the_hand_count():
 
 
 def test_dien_flops_are_the_hand_count():
-  # G = 5; tower input 4 + 8 + 5 + 16 = 33; "mlp" attention on the states.
-  per_example = (33 * 8 + 8 * 4 + 4) + 8 * 5 + 5 * 6
+  # G = 5; tower input [u ; e_A ; h'_T ; sum_t a_t e_t ; s ; e_A * s] =
+  # 4 + 8 + 5 + 8 + 16 = 41; "mlp" attention on the states.
+  per_example = (41 * 8 + 8 * 4 + 4) + 8 * 5 + 5 * 6
   per_behaviour = (8 * 15 + 5 * 15          # extractor: input, recurrent
                    + 5 * 15 + 5 * 15        # evolution: input, recurrent
                    + 5 * 6 + 5 * 6 + 6 * 3 + 3)   # attention unit

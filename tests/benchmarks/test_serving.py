@@ -36,12 +36,13 @@ def test_din_floor_is_the_hand_count():
 
 @pytest.mark.parametrize("attention_type", ["mlp", "bilinear"])
 def test_dien_floor_counts_its_attention(attention_type):
-  # G = 5; tower input [u ; e_A ; h'_T ; s ; e_A * s] = 4 + 8 + 5 + 16 = 33.
+  # G = 5; tower input [u ; e_A ; h'_T ; sum_t a_t e_t ; s ; e_A * s] =
+  # 4 + 8 + 5 + 8 + 16 = 41.
   model = _built(DIENModel(SPEC, mlp_units=(8, 4), gru_units=5,
                            aux_hidden_units=(6, 3), attention_units=(6, 3),
                            attention_type=attention_type))
   parts = serving.floor_multiply_adds(model, N, L)
-  assert parts["tower"] == N * (33 * 8 + 8 * 4 + 4 * 1)
+  assert parts["tower"] == N * (41 * 8 + 8 * 4 + 4 * 1)
   assert parts["extractor"] == L * (8 * 15 + 5 * 15)
   assert parts["evolution_projection"] == L * 5 * 15
   assert parts["evolution"] == N * L * 5 * 15

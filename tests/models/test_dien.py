@@ -135,7 +135,7 @@ def test_attention_pooling_feeds_the_tower_the_attended_sum(small_data,
     np.testing.assert_allclose(interest[row, final_width:], expected,
                                rtol=1e-5, atol=1e-6)
   assert interest.shape[-1] == final_width + keys.shape[-1]
-  assert reference.attention_pooling_in_tower is None  # the default
+  assert reference.attention_pooling_in_tower == "behaviours"  # the default
   clone = DIENModel.from_config(model.get_config())
   assert clone.attention_pooling_in_tower == pooling
   with pytest.raises(ValueError, match="attention_pooling_in_tower must be"):

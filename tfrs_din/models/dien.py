@@ -30,6 +30,7 @@ class DIENModel(CTRModel):
       h_t   = GRU(e_t, h_{t-1})                           (interest extractor)
       a_t   = softmax_t(h_t W e_A)  over valid t           (attention to target)
       h'_T  = {AIGRU | AGRU | AUGRU}(h_t, a_t)             (interest evolving)
+      tower([u ; e_A ; h'_T ; sum_t a_t e_t ; s ; e_A * s])
       loss  = logloss + alpha * L_aux (training only)      (see InterestExtractor)
 
   The attention above is the paper's (eq. 7, bilinear), `attention_type=
@@ -59,10 +60,13 @@ class DIENModel(CTRModel):
       official code.
     tower_input_normalization: see `CTRModel`; "affine" by default, as the
       official code runs it.
-    attention_pooling_in_tower: None (the papers), "states" or
-      "behaviours": also feed the tower sum_t a_t h_t (the interest states)
-      or sum_t a_t e_t (the behaviours), pooled by the attention that drives
-      the evolution, beside the final evolved state h'_T.
+    attention_pooling_in_tower: "behaviours" (the default), "states" or
+      None (the papers: h'_T alone): also feed the tower sum_t a_t e_t (the
+      behaviours) or sum_t a_t h_t (the interest states), pooled by the
+      attention that drives the evolution, beside the final evolved state
+      h'_T. The evolved state is a lossy summary of the history; the pooled
+      behaviours give the tower DIN's direct read of the behaviours that
+      match the candidate.
     **kwargs: see `CTRModel`.
 
   Example:
@@ -83,7 +87,8 @@ class DIENModel(CTRModel):
                attention_units: Sequence[int] = (80, 40),
                behaviour_sum_in_tower: bool = True,
                tower_input_normalization: Optional[str] = "affine",
-               attention_pooling_in_tower: Optional[str] = None, **kwargs):
+               attention_pooling_in_tower: Optional[str] = "behaviours",
+               **kwargs):
     super().__init__(spec, behaviour_sum_in_tower=behaviour_sum_in_tower,
                      tower_input_normalization=tower_input_normalization,
                      **kwargs)
