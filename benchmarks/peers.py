@@ -1542,9 +1542,13 @@ differ as follows (counts per part in the table above):
   peer's DIN has that option. DeepCTR-Torch's
   Dice has an affine batch norm (2 more per unit: +800 for the 400 Dice
   units); ours and FuxiCTR learn one alpha per unit.
-- DIEN: ours = FuxiCTR's + our auxiliary net (72-100-50-1 and a batch norm
-  of its 72 inputs: 12,545); FuxiCTR's DIEN has the behaviour sum too
-  (`enable_sum_pooling=True`; ours the mean) and the same bilinear attention. DeepCTR-Torch:
+- DIEN: ours has FuxiCTR's parts plus our auxiliary net (72-100-50-1 and a
+  batch norm of its 72 inputs: 12,545); as shipped it also has the MLP
+  attention of the official code in place of the bilinear one, the
+  attention-pooled behaviours in the tower (36 x 200 = 7,200 more tower
+  weights) and an affine tower input (`ours:fuxictr_dien` is ours with
+  FuxiCTR's choices). FuxiCTR's DIEN has the behaviour sum too
+  (`enable_sum_pooling=True`; ours the mean). DeepCTR-Torch:
   no behaviour sum (-14,400), a DIN-style MLP attention (80-40 Dice, softmax:
   15,241 weights instead of the bilinear 1,296; it has no bilinear form),
   one bias per gate in its AUGRU cell (-108), its auxiliary net without the
