@@ -30,8 +30,10 @@ COMMON = dict(mlp_units=(32, 16), activation="prelu", regularization=None,
               kernel_initializer="glorot_uniform")
 # DIEN as the paper writes it (the constructor's defaults are the official
 # code's): the auxiliary loss's effect is the paper's claim.
+# The paper's DIEN: its tower reads the history only through h'_T.
 PAPER_DIEN = dict(gru_type="AUGRU", attention_type="bilinear",
-                  aux_reduction="step_mean", tower_input_normalization=None)
+                  aux_reduction="step_mean", tower_input_normalization=None,
+                  attention_pooling_in_tower=None)
 
 
 @pytest.fixture(scope="module")
