@@ -158,12 +158,21 @@ class DIENModel(CTRModel):
     # The evolution depends on the candidate: it runs for every (user,
     # candidate) pair; the extractor above ran once per user.
     final = self.evolution(states, attention, embedded.mask)    # [B, N, H']
-    if self.attention_pooling_in_tower is not None:
-      pooled = states if self.attention_pooling_in_tower == "states" else (
-          embedded.history)
-      # a is zero at padded steps, so padding adds nothing to the sum.
-      final = tf.concat([final, tf.matmul(attention, pooled)], -1)
+    pooled = self.attention_pooled(attention, states, embedded.history)
+    if pooled is not None:
+      final = tf.concat([final, pooled], -1)
     return final, {"attention": attention, "states": states}
+
+  def attention_pooled(self, attention: tf.Tensor, states: tf.Tensor,
+                       history: tf.Tensor) -> Optional[tf.Tensor]:
+    """sum_t a_t x_t [B, N, X] of `attention_pooling_in_tower` (x_t the
+    states [B, T, H] or the behaviours [B, T, Di]); None without it. a is
+    zero at padded steps, so padding adds nothing to the sum."""
+    if self.attention_pooling_in_tower is None:
+      return None
+    pooled = (states if self.attention_pooling_in_tower == "states"
+              else history)
+    return tf.matmul(attention, pooled)
 
   @property
   def has_auxiliary_loss(self) -> bool:

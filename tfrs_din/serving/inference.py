@@ -139,8 +139,8 @@ def _recurrence(cell, inputs: Callable[[tf.Tensor], tf.Tensor], steps,
   Feature-major layout: the R rows (users, or one user's candidates) are the
   last axis, so every gate is a contiguous block of rows of the recurrent
   product U^T h [..., 3H, R]. (Row-major [R, 3H] slices into gates inside
-  the step's fused loop, which XLA's CPU backend runs slower.) Each step is `gru_equations.step` with the
-  cell's gate.
+  the step's fused loop, which XLA's CPU backend runs slower.) Each step is
+  `gru_equations.step` with the cell's gate.
 
   Args:
     cell: an `AttentionGRUCell` (its recurrent kernel and bias, its gate).
@@ -362,14 +362,12 @@ def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
     attention = attention_scores(model.attention_unit, query, states, mask)
   else:
     attention = model.attention_scores(states, candidate, mask)  # [B, N, L]
-  # What `attention_pooling_in_tower` adds beside h'_T: sum_t a_t x_t.
-  pooled = {"states": states, "behaviours": history}.get(
-      model.attention_pooling_in_tower)
+  pooled = model.attention_pooled(attention, states, history)   # [B, N, X]
   return dict(
       user=user, candidate=candidate, numeric=numeric, steps=steps,
       summary=_pooled(history, mask, model.tower_behaviour_pooling),
       pooled=(tf.zeros(tf.concat([tf.shape(attention)[:2], [0]], 0))
-              if pooled is None else tf.matmul(attention, pooled)),  # [B, N, X]
+              if pooled is None else pooled),
       mask=mask_t[:, :, tf.newaxis, tf.newaxis],                  # [L, B, 1, 1]
       attention=tf.transpose(attention, [2, 0, 1])[:, :, tf.newaxis],  # [L, B, 1, N]
       # The evolution's input projection W h_t, once per user.
