@@ -50,6 +50,7 @@ CASES = ([(name, tower) for name in MODELS for tower in TOWER]
             ("din", dict(attention_normalization="softmax")),
             ("dien", dict(aux_reduction="step_mean")),
             ("dien", dict(attention_pooling_in_tower="states")),
+            ("dien", dict(attention_pooling_in_tower="din")),
             ("dien", dict(attention_pooling_in_tower="behaviours",
                           attention_type="bilinear"))])
 

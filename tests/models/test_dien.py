@@ -140,3 +140,36 @@ def test_attention_pooling_feeds_the_tower_the_attended_sum(small_data,
   assert clone.attention_pooling_in_tower == pooling
   with pytest.raises(ValueError, match="attention_pooling_in_tower must be"):
     DIENModel(small_data.spec, attention_pooling_in_tower="sum", **SMALL)
+
+
+def test_din_pooling_feeds_the_tower_dins_interest(small_data):
+  # interest = [h'_T ; sum_t w(e_t, e_A) e_t], w DIN's activation unit: a
+  # DINModel given the same unit's weights computes the same sum.
+  from tfrs_din.models import DINModel
+  model = DIENModel(small_data.spec, attention_units=(5, 3),
+                    attention_pooling_in_tower="din", **SMALL)
+  din = DINModel(small_data.spec, attention_units=(5, 3),
+                 mlp_units=SMALL["mlp_units"], activation="prelu")
+  features = small_data.features(slice(0, 6))
+  interest, _ = model.interest(model.embedder(features))
+  din(features)
+  din.embedder.set_weights(model.embedder.get_weights())
+  din.attention.set_weights(model.behaviour_attention.get_weights())
+  expected, weights = din.interest(din.embedder(features))
+  final_width = SMALL["gru_units"]
+  np.testing.assert_allclose(interest.numpy()[..., final_width:],
+                             expected.numpy(), rtol=1e-5, atol=1e-6)
+  # Not normalised (DIN's weights keep the intensity of the match), and
+  # zero past each history's end.
+  lengths = features[HISTORY_LENGTH].numpy()
+  weights = weights["attention"].numpy()[:, 0]
+  assert not np.allclose(weights.sum(-1), 1.0)
+  for row, length in enumerate(lengths):
+    np.testing.assert_array_equal(weights[row, length:], 0.0)
+  # The DIN unit is trained through the click loss.
+  with tf.GradientTape() as tape:
+    logits = model(features, training=True)
+  grads = tape.gradient(logits, model.behaviour_attention.trainable_variables)
+  assert all(g is not None and np.abs(g.numpy()).sum() > 0 for g in grads)
+  clone = DIENModel.from_config(model.get_config())
+  assert clone.attention_pooling_in_tower == "din"

@@ -79,6 +79,9 @@ CONFIGS = {
     "dien_pooled_behaviours_bilinear": (DIENModel, dict(
         gru_units=5, attention_type="bilinear",
         attention_pooling_in_tower="behaviours")),
+    "dien_pooled_din": (DIENModel, dict(
+        gru_units=5, attention_units=(6, 3),
+        attention_pooling_in_tower="din")),
     "dien_prelu_batch_norm": (DIENModel, dict(
         gru_units=5, activation="prelu", tower_input_normalization="batch")),
     "base": (BaseModel, dict()),
@@ -90,7 +93,7 @@ CONFIGS = {
         tower_input_normalization="batch")),
 }
 XLA_CONFIGS = ("din", "din_softmax_batch_norm_no_sum", "dien", "dien_paper",
-               "dien_aigru", "dien_pooled_states", "base",
+               "dien_aigru", "dien_pooled_states", "dien_pooled_din", "base",
                "base_no_sum_batch_norm")
 
 

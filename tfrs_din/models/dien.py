@@ -19,7 +19,7 @@ _NEG_INF = -1e9
 # Values of `DIENModel(attention_type=...)`.
 ATTENTION_TYPES = ("mlp", "bilinear")
 # Values of `DIENModel(attention_pooling_in_tower=...)`.
-ATTENTION_POOLINGS = (None, "states", "behaviours")
+ATTENTION_POOLINGS = (None, "states", "behaviours", "din")
 
 
 @tf.keras.saving.register_keras_serializable(package="tfrs_din")
@@ -60,13 +60,15 @@ class DIENModel(CTRModel):
       official code.
     tower_input_normalization: see `CTRModel`; "affine" by default, as the
       official code runs it.
-    attention_pooling_in_tower: "behaviours" (the default), "states" or
-      None (the papers: h'_T alone): also feed the tower sum_t a_t e_t (the
-      behaviours) or sum_t a_t h_t (the interest states), pooled by the
-      attention that drives the evolution, beside the final evolved state
-      h'_T. The evolved state is a lossy summary of the history; the pooled
-      behaviours give the tower DIN's direct read of the behaviours that
-      match the candidate.
+    attention_pooling_in_tower: "behaviours" (the default), "states", "din"
+      or None (the papers: h'_T alone): also feed the tower, beside the
+      final evolved state h'_T, sum_t a_t e_t (the behaviours) or sum_t a_t
+      h_t (the interest states), pooled by the attention that drives the
+      evolution, or DIN's sum_t w(e_t, e_A) e_t (a separate local activation
+      unit of `attention_units` with Dice, weights not normalised, as
+      `DINModel`'s). The evolved state is a lossy summary of the history;
+      the pooled behaviours give the tower DIN's direct read of the
+      behaviours that match the candidate.
     **kwargs: see `CTRModel`.
 
   Example:
@@ -128,6 +130,12 @@ class DIENModel(CTRModel):
       self.attention_unit = LocalActivationUnit(
           self.attention_units, activation="sigmoid", normalization="softmax",
           kernel_initializer=kernel, name="attention_unit")
+    if attention_pooling_in_tower == "din":
+      self.behaviour_attention = LocalActivationUnit(
+          self.attention_units, activation="dice",
+          kernel_initializer=tf.keras.initializers.serialize(
+              self.kernel_initializer),
+          name="behaviour_attention")
 
   def attention_scores(self, states: tf.Tensor, candidate: tf.Tensor,
                        mask: tf.Tensor) -> tf.Tensor:
@@ -158,17 +166,23 @@ class DIENModel(CTRModel):
     # The evolution depends on the candidate: it runs for every (user,
     # candidate) pair; the extractor above ran once per user.
     final = self.evolution(states, attention, embedded.mask)    # [B, N, H']
-    pooled = self.attention_pooled(attention, states, embedded.history)
+    if self.attention_pooling_in_tower == "din":
+      pooled = self.behaviour_attention(embedded.candidate,
+                                        embedded.behaviours,
+                                        training=training)       # [B, N, Di]
+    else:
+      pooled = self.attention_pooled(attention, states, embedded.history)
     if pooled is not None:
       final = tf.concat([final, pooled], -1)
     return final, {"attention": attention, "states": states}
 
   def attention_pooled(self, attention: tf.Tensor, states: tf.Tensor,
                        history: tf.Tensor) -> Optional[tf.Tensor]:
-    """sum_t a_t x_t [B, N, X] of `attention_pooling_in_tower` (x_t the
-    states [B, T, H] or the behaviours [B, T, Di]); None without it. a is
-    zero at padded steps, so padding adds nothing to the sum."""
-    if self.attention_pooling_in_tower is None:
+    """sum_t a_t x_t [B, N, X] of `attention_pooling_in_tower` "states" or
+    "behaviours" (x_t the states [B, T, H] or the behaviours [B, T, Di]);
+    None for the other values. a is zero at padded steps, so padding adds
+    nothing to the sum."""
+    if self.attention_pooling_in_tower not in ("states", "behaviours"):
       return None
     pooled = (states if self.attention_pooling_in_tower == "states"
               else history)

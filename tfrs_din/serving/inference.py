@@ -362,7 +362,11 @@ def _dien_front(model, features, candidates) -> Dict[str, tf.Tensor]:
     attention = attention_scores(model.attention_unit, query, states, mask)
   else:
     attention = model.attention_scores(states, candidate, mask)  # [B, N, L]
-  pooled = model.attention_pooled(attention, states, history)   # [B, N, X]
+  if model.attention_pooling_in_tower == "din":
+    pooled = tf.matmul(attention_scores(model.behaviour_attention, candidate,
+                                        history, mask), history)  # [B, N, Di]
+  else:
+    pooled = model.attention_pooled(attention, states, history)  # [B, N, X]
   return dict(
       user=user, candidate=candidate, numeric=numeric, steps=steps,
       summary=_pooled(history, mask, model.tower_behaviour_pooling),
