@@ -83,6 +83,17 @@ def _tower_input_width(model) -> int:
   return int(kernels[0].shape[0])
 
 
+def _din_unit(name: str, model, dim: int) -> List[Matmul]:
+  """DIN's activation unit (`attention_units`) over D-wide behaviours: the
+  query part per example, the key and q*k parts and the layers after them
+  per behaviour."""
+  units = list(model.attention_units)
+  return ([Matmul(f"{name}_query", "example", dim, units[0]),
+           Matmul(f"{name}_key", "behaviour", dim, units[0]),
+           Matmul(f"{name}_product", "behaviour", dim, units[0])]
+          + _mlp(name, "behaviour", units + [1]))
+
+
 def matmuls(model) -> List[Matmul]:
   """The matrix products of a built DIN or DIEN (N = 1 candidate).
 
@@ -94,7 +105,8 @@ def matmuls(model) -> List[Matmul]:
   its recurrent product (G x 3G); the attention ("mlp": the query D x G per
   example, then the activation unit on the states; "bilinear": D x G per
   example and G per behaviour); the evolution GRU's input projection and
-  recurrent product; the tower; in training, the auxiliary net on two
+  recurrent product; the tower; with `attention_pooling_in_tower="din"`
+  DIN's activation unit as above; in training, the auxiliary net on two
   [h_t ; e] pairs per step with a valid next behaviour.
   """
   spec = model.spec
@@ -103,11 +115,7 @@ def matmuls(model) -> List[Matmul]:
   out = _mlp("tower", "example", tower)
   kind = type(model).__name__
   if kind == "DINModel":
-    units = list(model.attention_units)
-    out += [Matmul("attention_query", "example", dim, units[0]),
-            Matmul("attention_key", "behaviour", dim, units[0]),
-            Matmul("attention_product", "behaviour", dim, units[0])]
-    out += _mlp("attention", "behaviour", units + [1])
+    out += _din_unit("attention", model, dim)
   elif kind == "DIENModel":
     g = model.gru_units
     out += [Matmul("extractor_input", "behaviour", dim, 3 * g),
@@ -124,6 +132,8 @@ def matmuls(model) -> List[Matmul]:
     else:
       out += [Matmul("attention_query", "example", dim, g),
               Matmul("attention_logit", "behaviour", g, 1)]
+    if model.attention_pooling_in_tower == "din":
+      out += _din_unit("behaviour_attention", model, dim)
     if model.aux_loss_weight > 0:
       out += _mlp("aux", "aux_pair", [g + dim] + list(model.aux_hidden_units)
                   + [1], training_only=True)

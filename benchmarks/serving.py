@@ -48,6 +48,16 @@ def _mlp_macs(widths: Sequence[int]) -> int:
   return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
+def _din_unit_macs(model, dim: int, candidates: int, history: int
+                   ) -> Dict[str, int]:
+  """DIN's activation unit (`attention_units`) over D-wide behaviours."""
+  units = list(model.attention_units)
+  return {"pairs": candidates * history * (dim * units[0]
+                                           + _mlp_macs(units + [1])),
+          "behaviours": history * dim * units[0],
+          "candidates": candidates * dim * units[0]}
+
+
 def floor_multiply_adds(model, candidates: int, history: int) -> Dict[str, int]:
   """Multiply-adds the exact computation needs, by part (and "total").
 
@@ -66,7 +76,8 @@ def floor_multiply_adds(model, candidates: int, history: int) -> Dict[str, int]:
       in place of D;
     per user and step ("mlp"): the h-only part of the net's first layer G*A1;
     per candidate: the attention query D*G (and, "mlp", its q-only part
-      G*A1) and the tower.
+      G*A1) and the tower;
+    with `attention_pooling_in_tower="din"`, DIN's activation unit as above.
   Element-wise work (activations, gates, softmax) and the attention-weighted
   sum of the behaviours (D per pair) are not counted.
   """
@@ -77,11 +88,7 @@ def floor_multiply_adds(model, candidates: int, history: int) -> Dict[str, int]:
                   + list(model.mlp_units) + [1])
   parts = {"tower": candidates * _mlp_macs(tower_widths)}
   if model.__class__.__name__ == "DINModel":
-    units = list(model.attention_units)
-    parts["pairs"] = candidates * history * (dim * units[0]
-                                             + _mlp_macs(units + [1]))
-    parts["behaviours"] = history * dim * units[0]
-    parts["candidates"] = candidates * dim * units[0]
+    parts.update(_din_unit_macs(model, dim, candidates, history))
   else:
     g = model.gru_units
     per_step_projection = g * 3 * g
@@ -96,6 +103,8 @@ def floor_multiply_adds(model, candidates: int, history: int) -> Dict[str, int]:
           + candidates * history * (g * units[0] + _mlp_macs(units + [1])))
     else:
       parts["attention"] = candidates * (dim * g + history * g)
+    if getattr(model, "attention_pooling_in_tower", None) == "din":
+      parts.update(_din_unit_macs(model, dim, candidates, history))
   parts["total"] = sum(parts.values())
   return parts
 

@@ -64,7 +64,29 @@ def test_dien_flops_are_the_hand_count():
       pytest.approx(3 * (forward + aux)))
 
 
-@pytest.mark.parametrize("make", [_din, _dien], ids=["din", "dien"])
+def test_dien_with_din_pooling_adds_dins_activation_unit():
+  # The tower's sum_t a_t e_t (8 wide) becomes DIN's pooled behaviours (8
+  # wide): the tower is unchanged; DIN's unit adds its query part per
+  # example and key, q*k and 6-3-1 layers per behaviour.
+  plain = floor.matmuls(_dien())
+  pooled = floor.matmuls(_built(DIENModel(
+      SPEC, mlp_units=(8, 4), gru_units=5, aux_hidden_units=(6, 3),
+      attention_units=(6, 3), attention_pooling_in_tower="din")))
+  extra = 2 * (8 * 6 + 2.5 * (8 * 6 + 8 * 6 + 6 * 3 + 3 * 1))
+  for training in (False, True):
+    added = (floor.flops_per_example(pooled, LENGTHS, training)["total"]
+             - floor.flops_per_example(plain, LENGTHS, training)["total"])
+    assert added == pytest.approx(extra * (3 if training else 1))
+
+
+def _dien_din_pooling():
+  return _built(DIENModel(SPEC, mlp_units=(8, 4), gru_units=5,
+                          aux_hidden_units=(6, 3), attention_units=(6, 3),
+                          attention_pooling_in_tower="din"))
+
+
+@pytest.mark.parametrize("make", [_din, _dien, _dien_din_pooling],
+                         ids=["din", "dien", "dien_din_pooling"])
 def test_every_counted_product_is_one_of_the_models_kernels(make):
   model = make()
   shapes = set()

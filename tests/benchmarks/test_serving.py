@@ -54,3 +54,17 @@ def test_dien_floor_counts_its_attention(attention_type):
   else:
     expected = N * (8 * 5 + L * 5)   # query e_A W^T, then a logit per step
   assert parts["attention"] == expected
+
+
+def test_dien_floor_with_din_pooling_adds_dins_activation_unit():
+  plain = serving.floor_multiply_adds(_built(DIENModel(
+      SPEC, mlp_units=(8, 4), gru_units=5, attention_units=(6, 3))), N, L)
+  parts = serving.floor_multiply_adds(_built(DIENModel(
+      SPEC, mlp_units=(8, 4), gru_units=5, attention_units=(6, 3),
+      attention_pooling_in_tower="din")), N, L)
+  assert parts["tower"] == plain["tower"]      # both pool 8-wide behaviours
+  assert parts["pairs"] == N * L * (8 * 6 + 6 * 3 + 3 * 1)
+  assert parts["behaviours"] == L * 8 * 6
+  assert parts["candidates"] == N * 8 * 6
+  assert parts["total"] == plain["total"] + (
+      parts["pairs"] + parts["behaviours"] + parts["candidates"])
