@@ -537,10 +537,10 @@ def run_ours(model_name: str, seed: int, path: str, args) -> dict:
   predict = tf.function(lambda f: model(f, training=False))
 
   def predict_all(arrays):
-    return np.concatenate([
-        predict({n: tf.constant(arrays[n][i:i + 2048]) for n in COLUMNS
-                 if not n.startswith("neg_") and n != "label"}).numpy()
-        for i in range(0, len(arrays["label"]), 2048)])
+    return _in_chunks(lambda rows: predict({
+        n: tf.constant(arrays[n][rows]) for n in COLUMNS
+        if not n.startswith("neg_") and n != "label"}).numpy(),
+        len(arrays["label"]))
 
   result = _scored(run_schedule(train_epoch, predict_all, train, test, args),
                    test["label"])
@@ -603,6 +603,28 @@ def _torch_result(model, run, labels, ends, args, notes, versions) -> dict:
               examples_per_s=_examples_per_s(ends, args.skip),
               steps=len(ends), params=total, embedding_params=emb,
               params_by_part=parts, notes=notes, versions=versions)
+
+
+def _in_chunks(score, size: int, chunk: int = 2048) -> np.ndarray:
+  """score(rows) over `size` rows, `chunk` at a time, as one flat array."""
+  return np.concatenate([np.asarray(score(slice(first, first + chunk))).ravel()
+                         for first in range(0, size, chunk)])
+
+
+def _tiled_rows(serve: dict) -> dict:
+  """The latency request as rows: the serving user's history and id repeated
+  for each of its SERVE_CANDIDATES candidates."""
+  tiled = {k: np.repeat(v, SERVE_CANDIDATES, axis=0)
+           for k, v in serve.items() if k.startswith("hist_") or k == "user_id"}
+  tiled.update(item_id=serve["item_id"][0], category_id=serve["category_id"][0])
+  return tiled
+
+
+def _tiled_latency(result: dict, call, args) -> dict:
+  """`result` with the latency of `call`, a peer scoring the tiled rows."""
+  result["latency"] = _latency(call, args.latency_reps)
+  result["latency_kind"] = "500 tiled rows (no per-user call)"
+  return result
 
 
 def _torch_params(model) -> tuple:
@@ -703,10 +725,8 @@ def run_fuxictr(model_name: str, seed: int, path: str, args) -> dict:
   def predict(arrays):
     model.eval()
     with torch.no_grad():
-      return np.concatenate([
-          model.forward(batch(arrays, slice(first, first + 2048)))[
-              "y_pred"].numpy().ravel()
-          for first in range(0, len(arrays["label"]), 2048)])
+      return _in_chunks(lambda rows: model.forward(batch(arrays, rows))[
+          "y_pred"].numpy(), len(arrays["label"]))
 
   result = _torch_result(model, run_schedule(train_epoch, predict, train,
                                              test, args),
@@ -714,15 +734,12 @@ def run_fuxictr(model_name: str, seed: int, path: str, args) -> dict:
                          {"fuxictr": fuxictr.__version__,
                           "torch": torch.__version__})
   if args.latency:
-    tiled = {k: np.repeat(v, SERVE_CANDIDATES, axis=0)
-             for k, v in serve.items() if k.startswith("hist_") or k == "user_id"}
-    tiled.update(item_id=serve["item_id"][0], category_id=serve["category_id"][0])
+    tiled = _tiled_rows(serve)
 
     def call():
       with torch.no_grad():
         return model.forward(batch(tiled, slice(None), SERVE_HISTORY))["y_pred"]
-    result["latency"] = _latency(call, args.latency_reps)
-    result["latency_kind"] = "500 tiled rows (no per-user call)"
+    _tiled_latency(result, call, args)
   return result
 
 
@@ -821,9 +838,7 @@ def run_deepctr_torch(model_name: str, seed: int, path: str, args) -> dict:
     server = _deepctr_model(model_name, vocab, SERVE_HISTORY, seed)
     server.load_state_dict(model.state_dict())
     server.eval()
-    tiled = {k: np.repeat(v, SERVE_CANDIDATES, axis=0)
-             for k, v in serve.items() if k.startswith("hist_") or k == "user_id"}
-    tiled.update(item_id=serve["item_id"][0], category_id=serve["category_id"][0])
+    tiled = _tiled_rows(serve)
     tiled.update(neg_hist_item_id=tiled["hist_item_id"],  # unused in eval
                  neg_hist_category_id=tiled["hist_category_id"])
     columns = []
@@ -848,8 +863,7 @@ def run_deepctr_torch(model_name: str, seed: int, path: str, args) -> dict:
     def call():
       with torch.no_grad():
         return server(rows)
-    result["latency"] = _latency(call, args.latency_reps)
-    result["latency_kind"] = "500 tiled rows (no per-user call)"
+    _tiled_latency(result, call, args)
   return result
 
 
@@ -1062,9 +1076,8 @@ def run_recbole(model_name: str, seed: int, path: str, args) -> dict:
   def predict(arrays):
     model.eval()
     with torch.no_grad():
-      return np.concatenate([
-          model.predict(batch(arrays, slice(first, first + 2048))).numpy()
-          for first in range(0, len(arrays["label"]), 2048)])
+      return _in_chunks(lambda rows: model.predict(batch(arrays, rows)).numpy(),
+                        len(arrays["label"]))
 
   result = _torch_result(model, run_schedule(train_epoch, predict, train,
                                              test, args),
@@ -1085,18 +1098,14 @@ def run_recbole(model_name: str, seed: int, path: str, args) -> dict:
           server.predict(batch(first, slice(None), SERVE_HISTORY)).numpy(),
           model.predict(batch(first, slice(None))).numpy(),
           rtol=1e-4, atol=1e-6)
-    tiled = {k: np.repeat(v, SERVE_CANDIDATES, axis=0)
-             for k, v in serve.items() if k.startswith("hist_") or k == "user_id"}
-    tiled.update(item_id=serve["item_id"][0], category_id=serve["category_id"][0],
-                 neg_hist_item_id=np.repeat(serve["hist_item_id"],
-                                            SERVE_CANDIDATES, axis=0))
+    tiled = _tiled_rows(serve)
+    tiled.update(neg_hist_item_id=tiled["hist_item_id"])
     request = batch(tiled, slice(None), SERVE_HISTORY)
 
     def call():
       with torch.no_grad():
         return server.predict(request)
-    result["latency"] = _latency(call, args.latency_reps)
-    result["latency_kind"] = "500 tiled rows (no per-user call)"
+    _tiled_latency(result, call, args)
   return result
 
 
@@ -1394,10 +1403,9 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None,
       f"Made by `python benchmarks/peers.py{_section_flags(source, schedule)}` on "
       f"{now}: {platform.machine()}, "
       f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-      "CPU only. The machine was shared with another session's experiments "
-      "(the 1-minute load average at each run's start is in the JSONL, "
-      f"`{os.path.basename(out)}`), so examples/s and latencies are "
-      "indicative; AUC does not depend on the load.", ""]
+      "CPU only. The 1-minute load average at each run's start is in the "
+      f"JSONL (`{os.path.basename(out)}`): on a shared machine examples/s "
+      "and latencies are indicative; AUC does not depend on the load.", ""]
   if source:
     data = (f"Data: the `tfrs-din prepare` output `{os.path.basename(source)}` "
             f"({manifest['protocol']} protocol, its own train/test split and "
@@ -1484,11 +1492,9 @@ def report(runs, manifest, libraries, models, seeds, out, timed=None,
       "brackets).", "",
       f"Compute threads per library: {', '.join(map(str, threads))} "
       "(`--threads`; TensorFlow "
-      "intra- and inter-op, `torch.set_num_threads`). On this 2-core machine "
-      "with other jobs running, PyTorch's default 2 OpenMP threads spin "
-      "while the other core is taken: a DeepCTR-Torch DIN step took 429 ms "
-      "with 2 threads and 105 ms with 1 (load average 7-10), so every "
-      "library gets one thread.", "",
+      "intra- and inter-op, `torch.set_num_threads`). PyTorch's OpenMP "
+      "threads spin while another job holds a core, so on a shared machine "
+      "every library gets one thread (docs/benchmarks.md).", "",
       "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
       + (f". Load average at run starts: {min(loads):.1f}-{max(loads):.1f}."
          if loads else ""), "",

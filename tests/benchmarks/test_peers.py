@@ -185,3 +185,27 @@ def test_item_categories_refuses_an_item_with_two_categories():
     peers.item_categories(3, pairs[:1])
   with pytest.raises(ValueError, match="item id -2 is out"):
     peers.item_categories(6, [(np.array([-2]), np.array([5]))])
+
+
+def test_in_chunks_scores_every_row_once_in_order():
+  seen = []
+
+  def score(rows):
+    seen.append(rows)
+    return np.arange(5000)[rows] * 2.0
+
+  got = peers._in_chunks(score, 5000)
+  np.testing.assert_array_equal(got, np.arange(5000) * 2.0)
+  assert [r.start for r in seen] == [0, 2048, 4096]
+
+
+def test_tiled_rows_repeat_the_user_for_each_candidate():
+  serve = {"user_id": np.array([7]), "hist_item_id": np.array([[3, 4, 0]]),
+           "item_id": np.arange(peers.SERVE_CANDIDATES)[None] + 10,
+           "category_id": np.ones((1, peers.SERVE_CANDIDATES), int)}
+  tiled = peers._tiled_rows(serve)
+  assert tiled["user_id"].shape == (peers.SERVE_CANDIDATES,)
+  assert (tiled["user_id"] == 7).all()
+  assert (tiled["hist_item_id"] == [3, 4, 0]).all()
+  np.testing.assert_array_equal(tiled["item_id"],
+                                np.arange(peers.SERVE_CANDIDATES) + 10)
