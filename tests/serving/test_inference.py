@@ -93,7 +93,7 @@ CONFIGS = {
         tower_input_normalization="batch")),
 }
 XLA_CONFIGS = ("din", "din_softmax_batch_norm_no_sum", "dien", "dien_paper",
-               "dien_aigru", "dien_pooled_states", "dien_pooled_din", "base",
+               "dien_aigru", "dien_pooled_states", "base",
                "base_no_sum_batch_norm")
 
 
