@@ -23,6 +23,11 @@ machine, over the history lengths that exist:
   GRU step, [256, 200] x [200, 80] for the tower), run in a loop inside one
   graph, so no per-call overhead counts.
 
+* Peak (`peak_matmul_gflop_per_s`): the rate of one 2048^3 product, the
+  best this machine does; `*_vs_peak_floor` is the same ratio against the
+  floor at that rate for every product (small products cannot reach it,
+  so this floor is stricter).
+
 Then each model trains (`make_train_function`, the pipeline `train` uses:
 `make_dataset` with length-grouped, bucket-padded batches) and evaluates
 (`make_test_function` on the test split) for `--seconds` each, and the
@@ -176,6 +181,10 @@ def _shape(m: Matmul, lengths, batch: int):
   return max(1, int(round(rows))), m.k, m.n
 
 
+# Side of the square product whose rate is the machine's peak.
+PEAK_SIZE = 2048
+
+
 def matmul_rate(tf, rows: int, k: int, n: int, seconds: float) -> float:
   """FLOP/s of [rows, k] x [k, n] float32 products, the best of repeated
   timed loops (each ~10 ms of products run in one graph, on distinct
@@ -317,6 +326,11 @@ def run(data: Optional[str] = None, seconds: float = 5.0, batch: int = 256,
              for s in shapes}
     out["matmul_gflop_per_s"] = {f"[{r},{k}]x[{k},{n}]": rates[r, k, n] / 1e9
                                  for r, k, n in shapes}
+    # The machine's best rate, one large square product: the floor no
+    # product shape of these models can beat.
+    peak = matmul_rate(tf, PEAK_SIZE, PEAK_SIZE, PEAK_SIZE,
+                       seconds=max(0.5, seconds / 5))
+    out["peak_matmul_gflop_per_s"] = peak / 1e9
     paddings = ["bucket"] + (["max_history"] if compare_max_history else [])
     for name, model in models.items():
       for training, split, size in ((True, "train", batch),
@@ -336,6 +350,8 @@ def run(data: Optional[str] = None, seconds: float = 5.0, batch: int = 256,
           suffix = "" if padding == "bucket" else "_max_history_padding"
           out[f"{name}_{mode}_examples_per_s{suffix}"] = eps
           out[f"{name}_{mode}_vs_floor{suffix}"] = eps / floor
+          out[f"{name}_{mode}_vs_peak_floor{suffix}"] = (
+              eps * flops["total"] / peak)
     out["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                       f"TensorFlow {tf.__version__}")
     return out
