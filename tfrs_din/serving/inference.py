@@ -404,13 +404,15 @@ EVOLUTION_GROUPS = 2
 
 def _dien_probabilities(model, jit_compile: bool):
   """DIEN's probabilities(features, candidates) in three stages: front,
-  evolution groups, tower; each compiled with XLA under `jit_compile`, so
-  that the groups stay separate calls TensorFlow runs concurrently."""
+  evolution groups, tower. Under `jit_compile` the front and the tower are
+  compiled with XLA; the evolution loops are not: XLA runs each loop on one
+  thread and its CPU loop is slower than TensorFlow's own, which also runs
+  the groups side by side."""
   def compiled(fn):
     return tf.function(fn, jit_compile=True) if jit_compile else fn
 
   front = compiled(lambda f, c: _dien_front(model, f, c))
-  evolve = compiled(lambda *args: _dien_evolve(model, *args))
+  evolve = lambda *args: _dien_evolve(model, *args)               # noqa: E731
   back = compiled(lambda user, candidate, final, numeric, summary:
                   tf.sigmoid(_tower(model, user, candidate, final, numeric,
                                     summary)))
