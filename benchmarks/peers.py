@@ -595,11 +595,15 @@ def _torch_setup(seed: int, threads: int):
   return torch
 
 
-def _torch_result(model, run, labels, ends, args, notes, versions) -> dict:
-  """The result record of a PyTorch peer's run (quality from `run_schedule`'s
-  output `run`, speed, sizes)."""
+def _torch_result(model, train_epoch, predict, train, test, ends, args,
+                  notes, library, version) -> dict:
+  """Trains and scores a PyTorch peer (`run_schedule`), and its result
+  record: quality, speed, sizes, and the versions of `library` and torch."""
+  import torch  # pylint: disable=g-import-not-at-top
+  run = run_schedule(train_epoch, predict, train, test, args)
+  versions = {library: version, "torch": torch.__version__}
   total, emb, parts = _torch_params(model)
-  return dict(_scored(run, labels),
+  return dict(_scored(run, test["label"]),
               examples_per_s=_examples_per_s(ends, args.skip),
               steps=len(ends), params=total, embedding_params=emb,
               params_by_part=parts, notes=notes, versions=versions)
@@ -728,11 +732,8 @@ def run_fuxictr(model_name: str, seed: int, path: str, args) -> dict:
       return _in_chunks(lambda rows: model.forward(batch(arrays, rows))[
           "y_pred"].numpy(), len(arrays["label"]))
 
-  result = _torch_result(model, run_schedule(train_epoch, predict, train,
-                                             test, args),
-                         test["label"], ends, args, notes,
-                         {"fuxictr": fuxictr.__version__,
-                          "torch": torch.__version__})
+  result = _torch_result(model, train_epoch, predict, train, test, ends, args,
+                         notes, "fuxictr", fuxictr.__version__)
   if args.latency:
     tiled = _tiled_rows(serve)
 
@@ -827,11 +828,8 @@ def run_deepctr_torch(model_name: str, seed: int, path: str, args) -> dict:
     return model.predict({n: arrays[n] for n in model.feature_index},
                          batch_size=2048).ravel()
 
-  result = _torch_result(model, run_schedule(train_epoch, predict, train,
-                                             test, args),
-                         test["label"], ends, args, notes,
-                         {"deepctr_torch": deepctr_torch.__version__,
-                          "torch": torch.__version__})
+  result = _torch_result(model, train_epoch, predict, train, test, ends, args,
+                         notes, "deepctr_torch", deepctr_torch.__version__)
   if args.latency:
     # Columns are fixed by maxlen: the same weights in a model built for a
     # history of 100 (no parameter depends on maxlen).
@@ -1079,11 +1077,8 @@ def run_recbole(model_name: str, seed: int, path: str, args) -> dict:
       return _in_chunks(lambda rows: model.predict(batch(arrays, rows)).numpy(),
                         len(arrays["label"]))
 
-  result = _torch_result(model, run_schedule(train_epoch, predict, train,
-                                             test, args),
-                         test["label"], ends, args, notes,
-                         {"recbole": recbole.__version__,
-                          "torch": torch.__version__})
+  result = _torch_result(model, train_epoch, predict, train, test, ends, args,
+                         notes, "recbole", recbole.__version__)
   if args.latency:
     # The attention's position table is sized by MAX_ITEM_LIST_LENGTH: the
     # same weights in a model built for a history of 100 (no parameter
