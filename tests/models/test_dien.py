@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import reference as ref
 from tfrs_din.features import HISTORY_LENGTH
-from tfrs_din.models import DIENModel
+from tfrs_din.models import DIENModel, DINModel
 
 SMALL = dict(mlp_units=(8, 4), activation="prelu", gru_units=6,
              aux_hidden_units=(8, 4))
@@ -145,7 +145,6 @@ def test_attention_pooling_feeds_the_tower_the_attended_sum(small_data,
 def test_din_pooling_feeds_the_tower_dins_interest(small_data):
   # interest = [h'_T ; sum_t w(e_t, e_A) e_t], w DIN's activation unit: a
   # DINModel given the same unit's weights computes the same sum.
-  from tfrs_din.models import DINModel
   model = DIENModel(small_data.spec, attention_units=(5, 3),
                     attention_pooling_in_tower="din", **SMALL)
   din = DINModel(small_data.spec, attention_units=(5, 3),

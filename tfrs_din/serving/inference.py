@@ -412,7 +412,6 @@ def _dien_probabilities(model, jit_compile: bool):
     return tf.function(fn, jit_compile=True) if jit_compile else fn
 
   front = compiled(lambda f, c: _dien_front(model, f, c))
-  evolve = lambda *args: _dien_evolve(model, *args)               # noqa: E731
   back = compiled(lambda user, candidate, final, numeric, summary:
                   tf.sigmoid(_tower(model, user, candidate, final, numeric,
                                     summary)))
@@ -422,9 +421,9 @@ def _dien_probabilities(model, jit_compile: bool):
     num = tf.shape(parts["candidate"])[1]
     size = (num + EVOLUTION_GROUPS - 1) // EVOLUTION_GROUPS
     final = tf.concat([
-        evolve(parts["projected"],
-               parts["attention"][..., g * size:(g + 1) * size],
-               parts["mask"], parts["steps"])
+        _dien_evolve(model, parts["projected"],
+                     parts["attention"][..., g * size:(g + 1) * size],
+                     parts["mask"], parts["steps"])
         for g in range(EVOLUTION_GROUPS)], -1)                    # [B, H, N]
     interest = tf.concat([tf.transpose(final, [0, 2, 1]), parts["pooled"]],
                          -1)
