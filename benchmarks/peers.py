@@ -1243,8 +1243,10 @@ def main() -> int:
   args.skip = args.skip if args.skip is not None else (10 if args.quick else 50)
   args.latency_reps = args.latency_reps or (50 if args.quick else 200)
   if args.export:
-    print(json.dumps(export_prepared(args.data, args.prepared) if args.prepared
-                     else export_data(args.data, args.quick)))
+    manifest = (export_prepared(args.data, args.prepared) if args.prepared
+                else export_data(args.data, args.quick))
+    # The id counts stay in the manifest file; the log gets the rest.
+    print(json.dumps({k: v for k, v in manifest.items() if k != "frequencies"}))
     return 0
   if args.child:
     return _child(args)
